@@ -1,0 +1,306 @@
+"""Device and backend selection: the one module that imports array libraries.
+
+A :class:`Backend` pairs an Array API namespace ``xp`` with a device. It is
+resolved once, at a public entry point (``Sequential(...)``, ``xpnet train``),
+and then passed down; the core modules never import NumPy or CuPy themselves.
+
+Devices: ``"cpu"`` (NumPy by default), ``"cuda"`` / ``"cuda:N"`` (CuPy by
+default), ``"auto"`` (CUDA when CuPy and a working GPU are present, else the
+CPU with a one-line notice). Backends: ``numpy``, ``cupy``, ``torch``,
+``array-api-strict``.
+
+Arrays leave the device through :func:`to_numpy` only, and enter it through
+:meth:`Backend.asarray`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+from .errors import DeviceError, XpnetError
+
+log = logging.getLogger("xpnet")
+
+BACKENDS = ("numpy", "cupy", "torch", "array-api-strict")
+DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+DTYPES = ("float32", "float64")
+
+_CUDA_EXTRA_HINT = (
+    "install the CUDA extra matching your driver: "
+    "pip install 'xpnet[cuda12]' (CUDA 12) or 'xpnet[cuda13]' (CUDA 13)"
+)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """An Array API namespace bound to one device.
+
+    Attributes:
+        name: one of :data:`BACKENDS`.
+        xp: the Array API namespace (``array_api_compat`` wrapper or strict).
+        device: the namespace's device object, passed to every allocation.
+        device_name: ``"cpu"`` or ``"cuda:N"``, as a person writes it.
+        notice: a one-line remark about how the device was chosen, or ``""``.
+    """
+
+    name: str
+    xp: Any = field(repr=False)
+    device: Any
+    device_name: str
+    notice: str = ""
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.device_name.startswith("cuda")
+
+    def dtype(self, name: str) -> Any:
+        """The namespace's dtype object for ``"float32"`` or ``"float64"``."""
+        if name not in DTYPES:
+            raise XpnetError(
+                f"unknown dtype {name!r}: choose one of {', '.join(DTYPES)}"
+            )
+        return getattr(self.xp, name)
+
+    def asarray(self, host: Any, dtype: str | None = None) -> Any:
+        """Copy a host array (NumPy or anything ``numpy.asarray`` takes) here.
+
+        The conversion to ``dtype`` happens on the host first, so every backend
+        starts from bit-identical values.
+        """
+        arr = np.asarray(host)
+        if dtype is not None:
+            arr = arr.astype(dtype, copy=False)
+        arr = np.ascontiguousarray(arr)
+        if self.name == "array-api-strict":
+            return self.xp.asarray(arr, device=self.device, copy=True)
+        if self.name == "cupy":
+            with self.device:
+                return self.xp.asarray(arr)
+        return self.xp.asarray(arr, device=self.device)
+
+    def owns(self, x: Any) -> bool:
+        """Whether ``x`` is already an array of this namespace on this device."""
+        try:
+            xp = array_api_compat.array_namespace(x)
+        except TypeError:
+            return False
+        if xp is not self.xp:
+            return False
+        return str(array_api_compat.device(x)) == str(self.device)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (for timing); a no-op on the CPU."""
+        if self.name == "cupy":
+            import cupy
+
+            cupy.cuda.get_current_stream().synchronize()
+        elif self.name == "torch" and self.is_gpu:
+            import torch
+
+            torch.cuda.synchronize(self.device)
+
+    def describe(self) -> str:
+        """One line for logs: backend, device and, on a GPU, its name."""
+        text = f"backend={self.name} device={self.device_name}"
+        gpu = gpu_name(self)
+        return f"{text} ({gpu})" if gpu else text
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """The single exit to the host: any backend's array as a NumPy array."""
+    if isinstance(x, np.ndarray):
+        return x
+    if array_api_compat.is_cupy_array(x):
+        return x.get()
+    if array_api_compat.is_torch_array(x):
+        return x.detach().cpu().numpy()
+    if array_api_compat.is_numpy_array(x):
+        return np.asarray(x)
+    try:
+        return np.from_dlpack(x)
+    except (TypeError, BufferError, RuntimeError):
+        return np.asarray(x)
+
+
+def namespace_of(*arrays: Any) -> Any:
+    """The Array API namespace of ``arrays`` (looked up once by callers)."""
+    return array_api_compat.array_namespace(*arrays)
+
+
+def parse_device(device: str) -> tuple[str, int]:
+    """Split ``"cpu" | "cuda" | "cuda:N" | "auto"`` into (kind, index)."""
+    text = str(device).strip().lower()
+    if text in ("cpu", "auto", "cuda"):
+        return text, 0
+    if text.startswith("cuda:"):
+        index = text[5:]
+        if index.isdigit():
+            return "cuda", int(index)
+    if text == "gpu":
+        return "cuda", 0
+    raise DeviceError(
+        f"unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N' "
+        "(N = GPU index, e.g. cuda:0)"
+    )
+
+
+def _import(module: str, extra_hint: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise DeviceError(f"{module} is not installed ({exc}); {extra_hint}") from None
+
+
+def _cupy_gpu_count() -> tuple[Any, int, str]:
+    """(cupy module or None, usable GPU count, reason when none is usable)."""
+    try:
+        import cupy
+    except ImportError:
+        return None, 0, "CuPy is not installed"
+    except Exception as exc:  # a broken CUDA install can fail at import
+        return None, 0, f"CuPy failed to import ({type(exc).__name__}: {exc})"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        return cupy, 0, f"CuPy found no usable GPU ({type(exc).__name__}: {exc})"
+    if count == 0:
+        return cupy, 0, "CuPy found no GPU"
+    return cupy, count, ""
+
+
+def _resolve_cuda(backend: str, index: int) -> Backend:
+    name = f"cuda:{index}"
+    if backend == "cupy":
+        cupy, count, reason = _cupy_gpu_count()
+        if cupy is None and "not installed" in reason:
+            raise DeviceError(f"device {name!r} needs CuPy, which is not installed; "
+                              + _CUDA_EXTRA_HINT)
+        if count == 0:
+            raise DeviceError(f"device {name!r} is not usable: {reason}; "
+                              "use --device cpu (or auto)")
+        if index >= count:
+            raise DeviceError(f"device {name!r} does not exist: this machine has "
+                              f"{count} GPU(s), cuda:0..cuda:{count - 1}")
+        import array_api_compat.cupy as xp
+
+        return Backend("cupy", xp, cupy.cuda.Device(index), name)
+    if backend == "torch":
+        torch = _import("torch", "pip install torch (a CUDA build) for this backend")
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {name!r} is not usable: PyTorch sees no CUDA "
+                              "GPU; use --device cpu")
+        if index >= torch.cuda.device_count():
+            raise DeviceError(f"device {name!r} does not exist: PyTorch sees "
+                              f"{torch.cuda.device_count()} GPU(s)")
+        import array_api_compat.torch as xp
+
+        return Backend("torch", xp, torch.device(name), name)
+    raise DeviceError(f"backend {backend!r} cannot run on {name!r}: "
+                      "use backend cupy or torch for CUDA devices")
+
+
+def _resolve_cpu(backend: str) -> Backend:
+    if backend == "numpy":
+        import array_api_compat.numpy as xp
+
+        return Backend("numpy", xp, "cpu", "cpu")
+    if backend == "torch":
+        torch = _import("torch", "pip install torch to use the torch backend")
+        import array_api_compat.torch as xp
+
+        return Backend("torch", xp, torch.device("cpu"), "cpu")
+    if backend == "array-api-strict":
+        strict = _import(
+            "array_api_strict", "pip install array-api-strict to use this backend"
+        )
+        return Backend("array-api-strict", strict, strict.Device("CPU_DEVICE"), "cpu")
+    raise DeviceError(f"backend {backend!r} cannot run on the CPU: use numpy, "
+                      "torch or array-api-strict")
+
+
+def _normalise_backend(backend: str | None) -> str | None:
+    if backend is None:
+        return None
+    name = str(backend).strip().lower().replace("_", "-")
+    if name in ("strict", "array-api-strict"):
+        return "array-api-strict"
+    if name not in BACKENDS:
+        raise DeviceError(
+            f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}"
+        )
+    return name
+
+
+def resolve(device: str | Backend = "auto", backend: str | None = None) -> Backend:
+    """Resolve a device string and optional backend name to a :class:`Backend`.
+
+    ``device``: ``"auto" | "cpu" | "cuda" | "cuda:N"`` (or a resolved Backend,
+    returned as is). ``backend``: ``None`` picks NumPy for the CPU and CuPy for
+    CUDA. Raises :class:`~xpnet.errors.DeviceError` with a one-line message when
+    the request cannot be met.
+    """
+    if isinstance(device, Backend):
+        return device
+    kind, index = parse_device(device)
+    name = _normalise_backend(backend)
+    if kind == "cpu":
+        return _resolve_cpu(name or "numpy")
+    if kind == "cuda":
+        return _resolve_cuda(name or "cupy", index)
+    # auto: CUDA when it works, else the CPU with a notice.
+    if name in (None, "cupy"):
+        cupy, count, reason = _cupy_gpu_count()
+        if count > 0:
+            return _resolve_cuda("cupy", 0)
+    elif name == "torch":
+        torch = _import("torch", "pip install torch to use the torch backend")
+        if torch.cuda.is_available():
+            return _resolve_cuda("torch", 0)
+        reason = "PyTorch sees no CUDA GPU"
+    else:
+        reason = f"backend {name} runs on the CPU"
+    chosen = _resolve_cpu("numpy" if name in (None, "cupy") else name)
+    notice = f"device auto: {reason}; running on the CPU with {chosen.name}"
+    log.warning(notice)
+    return Backend(chosen.name, chosen.xp, chosen.device, "cpu", notice=notice)
+
+
+def gpu_name(backend: Backend) -> str:
+    """The GPU's product name for a CUDA backend, else ``""``."""
+    if not backend.is_gpu:
+        return ""
+    try:
+        if backend.name == "cupy":
+            import cupy
+
+            props = cupy.cuda.runtime.getDeviceProperties(backend.device.id)
+            name = props["name"]
+            return name.decode() if isinstance(name, bytes) else str(name)
+        import torch
+
+        return torch.cuda.get_device_name(backend.device)
+    except Exception:  # a name is decoration; never fail a run for it
+        return ""
+
+
+def available_backends() -> dict[str, str]:
+    """Each backend name mapped to its version, or to why it is unavailable."""
+    found = {}
+    for name, module in (
+        ("numpy", "numpy"),
+        ("cupy", "cupy"),
+        ("torch", "torch"),
+        ("array-api-strict", "array_api_strict"),
+    ):
+        try:
+            mod = importlib.import_module(module)
+            found[name] = getattr(mod, "__version__", "?")
+        except Exception as exc:
+            found[name] = f"unavailable ({type(exc).__name__})"
+    return found

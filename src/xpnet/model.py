@@ -1,0 +1,471 @@
+"""The model: :class:`Sequential`, :func:`mlp`, and the training loop.
+
+The device and namespace are resolved once, when the model is built; data is
+copied to the device once per ``fit`` call; the step loop reads nothing back
+from the device (loss and accuracy are summed there and read once per epoch).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import backend as _backend
+from .activations import ACTIVATIONS, RELU_LIKE, Identity, Softmax, get_activation
+from .errors import DivergenceError, XpnetError
+from .initializers import make_rngs, permutation
+from .layers import Dense, Layer
+from .losses import Loss, get_loss
+from .optimizers import SGD, Optimizer, get_optimizer
+
+
+class History:
+    """Per-epoch records of :meth:`Sequential.fit`, as Keras users know it.
+
+    ``history.records`` is a list of dicts with keys ``epoch`` (from 1),
+    ``loss``, ``accuracy`` (training, ``None`` without class labels),
+    ``val_loss``, ``val_accuracy`` (when validation data was given),
+    ``seconds`` (wall time of the epoch's training steps, device synchronised)
+    and ``samples_per_second``. ``history.history["loss"]`` gives one column.
+    """
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+
+    @property
+    def history(self) -> dict[str, list[Any]]:
+        keys: list[str] = []
+        for record in self.records:
+            keys += [k for k in record if k not in keys]
+        return {k: [r.get(k) for r in self.records] for k in keys}
+
+    def __getitem__(self, key: str) -> list[Any]:
+        return self.history[key]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __repr__(self) -> str:
+        return f"History({self.records!r})"
+
+
+class Sequential:
+    """A stack of layers trained by backpropagation.
+
+    Args:
+        layers: e.g. ``[Dense(784, 256), ReLU(), Dense(256, 10)]``. Dense layers
+            with ``init="auto"`` get He-normal weights when followed by a
+            ReLU-like activation and Glorot-uniform otherwise.
+        loss: a name (``"cross-entropy"``, ``"mse"``, ``"bce"``) or a Loss.
+        optimizer: a name or an :class:`~xpnet.optimizers.Optimizer`; default
+            ``SGD(lr=0.1, momentum=0.9)``.
+        device, backend: see :func:`xpnet.backend.resolve` (or pass a Backend).
+        dtype: ``"float32"`` (default) or ``"float64"``.
+        seed: seeds the host RNG that draws initial weights and shuffles.
+    """
+
+    def __init__(self, layers: Sequence[Layer], *, loss: str | Loss = "cross_entropy",
+                 optimizer: str | Optimizer | None = None,
+                 device: str | _backend.Backend = "auto", backend: str | None = None,
+                 dtype: str = "float32", seed: int | None = 0):
+        self.layers = list(layers)
+        if not self.layers:
+            raise XpnetError("a Sequential model needs at least one layer")
+        for layer in self.layers:
+            if not isinstance(layer, Layer):
+                raise XpnetError(f"{layer!r} is not an xpnet layer")
+        self.backend = _backend.resolve(device, backend)
+        self.xp = self.backend.xp
+        self.dtype_name = dtype
+        self.dtype = self.backend.dtype(dtype)
+        self.seed = seed
+        self.loss = get_loss(loss)
+        self.optimizer = (
+            SGD(lr=0.1, momentum=0.9) if optimizer is None else get_optimizer(optimizer)
+        )
+        self.in_features, self.out_features = self._check_architecture()
+        self._init_rng, self.shuffle_rng = make_rngs(seed)
+        self._build()
+        self.epochs_trained = 0
+
+    # -- construction ----------------------------------------------------------
+    def _check_architecture(self) -> tuple[int, int]:
+        dense = [layer for layer in self.layers if isinstance(layer, Dense)]
+        if not dense:
+            raise XpnetError("the model needs at least one Dense layer")
+        for a, b in zip(dense, dense[1:], strict=False):
+            if a.out_features != b.in_features:
+                raise XpnetError(
+                    f"layer sizes do not chain: a Dense with {a.out_features} outputs "
+                    f"feeds a Dense with {b.in_features} inputs"
+                )
+        return dense[0].in_features, dense[-1].out_features
+
+    def _build(self) -> None:
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, Dense):
+                following = self.layers[i + 1] if i + 1 < len(self.layers) else None
+                default = (
+                    "he_normal" if isinstance(following, RELU_LIKE) else "glorot_uniform"
+                )
+                layer.build(self.backend, self.dtype_name, self._init_rng, default)
+            else:
+                layer.build(self.backend, self.dtype_name, self._init_rng)
+        self.loss.build(self.backend, self.dtype_name)
+        first = next(i for i, layer in enumerate(self.layers) if layer.params)
+        self.layers[first].needs_input_grad = False
+        # Layers before the first one with parameters need no backward pass.
+        self._backward_layers = self.layers[first:][::-1]
+        self._param_layers = [layer for layer in self.layers if layer.params]
+
+    # -- data in and out -------------------------------------------------------
+    def to_device(self, x: Any, dtype: str | None = None) -> Any:
+        """``x`` as an array of this model's namespace and device.
+
+        Host data (NumPy, lists) is cast on the host and copied once; arrays
+        already here are cast only when their dtype differs.
+        """
+        if self.backend.owns(x):
+            if dtype is not None and x.dtype != self.backend.dtype(dtype):
+                return self.xp.astype(x, self.backend.dtype(dtype))
+            return x
+        if not hasattr(x, "__array__") and hasattr(x, "__dlpack__"):
+            x = _backend.to_numpy(x)
+        elif hasattr(x, "device") or hasattr(x, "__cuda_array_interface__"):
+            x = _backend.to_numpy(x)
+        return self.backend.asarray(x, dtype)
+
+    def _prepare_x(self, X: Any, what: str = "X") -> Any:
+        shape = getattr(X, "shape", None)
+        if shape is None:
+            X = self.backend.asarray(X)
+            shape = X.shape
+        if len(shape) != 2:
+            raise XpnetError(
+                f"{what} must be 2-D (samples, features), got shape {tuple(shape)}; "
+                f"flatten images with {what}.reshape(len({what}), -1)"
+            )
+        if shape[0] == 0:
+            raise XpnetError(f"{what} is empty (0 samples): pass at least one sample")
+        if shape[1] != self.in_features:
+            raise XpnetError(
+                f"{what} has {shape[1]} features but the model's first layer expects "
+                f"{self.in_features}: build the model with in_features={shape[1]} "
+                "or fix the data"
+            )
+        X = self.to_device(X, self.dtype_name)
+        if not bool(self.xp.all(self.xp.isfinite(X))):
+            raise XpnetError(
+                f"{what} contains NaN or infinite values: clean or impute them first"
+            )
+        return X
+
+    def _prepare_y(self, y: Any, n: int, what: str = "y") -> tuple[Any, Any]:
+        """Targets on the device and integer labels for accuracy (or None)."""
+        xp = self.xp
+        shape = tuple(getattr(y, "shape", ()))
+        if not shape:
+            y = self.backend.asarray(y)
+            shape = tuple(y.shape)
+        if shape[0] != n:
+            raise XpnetError(
+                f"{what} has {shape[0]} rows but X has {n}: pass one target per sample"
+            )
+        kind = _dtype_kind(y)
+        if len(shape) == 1 and kind in "iub":
+            y = self.to_device(y)
+            y = xp.astype(y, xp.int64) if y.dtype != xp.int64 else y
+            low, high = int(xp.min(y)), int(xp.max(y))
+            classes = self.out_features if self.out_features > 1 else 2
+            if low < 0 or high >= classes:
+                raise XpnetError(
+                    f"{what} holds labels from {low} to {high}, outside [0, {classes}) "
+                    f"for a model with {self.out_features} outputs: relabel the "
+                    "classes as 0..K-1 or change the output size"
+                )
+            return y, y
+        if len(shape) == 1 and isinstance(self.loss, type(get_loss("cross_entropy"))):
+            raise XpnetError(
+                f"{what} must hold integer class labels for cross-entropy, got "
+                f"dtype {getattr(y, 'dtype', '?')}; convert with y.astype(int)"
+            )
+        expected = (n, self.out_features) if len(shape) == 2 else (n,)
+        if shape != expected and not (len(shape) == 1 and self.out_features == 1):
+            raise XpnetError(
+                f"{what} has shape {shape} but the model outputs {(n, self.out_features)}"
+            )
+        y = self.to_device(y, self.dtype_name)
+        if not bool(xp.all(xp.isfinite(y))):
+            raise XpnetError(f"{what} contains NaN or infinite values")
+        labels = xp.argmax(y, axis=1) if len(shape) == 2 and shape[1] > 1 else None
+        return y, labels
+
+    # -- forward and backward --------------------------------------------------
+    def forward(self, x: Any) -> Any:
+        """Raw network outputs ``(batch, out_features)`` on the device."""
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    __call__ = forward
+
+    def backward(self, grad: Any) -> None:
+        """Backpropagate ``dL/dout``; fills every layer's ``grads``."""
+        for layer in self._backward_layers:
+            grad = layer.backward(grad)
+
+    def train_step(self, xb: Any, yb: Any) -> tuple[Any, Any]:
+        """One update on a batch; returns (loss, outputs), both on the device."""
+        out = self.forward(xb)
+        loss, grad = self.loss.value_and_grad(out, yb)
+        self.backward(grad)
+        self.optimizer.step(self._param_layers)
+        return loss, out
+
+    # -- training and inference ------------------------------------------------
+    def fit(self, X: Any, y: Any, epochs: int = 1, batch_size: int = 32, *,
+            validation_data: tuple[Any, Any] | None = None, shuffle: bool = True,
+            on_batch: Callable[[int], None] | None = None,
+            on_epoch_end: Callable[[dict[str, Any]], Any] | None = None
+            ) -> History:
+        """Train for ``epochs`` passes over ``X: (samples, features)``.
+
+        ``y``: integer labels ``(samples,)`` or targets ``(samples, outputs)``.
+        Each epoch draws a fresh permutation from the model's host RNG (made
+        once per epoch, copied to the device once) and visits every sample,
+        the last partial batch included. ``on_batch(samples_done)`` is called
+        after each step with a host integer (for progress bars; it must not
+        read device arrays); ``on_epoch_end(record)`` after each epoch.
+
+        Raises :class:`~xpnet.errors.DivergenceError` when the epoch's loss is
+        not finite.
+        """
+        epochs = _count("epochs", epochs, minimum=0)
+        batch_size = _count("batch_size", batch_size, minimum=1)
+        X = self._prepare_x(X)
+        n = X.shape[0]
+        y, labels = self._prepare_y(y, n)
+        if validation_data is not None:
+            Xv = self._prepare_x(validation_data[0], "validation X")
+            yv, labels_v = self._prepare_y(validation_data[1], Xv.shape[0],
+                                           "validation y")
+        history = History()
+        xp = self.xp
+        for _ in range(epochs):
+            start = time.perf_counter()
+            if shuffle:
+                order = self.backend.asarray(permutation(self.shuffle_rng, n))
+            loss_sum = xp.zeros((), dtype=self.dtype, device=self.backend.device)
+            correct = xp.zeros((), dtype=xp.int64, device=self.backend.device)
+            for lo in range(0, n, batch_size):
+                hi = min(lo + batch_size, n)
+                if shuffle:
+                    idx = order[lo:hi]
+                    xb, yb = xp.take(X, idx, axis=0), xp.take(y, idx, axis=0)
+                else:
+                    xb, yb = X[lo:hi, ...], y[lo:hi, ...]
+                loss, out = self.train_step(xb, yb)
+                loss_sum = loss_sum + loss * (hi - lo)
+                if labels is not None:
+                    lb = (xp.take(labels, idx, axis=0) if shuffle else labels[lo:hi])
+                    correct = correct + self.loss.correct(out, lb)
+                if on_batch is not None:
+                    on_batch(hi)
+            # The one read-back per epoch (it also waits for the device).
+            mean_loss = float(loss_sum) / n
+            seconds = time.perf_counter() - start
+            self.epochs_trained += 1
+            if not math.isfinite(mean_loss):
+                raise DivergenceError(
+                    f"training diverged in epoch {self.epochs_trained}: the loss is "
+                    f"{mean_loss}; lower the learning rate (now {self.optimizer.lr:g}), "
+                    "e.g. by 10x"
+                )
+            record: dict[str, Any] = {
+                "epoch": self.epochs_trained,
+                "loss": mean_loss,
+                "accuracy": int(correct) / n if labels is not None else None,
+                "seconds": seconds,
+                "samples_per_second": n / seconds if seconds > 0 else math.inf,
+            }
+            if validation_data is not None:
+                val = self._evaluate_prepared(Xv, yv, labels_v, 1024)
+                record["val_loss"] = val["loss"]
+                record["val_accuracy"] = val["accuracy"]
+            history.records.append(record)
+            if on_epoch_end is not None:
+                on_epoch_end(record)
+        return history
+
+    def evaluate(self, X: Any, y: Any, batch_size: int = 1024) -> dict[str, Any]:
+        """``{"loss": float, "accuracy": float | None}`` over ``X: (samples, features)``."""
+        batch_size = _count("batch_size", batch_size, minimum=1)
+        X = self._prepare_x(X)
+        y, labels = self._prepare_y(y, X.shape[0])
+        return self._evaluate_prepared(X, y, labels, batch_size)
+
+    def _evaluate_prepared(self, X, y, labels, batch_size) -> dict[str, Any]:
+        xp = self.xp
+        n = X.shape[0]
+        loss_sum = xp.zeros((), dtype=self.dtype, device=self.backend.device)
+        correct = xp.zeros((), dtype=xp.int64, device=self.backend.device)
+        for lo in range(0, n, batch_size):
+            hi = min(lo + batch_size, n)
+            out = self.forward(X[lo:hi, ...])
+            loss_sum = loss_sum + self.loss(out, y[lo:hi, ...]) * (hi - lo)
+            if labels is not None:
+                correct = correct + self.loss.correct(out, labels[lo:hi])
+        return {"loss": float(loss_sum) / n,
+                "accuracy": int(correct) / n if labels is not None else None}
+
+    def predict_proba(self, X: Any, batch_size: int = 1024) -> Any:
+        """Probabilities ``(samples, outputs)`` as a host NumPy array.
+
+        Softmax of the logits for cross-entropy, sigmoid for BCE on logits.
+        """
+        return _backend.to_numpy(self._outputs(X, batch_size, probabilities=True))
+
+    def predict(self, X: Any, batch_size: int = 1024) -> Any:
+        """Predicted class labels ``(samples,)`` (int64) as a host NumPy array."""
+        out = self._outputs(X, batch_size, probabilities=True)
+        xp = self.xp
+        if out.shape[1] == 1:
+            labels = xp.astype(out[:, 0] > 0.5, xp.int64)
+        else:
+            labels = xp.argmax(out, axis=1)
+        return _backend.to_numpy(labels)
+
+    def _outputs(self, X: Any, batch_size: int, probabilities: bool) -> Any:
+        batch_size = _count("batch_size", batch_size, minimum=1)
+        X = self._prepare_x(X)
+        n = X.shape[0]
+        parts = []
+        for lo in range(0, n, batch_size):
+            out = self.forward(X[lo:min(lo + batch_size, n), ...])
+            parts.append(self.loss.probabilities(out) if probabilities else out)
+        return parts[0] if len(parts) == 1 else self.xp.concat(parts, axis=0)
+
+    # -- state -----------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Parameters as host NumPy arrays, keyed ``"<layer index>.<name>"``."""
+        return {
+            f"{i}.{name}": _backend.to_numpy(value)
+            for i, layer in enumerate(self.layers)
+            for name, value in layer.params.items()
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Copy parameters (host or device arrays) into the model, checking shapes."""
+        expected = {
+            f"{i}.{name}": tuple(value.shape)
+            for i, layer in enumerate(self.layers)
+            for name, value in layer.params.items()
+        }
+        missing = sorted(set(expected) - set(state))
+        extra = sorted(set(state) - set(expected))
+        if missing or extra:
+            raise XpnetError(
+                f"state does not fit this model: missing {missing or 'nothing'}, "
+                f"unexpected {extra or 'nothing'}"
+            )
+        for key, shape in expected.items():
+            got = tuple(getattr(state[key], "shape", ()))
+            if got != shape:
+                raise XpnetError(f"state {key} has shape {got}, the model needs {shape}")
+        for i, layer in enumerate(self.layers):
+            for name in layer.params:
+                layer.params[name] = self.to_device(
+                    _backend.to_numpy(state[f"{i}.{name}"]), self.dtype_name
+                )
+        # Optimizer slots refer to parameters by position; rebind on next step.
+        self.optimizer._built = False
+
+    def config(self) -> dict[str, Any]:
+        """The architecture as JSON-ready data (for checkpoints)."""
+        return {
+            "layers": [{"type": type(layer).__name__, **layer.config()}
+                       for layer in self.layers],
+            "loss": {"type": type(self.loss).__name__, **self.loss.config()},
+            "dtype": self.dtype_name,
+        }
+
+    def summary(self) -> str:
+        """A few lines: each layer, its output width and parameter count."""
+        lines = []
+        total = 0
+        for layer in self.layers:
+            count = sum(math.prod(p.shape) for p in layer.params.values())
+            total += count
+            lines.append(f"{layer!r:<48} params={count}")
+        lines.append(f"total params={total}  loss={self.loss!r}  "
+                     f"optimizer={self.optimizer!r}  {self.backend.describe()}  "
+                     f"dtype={self.dtype_name}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"Sequential({self.layers!r})"
+
+
+def _dtype_kind(y: Any) -> str:
+    """'f', 'i', 'u' or 'b' for any backend's array dtype."""
+    dtype = getattr(y, "dtype", None)
+    kind = getattr(dtype, "kind", None)
+    if isinstance(kind, str):
+        return kind
+    text = str(dtype)
+    if "bool" in text:
+        return "b"
+    if "uint" in text:
+        return "u"
+    if "int" in text:
+        return "i"
+    return "f"
+
+
+def _count(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise XpnetError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+LAYER_TYPES: dict[str, type[Layer]] = {
+    "Dense": Dense,
+    **{cls.__name__: cls for cls in ACTIVATIONS.values()},
+}
+
+
+def layer_from_config(config: dict[str, Any]) -> Layer:
+    """Rebuild a layer from ``{"type": name, **arguments}``."""
+    config = dict(config)
+    kind = config.pop("type")
+    if kind not in LAYER_TYPES:
+        raise XpnetError(f"unknown layer type {kind!r} in saved architecture")
+    return LAYER_TYPES[kind](**config)
+
+
+def mlp(sizes: Sequence[int], activation: str = "relu", *,
+        output_activation: str | None = None, **kwargs: Any) -> Sequential:
+    """A multilayer perceptron from layer sizes, e.g. ``mlp([784, 256, 10])``.
+
+    Hidden layers use ``activation``; the last Dense layer is followed by
+    ``output_activation`` (default: none, i.e. logits for the fused
+    cross-entropy or BCE-with-logits losses). Other keyword arguments go to
+    :class:`Sequential` (``loss``, ``optimizer``, ``device``, ``dtype``, ``seed``).
+    """
+    sizes = list(sizes)
+    if len(sizes) < 2:
+        raise XpnetError(f"mlp needs at least input and output sizes, got {sizes}")
+    get_activation(activation)  # validate the name before building anything
+    layers: list[Layer] = []
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:], strict=False)):
+        layers.append(Dense(a, b))
+        if i < len(sizes) - 2:
+            layers.append(get_activation(activation))
+    if output_activation not in (None, "identity", "linear"):
+        layers.append(get_activation(output_activation))
+    return Sequential(layers, **kwargs)
+
+
+__all__ = ["History", "Identity", "Sequential", "Softmax", "layer_from_config", "mlp"]

@@ -1,0 +1,86 @@
+"""Shared fixtures: the ``backend`` fixture runs a test on every Array API
+namespace that is available here, and skips the others saying why."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+import xpnet
+from xpnet.errors import DeviceError
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+MNIST_DIR = SHARED / "data" / "mnist"
+
+# name -> (device, backend)
+BACKENDS = {
+    "numpy": ("cpu", "numpy"),
+    "array_api_strict": ("cpu", "array-api-strict"),
+    "torch": ("cpu", "torch"),
+    "cupy": ("cuda", "cupy"),
+}
+
+# Largest gradient-check error seen, reported at the end of the run.
+GRADCHECK_ERRORS: dict[str, float] = {}
+
+
+def _skip_reason(name: str) -> str | None:
+    module = {"array_api_strict": "array_api_strict"}.get(name, name)
+    if importlib.util.find_spec(module) is None:
+        return f"{name} is not installed"
+    device, backend = BACKENDS[name]
+    try:
+        xpnet.resolve(device, backend)
+    except DeviceError as exc:
+        return f"{name} cannot run here: {exc}"
+    return None
+
+
+def make_backend(name: str) -> xpnet.Backend:
+    reason = _skip_reason(name)
+    if reason:
+        pytest.skip(reason)
+    return xpnet.resolve(*BACKENDS[name])
+
+
+@pytest.fixture(params=list(BACKENDS))
+def backend(request) -> xpnet.Backend:
+    """Every backend: numpy, array_api_strict, torch (if installed), cupy (GPU)."""
+    return make_backend(request.param)
+
+
+@pytest.fixture
+def numpy_backend() -> xpnet.Backend:
+    return xpnet.resolve("cpu", "numpy")
+
+
+@pytest.fixture
+def strict_backend() -> xpnet.Backend:
+    return make_backend("array_api_strict")
+
+
+@pytest.fixture(scope="session")
+def mnist_subset():
+    """The real MNIST data in ../shared: (x_train, y_train, x_test, y_test),
+    pixels scaled to [0, 1] float32, labels int64."""
+    from xpnet.idx import read_idx
+
+    if not MNIST_DIR.is_dir():
+        pytest.skip(f"real MNIST files not found at {MNIST_DIR}")
+    x_train = read_idx(MNIST_DIR / "train-5k-images-idx3-ubyte.gz")
+    y_train = read_idx(MNIST_DIR / "train-5k-labels-idx1-ubyte.gz")
+    x_test = read_idx(MNIST_DIR / "t10k-images-idx3-ubyte.gz")
+    y_test = read_idx(MNIST_DIR / "t10k-labels-idx1-ubyte.gz")
+    scale = lambda x: (x.reshape(len(x), -1) / 255.0).astype("float32")  # noqa: E731
+    return scale(x_train), y_train.astype("int64"), scale(x_test), y_test.astype("int64")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if GRADCHECK_ERRORS:
+        worst = max(GRADCHECK_ERRORS.items(), key=lambda kv: kv[1])
+        terminalreporter.write_line(
+            f"gradient checks: {len(GRADCHECK_ERRORS)} checked, largest relative "
+            f"error {worst[1]:.2e} ({worst[0]})"
+        )

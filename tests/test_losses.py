@@ -1,0 +1,113 @@
+import numpy as np
+import pytest
+from gradcheck import assert_gradient, numeric_gradient
+
+import xpnet
+from xpnet.losses import BinaryCrossEntropy, CrossEntropy, MeanSquaredError, get_loss
+
+RNG = np.random.default_rng(0)
+LOGITS = RNG.normal(0, 2, size=(6, 4))
+LABELS = np.array([0, 3, 1, 2, 3, 0])
+ONE_HOT = np.eye(4)[LABELS]
+SOFT = np.random.default_rng(1).dirichlet(np.ones(4), size=6)
+BINARY = (np.random.default_rng(2).random((6, 4)) > 0.5).astype(np.float64)
+PROBS = np.random.default_rng(3).uniform(0.05, 0.95, size=(6, 4))
+CASES = {
+    "ce-logits-labels": (CrossEntropy(), LOGITS, LABELS),
+    "ce-logits-onehot": (CrossEntropy(), LOGITS, ONE_HOT),
+    "ce-logits-soft": (CrossEntropy(), LOGITS, SOFT),
+    "ce-probs-labels": (CrossEntropy(from_logits=False), PROBS, LABELS),
+    "bce-logits": (BinaryCrossEntropy(), LOGITS, BINARY),
+    "bce-probs": (BinaryCrossEntropy(from_logits=False), PROBS, BINARY),
+    "bce-logits-1col": (BinaryCrossEntropy(), LOGITS[:, :1], LABELS % 2),
+    "mse-targets": (MeanSquaredError(), LOGITS, SOFT),
+    "mse-labels": (MeanSquaredError(), LOGITS, LABELS),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_loss_gradient_matches_finite_differences(backend, case):
+    loss, out, y = CASES[case]
+    loss.build(backend, "float64")
+    y_dev = backend.asarray(y)
+
+    def objective(o):
+        return float(xpnet.to_numpy(loss(backend.asarray(o), y_dev)))
+
+    _, grad = loss.value_and_grad(backend.asarray(out), y_dev)
+    assert_gradient(f"{case}[{backend.name}]", xpnet.to_numpy(grad),
+                    numeric_gradient(objective, out))
+
+
+def _value(loss, out, y, backend):
+    loss.build(backend, "float64")
+    return float(xpnet.to_numpy(loss(backend.asarray(out), backend.asarray(y))))
+
+
+def test_cross_entropy_value_matches_direct_formula(numpy_backend):
+    p = np.exp(LOGITS) / np.exp(LOGITS).sum(axis=1, keepdims=True)
+    expected = -np.mean(np.log(p[np.arange(6), LABELS]))
+    assert _value(CrossEntropy(), LOGITS, LABELS, numpy_backend) == pytest.approx(
+        expected, rel=1e-12)
+    assert _value(CrossEntropy(), LOGITS, ONE_HOT, numpy_backend) == pytest.approx(
+        expected, rel=1e-12)
+
+
+def test_fused_softmax_gradient_is_p_minus_y_over_batch(numpy_backend):
+    loss = CrossEntropy()
+    loss.build(numpy_backend, "float64")
+    _, grad = loss.value_and_grad(LOGITS, LABELS)
+    p = np.exp(LOGITS) / np.exp(LOGITS).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(grad, (p - ONE_HOT) / 6, rtol=1e-12)
+
+
+def test_mse_uses_half_convention(numpy_backend):
+    # One sample, outputs (1, 3) vs targets (0, 1, 1): 1/2 * (1 + 0 + 4) = 2.5.
+    out = np.array([[1.0, 1.0, 3.0]])
+    y = np.array([[0.0, 1.0, 1.0]])
+    assert _value(MeanSquaredError(), out, y, numpy_backend) == 2.5
+    # Two samples: the mean over the batch, not the sum.
+    assert _value(MeanSquaredError(), np.vstack([out, y]), np.vstack([y, y]),
+                  numpy_backend) == 1.25
+
+
+def test_bce_on_logits_equals_bce_on_probabilities(numpy_backend):
+    probs = 1 / (1 + np.exp(-LOGITS))
+    a = _value(BinaryCrossEntropy(), LOGITS, BINARY, numpy_backend)
+    b = _value(BinaryCrossEntropy(from_logits=False), probs, BINARY, numpy_backend)
+    assert a == pytest.approx(b, rel=1e-9)
+
+
+@pytest.mark.parametrize("loss", [CrossEntropy(), BinaryCrossEntropy()])
+def test_no_overflow_for_huge_logits(backend, loss):
+    loss.build(backend, "float32")
+    out = np.array([[1e4, -1e4, 0.0], [-3e4, 2e4, 5.0]], dtype=np.float32)
+    y = np.array([0, 2]) if isinstance(loss, CrossEntropy) else np.eye(3)[[0, 2]]
+    value, grad = loss.value_and_grad(backend.asarray(out), backend.asarray(y))
+    value, grad = float(xpnet.to_numpy(value)), xpnet.to_numpy(grad)
+    assert np.isfinite(value) and np.all(np.isfinite(grad))
+    if isinstance(loss, CrossEntropy):
+        # Row 0 is right with certainty, row 1 wrong by 2e4 - 5 nats.
+        assert value == pytest.approx((0 + (2e4 - 5.0)) / 2, rel=1e-6)
+
+
+def test_accuracy_counts_on_device(numpy_backend):
+    loss = CrossEntropy()
+    loss.build(numpy_backend, "float64")
+    correct = int(loss.correct(LOGITS, np.argmax(LOGITS, axis=1)))
+    assert correct == 6
+    assert int(loss.correct(LOGITS, (np.argmax(LOGITS, axis=1) + 1) % 4)) == 0
+
+
+@pytest.mark.parametrize("name,cls", [("cross-entropy", CrossEntropy),
+                                      ("mse", MeanSquaredError),
+                                      ("bce", BinaryCrossEntropy),
+                                      ("categorical_crossentropy", CrossEntropy)])
+def test_get_loss_by_name(name, cls):
+    assert isinstance(get_loss(name), cls)
+
+
+def test_unknown_loss_lists_choices():
+    with pytest.raises(xpnet.XpnetError,
+                       match=r"unknown loss 'hinge': choose one of cross-entropy, mse"):
+        get_loss("hinge")
