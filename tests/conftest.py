@@ -74,7 +74,12 @@ def mnist_subset():
     x_test = read_idx(MNIST_DIR / "t10k-images-idx3-ubyte.gz")
     y_test = read_idx(MNIST_DIR / "t10k-labels-idx1-ubyte.gz")
     scale = lambda x: (x.reshape(len(x), -1) / 255.0).astype("float32")  # noqa: E731
-    return scale(x_train), y_train.astype("int64"), scale(x_test), y_test.astype("int64")
+    return (
+        scale(x_train),
+        y_train.astype("int64"),
+        scale(x_test),
+        y_test.astype("int64"),
+    )
 
 
 def pytest_terminal_summary(terminalreporter):

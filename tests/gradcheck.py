@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-
 from conftest import GRADCHECK_ERRORS
 
 TOLERANCE = 1e-6
 
 
-def numeric_gradient(f: Callable[[np.ndarray], float], x: np.ndarray,
-                     eps: float = 1e-6) -> np.ndarray:
+def numeric_gradient(
+    f: Callable[[np.ndarray], float], x: np.ndarray, eps: float = 1e-6
+) -> np.ndarray:
     """dF/dx by central differences, (f(x + eps) - f(x - eps)) / (2 eps)."""
     x = np.array(x, dtype=np.float64)
     grad = np.zeros_like(x)

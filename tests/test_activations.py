@@ -33,8 +33,7 @@ def test_activation_gradient_matches_finite_differences(backend, name):
 
     layer.forward(backend.asarray(x))
     analytic = xpnet.to_numpy(layer.backward(backend.asarray(weights)))
-    assert_gradient(f"{name}[{backend.name}]", analytic,
-                    numeric_gradient(objective, x))
+    assert_gradient(f"{name}[{backend.name}]", analytic, numeric_gradient(objective, x))
 
 
 EXPECTED = {
@@ -47,8 +46,9 @@ EXPECTED = {
     "silu": lambda x: x / (1 + np.exp(-x)),
     "identity": lambda x: x,
     "softmax": lambda x: np.exp(x) / np.exp(x).sum(axis=1, keepdims=True),
-    "gelu": lambda x: 0.5 * x * (1 + np.tanh(
-        math.sqrt(2 / math.pi) * (x + 0.044715 * x**3))),
+    "gelu": lambda x: (
+        0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+    ),
 }
 
 
@@ -57,8 +57,9 @@ def test_activation_values(numpy_backend, name):
     layer = get_activation(name)
     layer.build(numpy_backend, "float64")
     x = _points(3)
-    np.testing.assert_allclose(layer.forward(x), EXPECTED[name](x), rtol=1e-12,
-                               atol=1e-15)
+    np.testing.assert_allclose(
+        layer.forward(x), EXPECTED[name](x), rtol=1e-12, atol=1e-15
+    )
 
 
 def test_gelu_tanh_form_is_close_to_exact_erf_form(numpy_backend):
@@ -69,8 +70,9 @@ def test_gelu_tanh_form_is_close_to_exact_erf_form(numpy_backend):
     assert np.max(np.abs(layer.forward(x) - exact)) < 1e-3
 
 
-@pytest.mark.parametrize("name", ["sigmoid", "softplus", "silu", "elu", "softmax",
-                                  "gelu", "tanh"])
+@pytest.mark.parametrize(
+    "name", ["sigmoid", "softplus", "silu", "elu", "softmax", "gelu", "tanh"]
+)
 def test_activation_is_finite_for_huge_inputs(backend, name):
     layer = get_activation(name)
     layer.build(backend, "float32")

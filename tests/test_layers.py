@@ -31,6 +31,7 @@ def test_dense_gradients_match_finite_differences(backend):
 
     def objective_of(name):
         """Sum(forward(x) * weights) as a function of x, W or b alone."""
+
         def f(value):
             inputs = value if name == "x" else x
             saved = dict(layer.params)
@@ -39,15 +40,21 @@ def test_dense_gradients_match_finite_differences(backend):
             out = layer.forward(backend.asarray(inputs))
             layer.params.update(saved)
             return float(np.sum(xpnet.to_numpy(out) * weights))
+
         return f
 
     layer.forward(backend.asarray(x))
     dx = xpnet.to_numpy(layer.backward(backend.asarray(weights)))
     grads = {k: xpnet.to_numpy(v) for k, v in layer.grads.items()}
-    assert_gradient(f"Dense.x[{backend.name}]", dx, numeric_gradient(objective_of("x"), x))
+    assert_gradient(
+        f"Dense.x[{backend.name}]", dx, numeric_gradient(objective_of("x"), x)
+    )
     for name in ("W", "b"):
-        assert_gradient(f"Dense.{name}[{backend.name}]", grads[name],
-                        numeric_gradient(objective_of(name), params[name]))
+        assert_gradient(
+            f"Dense.{name}[{backend.name}]",
+            grads[name],
+            numeric_gradient(objective_of(name), params[name]),
+        )
 
 
 def test_first_layer_skips_input_gradient(numpy_backend):
@@ -72,10 +79,15 @@ def test_initial_weights_are_bit_identical_on_every_backend(backend, name):
         assert not np.any(xpnet.to_numpy(b.params["b"]))
 
 
-@pytest.mark.parametrize("name,variance", [
-    ("he_normal", 2 / 400), ("he_uniform", 2 / 400),
-    ("glorot_normal", 2 / 600), ("glorot_uniform", 2 / 600),
-])
+@pytest.mark.parametrize(
+    "name,variance",
+    [
+        ("he_normal", 2 / 400),
+        ("he_uniform", 2 / 400),
+        ("glorot_normal", 2 / 600),
+        ("glorot_uniform", 2 / 600),
+    ],
+)
 def test_initialiser_variance(name, variance):
     w = initial_weights(name, np.random.default_rng(0), 400, 200)
     assert w.shape == (400, 200)
@@ -87,21 +99,28 @@ def test_sequential_picks_he_for_relu_and_glorot_for_tanh():
     relu = xpnet.mlp([400, 200, 10], "relu", device="cpu", seed=0)
     tanh = xpnet.mlp([400, 200, 10], "tanh", device="cpu", seed=0)
     assert xpnet.to_numpy(relu.layers[0].params["W"]).var() == pytest.approx(
-        2 / 400, rel=0.05)
+        2 / 400, rel=0.05
+    )
     assert xpnet.to_numpy(tanh.layers[0].params["W"]).var() == pytest.approx(
-        2 / 600, rel=0.05)
+        2 / 600, rel=0.05
+    )
 
 
-@pytest.mark.parametrize("args,match", [
-    ((0, 3), "in_features must be a positive integer"),
-    ((3, -1), "out_features must be a positive integer"),
-    ((2.5, 3), "in_features must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        ((0, 3), "in_features must be a positive integer"),
+        ((3, -1), "out_features must be a positive integer"),
+        ((2.5, 3), "in_features must be a positive integer"),
+    ],
+)
 def test_dense_rejects_bad_sizes(args, match):
     with pytest.raises(xpnet.XpnetError, match=match):
         xpnet.Dense(*args)
 
 
 def test_dense_rejects_unknown_initialiser():
-    with pytest.raises(xpnet.XpnetError, match="unknown initialiser 'lecun'.*he_normal"):
+    with pytest.raises(
+        xpnet.XpnetError, match="unknown initialiser 'lecun'.*he_normal"
+    ):
         xpnet.Dense(3, 3, init="lecun")

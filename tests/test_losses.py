@@ -35,8 +35,11 @@ def test_loss_gradient_matches_finite_differences(backend, case):
         return float(xpnet.to_numpy(loss(backend.asarray(o), y_dev)))
 
     _, grad = loss.value_and_grad(backend.asarray(out), y_dev)
-    assert_gradient(f"{case}[{backend.name}]", xpnet.to_numpy(grad),
-                    numeric_gradient(objective, out))
+    assert_gradient(
+        f"{case}[{backend.name}]",
+        xpnet.to_numpy(grad),
+        numeric_gradient(objective, out),
+    )
 
 
 def _value(loss, out, y, backend):
@@ -48,9 +51,11 @@ def test_cross_entropy_value_matches_direct_formula(numpy_backend):
     p = np.exp(LOGITS) / np.exp(LOGITS).sum(axis=1, keepdims=True)
     expected = -np.mean(np.log(p[np.arange(6), LABELS]))
     assert _value(CrossEntropy(), LOGITS, LABELS, numpy_backend) == pytest.approx(
-        expected, rel=1e-12)
+        expected, rel=1e-12
+    )
     assert _value(CrossEntropy(), LOGITS, ONE_HOT, numpy_backend) == pytest.approx(
-        expected, rel=1e-12)
+        expected, rel=1e-12
+    )
 
 
 def test_fused_softmax_gradient_is_p_minus_y_over_batch(numpy_backend):
@@ -67,8 +72,12 @@ def test_mse_uses_half_convention(numpy_backend):
     y = np.array([[0.0, 1.0, 1.0]])
     assert _value(MeanSquaredError(), out, y, numpy_backend) == 2.5
     # Two samples: the mean over the batch, not the sum.
-    assert _value(MeanSquaredError(), np.vstack([out, y]), np.vstack([y, y]),
-                  numpy_backend) == 1.25
+    assert (
+        _value(
+            MeanSquaredError(), np.vstack([out, y]), np.vstack([y, y]), numpy_backend
+        )
+        == 1.25
+    )
 
 
 def test_bce_on_logits_equals_bce_on_probabilities(numpy_backend):
@@ -99,15 +108,22 @@ def test_accuracy_counts_on_device(numpy_backend):
     assert int(loss.correct(LOGITS, (np.argmax(LOGITS, axis=1) + 1) % 4)) == 0
 
 
-@pytest.mark.parametrize("name,cls", [("cross-entropy", CrossEntropy),
-                                      ("mse", MeanSquaredError),
-                                      ("bce", BinaryCrossEntropy),
-                                      ("categorical_crossentropy", CrossEntropy)])
+@pytest.mark.parametrize(
+    "name,cls",
+    [
+        ("cross-entropy", CrossEntropy),
+        ("mse", MeanSquaredError),
+        ("bce", BinaryCrossEntropy),
+        ("categorical_crossentropy", CrossEntropy),
+    ],
+)
 def test_get_loss_by_name(name, cls):
     assert isinstance(get_loss(name), cls)
 
 
 def test_unknown_loss_lists_choices():
-    with pytest.raises(xpnet.XpnetError,
-                       match=r"unknown loss 'hinge': choose one of cross-entropy, mse"):
+    with pytest.raises(
+        xpnet.XpnetError,
+        match=r"unknown loss 'hinge': choose one of cross-entropy, mse",
+    ):
         get_loss("hinge")

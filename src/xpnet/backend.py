@@ -70,15 +70,15 @@ class Backend:
     def asarray(self, host: Any, dtype: str | None = None) -> Any:
         """Copy a host array (NumPy or anything ``numpy.asarray`` takes) here.
 
-        The conversion to ``dtype`` happens on the host first, so every backend
-        starts from bit-identical values.
+        Always a copy, on every backend, so in-place updates never write into
+        the caller's arrays. The conversion to ``dtype`` happens on the host
+        first, so every backend starts from bit-identical values.
         """
-        arr = np.asarray(host)
-        if dtype is not None:
-            arr = arr.astype(dtype, copy=False)
-        arr = np.ascontiguousarray(arr)
+        arr = np.array(host, dtype=dtype, copy=True, order="C")
+        if self.name == "numpy":
+            return arr
         if self.name == "array-api-strict":
-            return self.xp.asarray(arr, device=self.device, copy=True)
+            return self.xp.asarray(arr, device=self.device)
         if self.name == "cupy":
             with self.device:
                 return self.xp.asarray(arr)
@@ -112,20 +112,24 @@ class Backend:
         return f"{text} ({gpu})" if gpu else text
 
 
-def to_numpy(x: Any) -> np.ndarray:
-    """The single exit to the host: any backend's array as a NumPy array."""
-    if isinstance(x, np.ndarray):
-        return x
+def to_numpy(x: Any, copy: bool = False) -> np.ndarray:
+    """The single exit to the host: any backend's array as a NumPy array.
+
+    CPU backends may hand back a view of their memory; ``copy=True``
+    guarantees the result shares nothing with ``x``.
+    """
     if array_api_compat.is_cupy_array(x):
-        return x.get()
-    if array_api_compat.is_torch_array(x):
-        return x.detach().cpu().numpy()
-    if array_api_compat.is_numpy_array(x):
-        return np.asarray(x)
-    try:
-        return np.from_dlpack(x)
-    except (TypeError, BufferError, RuntimeError):
-        return np.asarray(x)
+        return x.get()  # a device-to-host copy already
+    if isinstance(x, np.ndarray) or array_api_compat.is_numpy_array(x):
+        host = np.asarray(x)
+    elif array_api_compat.is_torch_array(x):
+        host = x.detach().cpu().numpy()
+    else:
+        try:
+            host = np.from_dlpack(x)
+        except (TypeError, BufferError, RuntimeError):
+            host = np.asarray(x)
+    return np.array(host, copy=True) if copy else host
 
 
 def namespace_of(*arrays: Any) -> Any:
@@ -179,30 +183,41 @@ def _resolve_cuda(backend: str, index: int) -> Backend:
     if backend == "cupy":
         cupy, count, reason = _cupy_gpu_count()
         if cupy is None and "not installed" in reason:
-            raise DeviceError(f"device {name!r} needs CuPy, which is not installed; "
-                              + _CUDA_EXTRA_HINT)
+            raise DeviceError(
+                f"device {name!r} needs CuPy, which is not installed; "
+                + _CUDA_EXTRA_HINT
+            )
         if count == 0:
-            raise DeviceError(f"device {name!r} is not usable: {reason}; "
-                              "use --device cpu (or auto)")
+            raise DeviceError(
+                f"device {name!r} is not usable: {reason}; use --device cpu (or auto)"
+            )
         if index >= count:
-            raise DeviceError(f"device {name!r} does not exist: this machine has "
-                              f"{count} GPU(s), cuda:0..cuda:{count - 1}")
+            raise DeviceError(
+                f"device {name!r} does not exist: this machine has "
+                f"{count} GPU(s), cuda:0..cuda:{count - 1}"
+            )
         import array_api_compat.cupy as xp
 
         return Backend("cupy", xp, cupy.cuda.Device(index), name)
     if backend == "torch":
         torch = _import("torch", "pip install torch (a CUDA build) for this backend")
         if not torch.cuda.is_available():
-            raise DeviceError(f"device {name!r} is not usable: PyTorch sees no CUDA "
-                              "GPU; use --device cpu")
+            raise DeviceError(
+                f"device {name!r} is not usable: PyTorch sees no CUDA "
+                "GPU; use --device cpu"
+            )
         if index >= torch.cuda.device_count():
-            raise DeviceError(f"device {name!r} does not exist: PyTorch sees "
-                              f"{torch.cuda.device_count()} GPU(s)")
+            raise DeviceError(
+                f"device {name!r} does not exist: PyTorch sees "
+                f"{torch.cuda.device_count()} GPU(s)"
+            )
         import array_api_compat.torch as xp
 
         return Backend("torch", xp, torch.device(name), name)
-    raise DeviceError(f"backend {backend!r} cannot run on {name!r}: "
-                      "use backend cupy or torch for CUDA devices")
+    raise DeviceError(
+        f"backend {backend!r} cannot run on {name!r}: "
+        "use backend cupy or torch for CUDA devices"
+    )
 
 
 def _resolve_cpu(backend: str) -> Backend:
@@ -220,8 +235,10 @@ def _resolve_cpu(backend: str) -> Backend:
             "array_api_strict", "pip install array-api-strict to use this backend"
         )
         return Backend("array-api-strict", strict, strict.Device("CPU_DEVICE"), "cpu")
-    raise DeviceError(f"backend {backend!r} cannot run on the CPU: use numpy, "
-                      "torch or array-api-strict")
+    raise DeviceError(
+        f"backend {backend!r} cannot run on the CPU: use numpy, "
+        "torch or array-api-strict"
+    )
 
 
 def _normalise_backend(backend: str | None) -> str | None:

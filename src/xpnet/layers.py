@@ -73,9 +73,14 @@ class Dense(Layer):
 
     def __init__(self, in_features: int, out_features: int, init: str = "auto"):
         super().__init__()
-        for name, value in (("in_features", in_features), ("out_features", out_features)):
+        for name, value in (
+            ("in_features", in_features),
+            ("out_features", out_features),
+        ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise XpnetError(f"Dense {name} must be a positive integer, got {value!r}")
+                raise XpnetError(
+                    f"Dense {name} must be a positive integer, got {value!r}"
+                )
         if init != "auto" and init not in INITIALIZERS:
             raise XpnetError(
                 f"unknown initialiser {init!r}: choose one of auto, "
@@ -89,16 +94,22 @@ class Dense(Layer):
         self.needs_input_grad = True
         self._x = None
 
-    def build(self, backend: Backend, dtype: str, rng: Any = None,
-              default_init: str = "glorot_uniform") -> None:
+    def build(
+        self,
+        backend: Backend,
+        dtype: str,
+        rng: Any = None,
+        default_init: str = "glorot_uniform",
+    ) -> None:
         """Draw ``W`` from ``rng`` (``default_init`` when ``init="auto"``)."""
         super().build(backend, dtype)
         init = default_init if self.init == "auto" else self.init
         W = initial_weights(init, rng, self.in_features, self.out_features)
         self.params = {
             "W": backend.asarray(W, dtype),
-            "b": self.xp.zeros((self.out_features,), dtype=self.dtype,
-                               device=backend.device),
+            "b": self.xp.zeros(
+                (self.out_features,), dtype=self.dtype, device=backend.device
+            ),
         }
         self.grads = {}
         self.inplace = array_api_compat.is_writeable_array(self.params["W"])
@@ -120,5 +131,8 @@ class Dense(Layer):
         return grad @ self.params["W"].T
 
     def config(self) -> dict[str, Any]:
-        return {"in_features": self.in_features, "out_features": self.out_features,
-                "init": self.init}
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "init": self.init,
+        }

@@ -66,10 +66,17 @@ class Sequential:
         seed: seeds the host RNG that draws initial weights and shuffles.
     """
 
-    def __init__(self, layers: Sequence[Layer], *, loss: str | Loss = "cross_entropy",
-                 optimizer: str | Optimizer | None = None,
-                 device: str | _backend.Backend = "auto", backend: str | None = None,
-                 dtype: str = "float32", seed: int | None = 0):
+    def __init__(
+        self,
+        layers: Sequence[Layer],
+        *,
+        loss: str | Loss = "cross_entropy",
+        optimizer: str | Optimizer | None = None,
+        device: str | _backend.Backend = "auto",
+        backend: str | None = None,
+        dtype: str = "float32",
+        seed: int | None = 0,
+    ):
         self.layers = list(layers)
         if not self.layers:
             raise XpnetError("a Sequential model needs at least one layer")
@@ -108,7 +115,9 @@ class Sequential:
             if isinstance(layer, Dense):
                 following = self.layers[i + 1] if i + 1 < len(self.layers) else None
                 default = (
-                    "he_normal" if isinstance(following, RELU_LIKE) else "glorot_uniform"
+                    "he_normal"
+                    if isinstance(following, RELU_LIKE)
+                    else "glorot_uniform"
                 )
                 layer.build(self.backend, self.dtype_name, self._init_rng, default)
             else:
@@ -194,7 +203,8 @@ class Sequential:
         expected = (n, self.out_features) if len(shape) == 2 else (n,)
         if shape != expected and not (len(shape) == 1 and self.out_features == 1):
             raise XpnetError(
-                f"{what} has shape {shape} but the model outputs {(n, self.out_features)}"
+                f"{what} has shape {shape} but the model outputs "
+                f"{(n, self.out_features)}"
             )
         y = self.to_device(y, self.dtype_name)
         if not bool(xp.all(xp.isfinite(y))):
@@ -225,11 +235,18 @@ class Sequential:
         return loss, out
 
     # -- training and inference ------------------------------------------------
-    def fit(self, X: Any, y: Any, epochs: int = 1, batch_size: int = 32, *,
-            validation_data: tuple[Any, Any] | None = None, shuffle: bool = True,
-            on_batch: Callable[[int], None] | None = None,
-            on_epoch_end: Callable[[dict[str, Any]], Any] | None = None
-            ) -> History:
+    def fit(
+        self,
+        X: Any,
+        y: Any,
+        epochs: int = 1,
+        batch_size: int = 32,
+        *,
+        validation_data: tuple[Any, Any] | None = None,
+        shuffle: bool = True,
+        on_batch: Callable[[int], None] | None = None,
+        on_epoch_end: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> History:
         """Train for ``epochs`` passes over ``X: (samples, features)``.
 
         ``y``: integer labels ``(samples,)`` or targets ``(samples, outputs)``.
@@ -249,8 +266,9 @@ class Sequential:
         y, labels = self._prepare_y(y, n)
         if validation_data is not None:
             Xv = self._prepare_x(validation_data[0], "validation X")
-            yv, labels_v = self._prepare_y(validation_data[1], Xv.shape[0],
-                                           "validation y")
+            yv, labels_v = self._prepare_y(
+                validation_data[1], Xv.shape[0], "validation y"
+            )
         history = History()
         xp = self.xp
         for _ in range(epochs):
@@ -269,7 +287,7 @@ class Sequential:
                 loss, out = self.train_step(xb, yb)
                 loss_sum = loss_sum + loss * (hi - lo)
                 if labels is not None:
-                    lb = (xp.take(labels, idx, axis=0) if shuffle else labels[lo:hi])
+                    lb = xp.take(labels, idx, axis=0) if shuffle else labels[lo:hi]
                     correct = correct + self.loss.correct(out, lb)
                 if on_batch is not None:
                     on_batch(hi)
@@ -280,8 +298,8 @@ class Sequential:
             if not math.isfinite(mean_loss):
                 raise DivergenceError(
                     f"training diverged in epoch {self.epochs_trained}: the loss is "
-                    f"{mean_loss}; lower the learning rate (now {self.optimizer.lr:g}), "
-                    "e.g. by 10x"
+                    f"{mean_loss}; lower the learning rate "
+                    f"(now {self.optimizer.lr:g}), e.g. by 10x"
                 )
             record: dict[str, Any] = {
                 "epoch": self.epochs_trained,
@@ -300,7 +318,10 @@ class Sequential:
         return history
 
     def evaluate(self, X: Any, y: Any, batch_size: int = 1024) -> dict[str, Any]:
-        """``{"loss": float, "accuracy": float | None}`` over ``X: (samples, features)``."""
+        """Mean loss and accuracy over ``X: (samples, features)``.
+
+        Returns ``{"loss": float, "accuracy": float | None}``.
+        """
         batch_size = _count("batch_size", batch_size, minimum=1)
         X = self._prepare_x(X)
         y, labels = self._prepare_y(y, X.shape[0])
@@ -317,8 +338,10 @@ class Sequential:
             loss_sum = loss_sum + self.loss(out, y[lo:hi, ...]) * (hi - lo)
             if labels is not None:
                 correct = correct + self.loss.correct(out, labels[lo:hi])
-        return {"loss": float(loss_sum) / n,
-                "accuracy": int(correct) / n if labels is not None else None}
+        return {
+            "loss": float(loss_sum) / n,
+            "accuracy": int(correct) / n if labels is not None else None,
+        }
 
     def predict_proba(self, X: Any, batch_size: int = 1024) -> Any:
         """Probabilities ``(samples, outputs)`` as a host NumPy array.
@@ -343,7 +366,7 @@ class Sequential:
         n = X.shape[0]
         parts = []
         for lo in range(0, n, batch_size):
-            out = self.forward(X[lo:min(lo + batch_size, n), ...])
+            out = self.forward(X[lo : min(lo + batch_size, n), ...])
             parts.append(self.loss.probabilities(out) if probabilities else out)
         return parts[0] if len(parts) == 1 else self.xp.concat(parts, axis=0)
 
@@ -351,7 +374,7 @@ class Sequential:
     def state_dict(self) -> dict[str, Any]:
         """Parameters as host NumPy arrays, keyed ``"<layer index>.<name>"``."""
         return {
-            f"{i}.{name}": _backend.to_numpy(value)
+            f"{i}.{name}": _backend.to_numpy(value, copy=True)
             for i, layer in enumerate(self.layers)
             for name, value in layer.params.items()
         }
@@ -373,7 +396,9 @@ class Sequential:
         for key, shape in expected.items():
             got = tuple(getattr(state[key], "shape", ()))
             if got != shape:
-                raise XpnetError(f"state {key} has shape {got}, the model needs {shape}")
+                raise XpnetError(
+                    f"state {key} has shape {got}, the model needs {shape}"
+                )
         for i, layer in enumerate(self.layers):
             for name in layer.params:
                 layer.params[name] = self.to_device(
@@ -385,8 +410,10 @@ class Sequential:
     def config(self) -> dict[str, Any]:
         """The architecture as JSON-ready data (for checkpoints)."""
         return {
-            "layers": [{"type": type(layer).__name__, **layer.config()}
-                       for layer in self.layers],
+            "layers": [
+                {"type": type(layer).__name__, **layer.config()}
+                for layer in self.layers
+            ],
             "loss": {"type": type(self.loss).__name__, **self.loss.config()},
             "dtype": self.dtype_name,
         }
@@ -399,9 +426,11 @@ class Sequential:
             count = sum(math.prod(p.shape) for p in layer.params.values())
             total += count
             lines.append(f"{layer!r:<48} params={count}")
-        lines.append(f"total params={total}  loss={self.loss!r}  "
-                     f"optimizer={self.optimizer!r}  {self.backend.describe()}  "
-                     f"dtype={self.dtype_name}")
+        lines.append(
+            f"total params={total}  loss={self.loss!r}  "
+            f"optimizer={self.optimizer!r}  {self.backend.describe()}  "
+            f"dtype={self.dtype_name}"
+        )
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -445,8 +474,13 @@ def layer_from_config(config: dict[str, Any]) -> Layer:
     return LAYER_TYPES[kind](**config)
 
 
-def mlp(sizes: Sequence[int], activation: str = "relu", *,
-        output_activation: str | None = None, **kwargs: Any) -> Sequential:
+def mlp(
+    sizes: Sequence[int],
+    activation: str = "relu",
+    *,
+    output_activation: str | None = None,
+    **kwargs: Any,
+) -> Sequential:
     """A multilayer perceptron from layer sizes, e.g. ``mlp([784, 256, 10])``.
 
     Hidden layers use ``activation``; the last Dense layer is followed by

@@ -42,8 +42,12 @@ class Optimizer:
 
     slot_names: tuple[str, ...] = ()
 
-    def __init__(self, lr: float | Schedule = 0.01, weight_decay: float = 0.0,
-                 inplace: bool | None = None):
+    def __init__(
+        self,
+        lr: float | Schedule = 0.01,
+        weight_decay: float = 0.0,
+        inplace: bool | None = None,
+    ):
         self.schedule = as_schedule(lr)
         self.weight_decay = _non_negative("weight_decay", weight_decay)
         self.inplace = inplace
@@ -84,15 +88,17 @@ class Optimizer:
         self.iterations += 1
         for (layer, name), slots in zip(self._refs, self.slots, strict=True):
             var = layer.params[name]
-            new = self.update_step(layer.grads[name], var, lr, slots,
-                                   name in layer.decay)
+            new = self.update_step(
+                layer.grads[name], var, lr, slots, name in layer.decay
+            )
             if new is not var:
                 layer.params[name] = new
         if self.slot_names and self.iterations % FLUSH_EVERY == 0:
             self._flush_denormals()
 
-    def update_step(self, grad: Any, var: Any, lr: float, slots: dict[str, Any],
-                    decay: bool) -> Any:
+    def update_step(
+        self, grad: Any, var: Any, lr: float, slots: dict[str, Any], decay: bool
+    ) -> Any:
         """Return the updated ``var`` (the same object when updated in place)."""
         raise NotImplementedError
 
@@ -114,10 +120,14 @@ class Optimizer:
         """Restore :meth:`state`; ``to_device`` copies a host array to the device."""
         self.iterations = int(state["iterations"])
         count = len({k.split(".")[0] for k in state if k.startswith("slot")})
-        self.slots = [
-            {s: to_device(state[f"slot{i}.{s}"]) for s in self.slot_names}
-            for i in range(count)
-        ] if self.slot_names else []
+        self.slots = (
+            [
+                {s: to_device(state[f"slot{i}.{s}"]) for s in self.slot_names}
+                for i in range(count)
+            ]
+            if self.slot_names
+            else []
+        )
         self._built = False
 
     def config(self) -> dict[str, Any]:
@@ -150,9 +160,14 @@ class SGD(Optimizer):
     http://proceedings.mlr.press/v28/sutskever13.html).
     """
 
-    def __init__(self, lr: float | Schedule = 0.01, momentum: float = 0.0,
-                 nesterov: bool = False, weight_decay: float = 0.0,
-                 inplace: bool | None = None):
+    def __init__(
+        self,
+        lr: float | Schedule = 0.01,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        inplace: bool | None = None,
+    ):
         super().__init__(lr, weight_decay, inplace)
         self.momentum = _non_negative("momentum", momentum)
         if self.momentum >= 1:
@@ -188,8 +203,11 @@ class SGD(Optimizer):
         return var
 
     def config(self):
-        return {"momentum": self.momentum, "nesterov": self.nesterov,
-                **super().config()}
+        return {
+            "momentum": self.momentum,
+            "nesterov": self.nesterov,
+            **super().config(),
+        }
 
 
 class Adam(Optimizer):
@@ -208,9 +226,15 @@ class Adam(Optimizer):
     slot_names = ("m", "v")
     decoupled = False
 
-    def __init__(self, lr: float | Schedule = 0.001, beta1: float = 0.9,
-                 beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
-                 inplace: bool | None = None):
+    def __init__(
+        self,
+        lr: float | Schedule = 0.001,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        inplace: bool | None = None,
+    ):
         super().__init__(lr, weight_decay, inplace)
         for name, beta in (("beta1", beta1), ("beta2", beta2)):
             if not 0 <= float(beta) < 1:
@@ -251,8 +275,12 @@ class Adam(Optimizer):
         return var
 
     def config(self):
-        return {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
-                **super().config()}
+        return {
+            "beta1": self.beta1,
+            "beta2": self.beta2,
+            "eps": self.eps,
+            **super().config(),
+        }
 
 
 class AdamW(Adam):
@@ -263,9 +291,15 @@ class AdamW(Adam):
 
     decoupled = True
 
-    def __init__(self, lr: float | Schedule = 0.001, beta1: float = 0.9,
-                 beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.01,
-                 inplace: bool | None = None):
+    def __init__(
+        self,
+        lr: float | Schedule = 0.001,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+        inplace: bool | None = None,
+    ):
         super().__init__(lr, beta1, beta2, eps, weight_decay, inplace)
 
 

@@ -85,7 +85,9 @@ class CosineDecay(Schedule):
 
     def __call__(self, step: int) -> float:
         frac = min(step, self.total_steps) / self.total_steps
-        return self.min_lr + (self.lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * frac))
+        return self.min_lr + (self.lr - self.min_lr) * 0.5 * (
+            1.0 + math.cos(math.pi * frac)
+        )
 
 
 SCHEDULES = {
@@ -110,7 +112,9 @@ def schedule_from_config(config: dict[str, Any]) -> Schedule:
     config = dict(config)
     name = config.pop("name")
     if name not in SCHEDULES:
-        raise XpnetError(f"unknown schedule {name!r}: choose one of {', '.join(SCHEDULES)}")
+        raise XpnetError(
+            f"unknown schedule {name!r}: choose one of {', '.join(SCHEDULES)}"
+        )
     return SCHEDULES[name](**config)
 
 
