@@ -1,0 +1,210 @@
+"""Reader and writer for the IDX file format used by MNIST and Fashion-MNIST.
+
+An IDX file is a 4-byte magic number ``0x00 0x00 <type code> <ndim>``, then ``ndim``
+big-endian uint32 dimension sizes, then the array data in C order, big-endian.
+Files are often gzip-compressed; :func:`read_idx` recognises gzip by its magic bytes
+(``1f 8b``), not by the file name. Format description: http://yann.lecun.com/exdb/mnist/
+(bottom of the page).
+
+Every problem with a file raises :class:`IdxError` with a one-line message that names
+the file and says what is wrong, so a command-line tool can print it as it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import math
+import os
+import struct
+import tempfile
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from xpnet.errors import XpnetError
+
+__all__ = ["IDX_TYPES", "IdxError", "atomic_write", "read_idx", "write_idx"]
+
+#: IDX type code -> big-endian NumPy dtype of the data on disk.
+IDX_TYPES: dict[int, np.dtype] = {
+    0x08: np.dtype("u1"),
+    0x09: np.dtype("i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_FIX_HINT = "(re-download it or delete it from the cache)"
+
+
+def _current_umask() -> int:
+    # os.umask can only be read by setting it; do that once, at import time.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files readable by the owner only; finished files get the usual
+# permissions instead (0o666 minus the umask), like open() would give them.
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
+class IdxError(XpnetError):
+    """An IDX file is unreadable: bad header, wrong size or corrupt compression."""
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file (raw or gzip-compressed) into a native-endian NumPy array.
+
+    Args:
+        path: the ``.idx`` / ``-ubyte`` file, compressed or not.
+
+    Returns:
+        An array with the shape given by the header (e.g. ``(10000, 28, 28)`` uint8
+        for MNIST images, ``(10000,)`` uint8 for labels) and the dtype given by the
+        type code, converted to native byte order.
+
+    Raises:
+        IdxError: the file is missing, is not IDX, is truncated, has trailing bytes,
+            or its gzip stream is corrupt. The message is one line naming the file.
+    """
+    name = str(path)
+    raw = _read_bytes(path, name)
+    dtype, shape, offset = _parse_header(raw, name)
+    _check_length(raw, offset, dtype, shape, name)
+    data = np.frombuffer(raw, dtype=dtype, offset=offset).reshape(shape)
+    # Copy into native byte order: callers get a writable, ordinary array.
+    return data.astype(dtype.newbyteorder("="))
+
+
+def write_idx(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """Write ``array`` as an IDX file, gzip-compressed if ``path`` ends in ``.gz``.
+
+    The file is written to a temporary name in the same directory and moved into
+    place with :func:`os.replace`, so readers never see a half-written file.
+
+    Args:
+        path: destination file.
+        array: at least 1-D, at most 255-D, of dtype uint8, int8, int16, int32,
+            float32 or float64.
+
+    Returns:
+        The destination path.
+    """
+    array = np.asarray(array)
+    code = _type_code(array.dtype)
+    if not 1 <= array.ndim <= 255:
+        raise IdxError(f"{path}: IDX needs 1 to 255 dimensions, got {array.ndim}")
+    header = bytes([0, 0, code, array.ndim]) + struct.pack(
+        f">{array.ndim}I", *array.shape
+    )
+    payload = header + np.ascontiguousarray(array, dtype=IDX_TYPES[code]).tobytes()
+    path = Path(path)
+    if path.name.endswith(".gz"):
+        # mtime=0 makes the bytes reproducible, so checksums of fixtures are stable.
+        payload = gzip.compress(payload, mtime=0)
+    with atomic_write(path) as f:
+        f.write(payload)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """Open a temporary file beside ``path`` for binary writing; on success move it
+    onto ``path`` with :func:`os.replace`, on any error delete it.
+
+    Readers therefore see either the old file or the complete new one, never a
+    partial write (an interrupted download, a full disk, a crash).
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, _FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _type_code(dtype: np.dtype) -> int:
+    """IDX type code for a NumPy dtype (byte order ignored)."""
+    for code, idx_dtype in IDX_TYPES.items():
+        if dtype.kind == idx_dtype.kind and dtype.itemsize == idx_dtype.itemsize:
+            return code
+    names = "uint8, int8, int16, int32, float32, float64"
+    raise IdxError(f"IDX cannot store dtype {dtype}; use one of {names}")
+
+
+def _read_bytes(path: str | os.PathLike, name: str) -> bytes:
+    """The file's contents, decompressed when it starts with the gzip magic bytes."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise IdxError(f"{name}: file not found") from None
+    except OSError as e:
+        raise IdxError(f"{name}: cannot read: {e.strerror or e}") from None
+    if not raw.startswith(_GZIP_MAGIC):
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as e:
+        # gzip reports truncation as EOFError and bit rot as BadGzipFile/zlib.error.
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise IdxError(f"{name}: corrupt gzip data ({reason}) {_FIX_HINT}") from None
+
+
+def _parse_header(raw: bytes, name: str) -> tuple[np.dtype, tuple[int, ...], int]:
+    """Validate the header; return (on-disk dtype, shape, offset of the data)."""
+    if len(raw) < 4:
+        raise IdxError(
+            f"{name}: truncated: {len(raw)} bytes, too short for an IDX header "
+            f"{_FIX_HINT}"
+        )
+    zero0, zero1, code, ndim = raw[:4]
+    if zero0 != 0 or zero1 != 0:
+        raise IdxError(
+            f"{name}: not an IDX file: magic number is 0x{raw[:4].hex()}, "
+            "expected 0x0000 followed by type code and dimension count"
+        )
+    if code not in IDX_TYPES:
+        known = ", ".join(f"0x{c:02X}" for c in IDX_TYPES)
+        raise IdxError(f"{name}: unknown IDX type code 0x{code:02X} (known: {known})")
+    if ndim == 0:
+        raise IdxError(f"{name}: IDX header declares 0 dimensions")
+    offset = 4 + 4 * ndim
+    if len(raw) < offset:
+        raise IdxError(
+            f"{name}: truncated: header declares {ndim} dimensions but the file "
+            f"ends after {len(raw)} bytes {_FIX_HINT}"
+        )
+    shape = struct.unpack(f">{ndim}I", raw[4:offset])
+    return IDX_TYPES[code], shape, offset
+
+
+def _check_length(
+    raw: bytes, offset: int, dtype: np.dtype, shape: tuple[int, ...], name: str
+) -> None:
+    """Require the data section to be exactly as long as the header says."""
+    expected = math.prod(shape) * dtype.itemsize
+    actual = len(raw) - offset
+    if actual == expected:
+        return
+    dims = "x".join(str(d) for d in shape)
+    what = f"header says {dims} = {expected} bytes of data, file has {actual}"
+    if actual < expected:
+        raise IdxError(f"{name}: truncated: {what} {_FIX_HINT}")
+    raise IdxError(
+        f"{name}: trailing garbage: {what} ({actual - expected} extra bytes) "
+        f"{_FIX_HINT}"
+    )

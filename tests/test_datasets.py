@@ -1,0 +1,488 @@
+"""Tests for xpnet.datasets: downloads against a local HTTP server, the bundled
+sample, and bring-your-own .npz files. Nothing here touches the internet."""
+
+import http.server
+import logging
+import os
+import socket
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xpnet import datasets
+from xpnet.datasets import (
+    FASHION_MNIST_CLASSES,
+    IDX_FILES,
+    MNIST_MD5,
+    DatasetError,
+    build_mnist_sample,
+    default_data_dir,
+    load_dataset,
+    load_npz,
+    md5sum,
+)
+from xpnet.errors import XpnetError
+from xpnet.idx import read_idx
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED_MNIST = SHARED / "data" / "mnist"
+needs_shared = pytest.mark.skipif(
+    not SHARED_MNIST.is_dir(),
+    reason=f"shared MNIST files not found at {SHARED_MNIST} (CI clones the repo with "
+    "shared/ beside it)",
+)
+
+# The local mirror serves the 5k training subset under the official file names.
+SERVED_FROM = {
+    "train-images-idx3-ubyte.gz": "train-5k-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz": "train-5k-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz": "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz": "t10k-labels-idx1-ubyte.gz",
+}
+SERVED_MD5 = {
+    name: datasets.SAMPLE_SOURCE_MD5[src] for name, src in SERVED_FROM.items()
+}
+
+LOGGER = "xpnet.datasets"
+
+
+# --------------------------------------------------------------------------- server
+
+
+class _MirrorHandler(http.server.BaseHTTPRequestHandler):
+    """Serves ``/<mode>/<file>``; the mode says how to (mis)behave."""
+
+    def do_GET(self):
+        self.server.requests.append(self.path)
+        _, mode, name = self.path.split("/", 2)
+        data = self.server.files.get(name)
+        if data is None or mode == "missing":
+            self.send_error(404)
+            return
+        if mode == "slow":
+            time.sleep(1.0)
+        if mode == "corrupt":
+            flipped = bytearray(data)
+            flipped[len(flipped) // 2] ^= 0xFF
+            data = bytes(flipped)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if mode == "drop":
+            # Promise the whole file, send half, and let HTTP/1.0 close the socket.
+            data = data[: len(data) // 2]
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+class _MirrorServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, files):
+        super().__init__(("127.0.0.1", 0), _MirrorHandler)
+        self.files = files
+        self.requests = []
+
+    def handle_error(self, request, client_address):
+        pass  # clients that time out leave broken pipes behind; not interesting
+
+    def base(self, mode):
+        return f"http://127.0.0.1:{self.server_address[1]}/{mode}/"
+
+    def hits(self, mode=None):
+        return [r for r in self.requests if mode is None or r.startswith(f"/{mode}/")]
+
+
+@pytest.fixture(scope="module")
+def served_files():
+    if not SHARED_MNIST.is_dir():
+        pytest.skip(f"shared MNIST files not found at {SHARED_MNIST}")
+    return {
+        name: (SHARED_MNIST / src).read_bytes() for name, src in SERVED_FROM.items()
+    }
+
+
+@pytest.fixture
+def mirror(served_files):
+    server = _MirrorServer(served_files)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def closed_port_url():
+    """A base URL on 127.0.0.1 where nothing listens: connection refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_config(monkeypatch):
+    """Tests must not depend on (or write to) the user's cache or mirror settings."""
+    monkeypatch.delenv("XPNET_MIRRORS", raising=False)
+    monkeypatch.delenv("XPNET_DATA", raising=False)
+    datasets._VERIFIED.clear()
+
+
+def _load(cache, mirror_urls, **kw):
+    return load_dataset("mnist", cache, mirrors=mirror_urls, checksums=SERVED_MD5, **kw)
+
+
+# --------------------------------------------------------------------------- download
+
+
+def test_download_into_empty_cache(tmp_path, mirror):
+    ds = _load(tmp_path, [mirror.base("good")])
+    folder = tmp_path / "mnist"
+    assert sorted(os.listdir(folder)) == sorted(IDX_FILES)  # no temp files left
+    for name in IDX_FILES:
+        assert md5sum(folder / name) == SERVED_MD5[name]
+    assert len(mirror.hits("good")) == 4
+    assert ds.name == "mnist"
+    assert ds.source == str(folder)
+    assert ds.x_train.shape == (5000, 784) and ds.x_train.dtype == np.uint8
+    assert ds.x_test.shape == (10000, 784) and ds.x_test.dtype == np.uint8
+    assert ds.y_train.dtype == np.int64 and ds.y_test.dtype == np.int64
+    assert np.bincount(ds.y_train).tolist() == [500] * 10
+    assert ds.num_classes == 10 and ds.image_shape == (28, 28)
+    assert ds.class_names == tuple("0123456789")
+    assert ds.n_features == 784
+    assert "mnist" in repr(ds) and "(5000, 784)" in repr(ds)
+
+
+def test_second_load_does_not_download(tmp_path, mirror):
+    _load(tmp_path, [mirror.base("good")])
+    assert len(mirror.requests) == 4
+    datasets._VERIFIED.clear()  # as in a new process: checksums are hashed again
+    again = _load(tmp_path, [mirror.base("good")])
+    offline = _load(tmp_path, [mirror.base("good")], download=False)
+    assert len(mirror.requests) == 4
+    np.testing.assert_array_equal(again.x_test, offline.x_test)
+
+
+def test_corrupt_mirror_falls_back_to_next(tmp_path, mirror, caplog):
+    ds = _load(tmp_path, [mirror.base("corrupt"), mirror.base("good")])
+    assert len(mirror.hits("corrupt")) == 4
+    assert len(mirror.hits("good")) == 4
+    assert "checksum mismatch" in caplog.text
+    assert ds.x_train.shape == (5000, 784)
+    for name in IDX_FILES:
+        assert md5sum(tmp_path / "mnist" / name) == SERVED_MD5[name]
+
+
+def test_dropped_connection_falls_back_to_next(tmp_path, mirror, caplog):
+    ds = _load(tmp_path, [mirror.base("drop"), mirror.base("good")])
+    assert len(mirror.hits("drop")) == 4
+    assert "connection dropped after" in caplog.text
+    assert sorted(os.listdir(tmp_path / "mnist")) == sorted(IDX_FILES)
+    assert ds.x_test.shape == (10000, 784)
+
+
+def test_404_refused_and_timeout_fall_back(tmp_path, mirror, closed_port_url, caplog):
+    urls = [closed_port_url, mirror.base("missing"), mirror.base("slow")]
+    ds = _load(tmp_path, [*urls, mirror.base("good")], timeout=0.2)
+    assert "HTTP 404" in caplog.text
+    assert "timed out after 0.2 s" in caplog.text
+    assert ds.y_test.shape == (10000,)
+    assert sorted(os.listdir(tmp_path / "mnist")) == sorted(IDX_FILES)
+
+
+def test_all_mirrors_fail_gives_one_clear_error(tmp_path, mirror, closed_port_url):
+    urls = [closed_port_url, mirror.base("corrupt"), mirror.base("missing")]
+    with pytest.raises(DatasetError) as info:
+        _load(tmp_path, urls)
+    msg = str(info.value)
+    assert isinstance(info.value, XpnetError)
+    assert "\n" not in msg
+    assert str(tmp_path / "mnist") in msg
+    for name in IDX_FILES:
+        assert name in msg
+    assert "mnist-sample" in msg
+    assert "checksum mismatch" in msg and "HTTP 404" in msg
+    # It gives up at the first file instead of timing out on each of the four,
+    # and leaves nothing behind: no partial file under any name.
+    assert len(mirror.requests) == 2
+    assert os.listdir(tmp_path / "mnist") == []
+
+
+def test_offline_without_download_never_touches_network(tmp_path, mirror):
+    with pytest.raises(DatasetError) as info:
+        _load(tmp_path, [mirror.base("good")], download=False)
+    msg = str(info.value)
+    assert mirror.requests == []
+    assert "\n" not in msg
+    assert "downloading is off" in msg
+    assert str(tmp_path / "mnist") in msg
+    assert all(name in msg for name in IDX_FILES)
+    assert "--dataset mnist-sample" in msg
+
+
+def test_corrupt_cached_file_is_replaced(tmp_path, mirror, caplog):
+    _load(tmp_path, [mirror.base("good")])
+    bad = tmp_path / "mnist" / "train-labels-idx1-ubyte.gz"
+    bad.write_bytes(b"not what you expected")
+    with pytest.raises(DatasetError, match="checksum mismatch.*delete it"):
+        _load(tmp_path, [mirror.base("good")], download=False)
+    assert len(mirror.requests) == 4
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        ds = _load(tmp_path, [mirror.base("good")])
+    assert "checksum mismatch" in caplog.text and "downloading it again" in caplog.text
+    assert mirror.hits()[4:] == ["/good/train-labels-idx1-ubyte.gz"]
+    assert md5sum(bad) == SERVED_MD5["train-labels-idx1-ubyte.gz"]
+    assert np.bincount(ds.y_train).tolist() == [500] * 10
+
+
+def test_mirrors_from_environment(tmp_path, mirror, monkeypatch):
+    monkeypatch.setenv(
+        "XPNET_MIRRORS", f"{mirror.base('missing')}, {mirror.base('good')}"
+    )
+    load_dataset("mnist", tmp_path, checksums=SERVED_MD5)
+    assert len(mirror.hits("missing")) == 4 and len(mirror.hits("good")) == 4
+
+
+def test_data_dir_from_environment(tmp_path, mirror, monkeypatch):
+    monkeypatch.setenv("XPNET_DATA", str(tmp_path / "cache"))
+    assert default_data_dir() == tmp_path / "cache"
+    ds = _load(None, [mirror.base("good")])
+    assert ds.source == str(tmp_path / "cache" / "mnist")
+    assert (tmp_path / "cache" / "mnist" / IDX_FILES[0]).is_file()
+
+
+def test_fashion_mnist_names_and_folder(tmp_path, mirror):
+    ds = load_dataset(
+        "fashion-mnist", tmp_path, mirrors=[mirror.base("good")], checksums=SERVED_MD5
+    )
+    assert ds.name == "fashion-mnist"
+    assert ds.class_names == FASHION_MNIST_CLASSES
+    assert ds.class_names[9] == "Ankle boot"
+    assert (tmp_path / "fashion-mnist" / IDX_FILES[0]).is_file()
+
+
+def test_progress_goes_to_stderr(tmp_path, mirror, capsys):
+    _load(tmp_path, [mirror.base("good")], progress=True)
+    err = capsys.readouterr().err
+    assert "downloading t10k-images-idx3-ubyte.gz" in err
+    assert "100.0%" in err
+
+
+def test_official_checksums():
+    assert datasets.FASHION_MNIST_MD5 == {
+        "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+        "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+        "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+    }
+    readme = SHARED / "data" / "README.md"
+    if readme.is_file():
+        text = readme.read_text()
+        for name, md5 in MNIST_MD5.items():
+            assert f"{name} {md5}" in text
+
+
+@pytest.mark.skipif(os.name == "nt" or os.uname().sysname == "Darwin", reason="XDG")
+def test_default_cache_dir_follows_xdg(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_data_dir() == tmp_path / "xdg" / "xpnet"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/is/ignored")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_data_dir() == tmp_path / "home" / ".cache" / "xpnet"
+
+
+def test_unknown_dataset_name():
+    with pytest.raises(DatasetError, match="unknown dataset 'cifar'.*mnist-sample"):
+        load_dataset("cifar")
+
+
+def test_checksums_override_must_cover_all_files(tmp_path):
+    with pytest.raises(DatasetError, match="no md5 for"):
+        load_dataset("mnist", tmp_path, checksums={"t10k-images-idx3-ubyte.gz": "x"})
+
+
+# --------------------------------------------------------------------------- sample
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the bundled sample must not use the network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+
+
+def test_mnist_sample_loads_offline(no_network):
+    ds = load_dataset("mnist-sample")
+    assert ds.name == "mnist-sample"
+    assert ds.source == "bundled mnist-sample"
+    assert ds.x_train.shape == (5000, 784) and ds.x_train.dtype == np.uint8
+    assert ds.x_test.shape == (10000, 784) and ds.x_test.dtype == np.uint8
+    assert ds.y_train.dtype == np.int64
+    assert np.bincount(ds.y_train, minlength=10).tolist() == [500] * 10
+    assert set(np.unique(ds.y_test)) == set(range(10))
+    assert ds.num_classes == 10 and ds.image_shape == (28, 28)
+    assert ds.class_names == tuple("0123456789")
+    # Sorted by class as shipped: the trainer, not the loader, shuffles.
+    assert (np.diff(ds.y_train) >= 0).all()
+
+
+@needs_shared
+def test_mnist_sample_equals_shared_idx_files(no_network):
+    ds = load_dataset("mnist-sample")
+    for split, prefix in (("train", "train-5k"), ("test", "t10k")):
+        images = read_idx(SHARED_MNIST / f"{prefix}-images-idx3-ubyte.gz")
+        labels = read_idx(SHARED_MNIST / f"{prefix}-labels-idx1-ubyte.gz")
+        np.testing.assert_array_equal(
+            getattr(ds, f"x_{split}"), images.reshape(-1, 784)
+        )
+        np.testing.assert_array_equal(getattr(ds, f"y_{split}"), labels)
+
+
+@needs_shared
+def test_build_mnist_sample(tmp_path):
+    out = build_mnist_sample(SHARED_MNIST, tmp_path / "sample.npz")
+    built = load_npz(out)
+    shipped = load_dataset("mnist-sample")
+    np.testing.assert_array_equal(built.x_train, shipped.x_train)
+    np.testing.assert_array_equal(built.y_test, shipped.y_test)
+    with np.load(out) as npz:
+        assert {k: npz[k].dtype for k in npz.files} == dict.fromkeys(
+            ("x_train", "y_train", "x_test", "y_test"), np.uint8
+        )
+    assert os.listdir(tmp_path) == ["sample.npz"]
+
+
+def test_build_mnist_sample_checks_sources(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in datasets.SAMPLE_SOURCE_MD5:
+        (src / name).write_bytes(b"junk")
+    with pytest.raises(DatasetError, match="checksum mismatch"):
+        build_mnist_sample(src, tmp_path / "out.npz")
+    assert not (tmp_path / "out.npz").exists()
+
+
+# --------------------------------------------------------------------------- npz
+
+
+def _npz(path, **arrays):
+    rng = np.random.default_rng(1)
+    data = {
+        "x_train": rng.random((12, 4, 5)).astype(np.float32),
+        "y_train": np.arange(12) % 3,
+        "x_test": rng.random((6, 4, 5)).astype(np.float32),
+        "y_test": np.arange(6) % 4,
+    }
+    data.update(arrays)
+    np.savez(path, **{k: v for k, v in data.items() if v is not None})
+    return path
+
+
+def _npz_error(path, match):
+    with pytest.raises(DatasetError, match=match) as info:
+        load_dataset(str(path))
+    msg = str(info.value)
+    assert "\n" not in msg and str(path) in msg
+    return msg
+
+
+def test_npz_good_file(tmp_path):
+    path = _npz(tmp_path / "mine.npz")
+    ds = load_dataset(str(path))
+    assert ds.name == "mine" and ds.source == str(path)
+    assert ds.x_train.shape == (12, 20) and ds.x_train.dtype == np.float32
+    assert ds.x_test.shape == (6, 20)
+    assert ds.image_shape == (4, 5)
+    assert ds.num_classes == 4  # max label + 1, over train and test
+    assert ds.y_train.dtype == np.int64
+    assert ds.class_names is None
+
+
+def test_npz_flat_features_and_class_names(tmp_path):
+    path = _npz(
+        tmp_path / "flat.npz",
+        x_train=np.ones((12, 7)),
+        x_test=np.zeros((6, 7)),
+        class_names=np.array(["a", "b", "c", "d"]),
+    )
+    ds = load_npz(path)
+    assert ds.image_shape is None and ds.n_features == 7
+    assert ds.class_names == ("a", "b", "c", "d")
+
+
+def test_npz_missing_key(tmp_path):
+    msg = _npz_error(_npz(tmp_path / "m.npz", y_test=None), "missing key 'y_test'")
+    assert "found: x_train, y_train, x_test" in msg
+
+
+def test_npz_mismatched_lengths(tmp_path):
+    path = _npz(tmp_path / "m.npz", y_train=np.zeros(11, np.int64))
+    _npz_error(path, "x_train has 12 samples but y_train has 11")
+
+
+def test_npz_negative_labels(tmp_path):
+    path = _npz(tmp_path / "m.npz", y_test=np.array([0, 1, -1, 2, 0, 1]))
+    _npz_error(path, "y_test has negative labels")
+
+
+@pytest.mark.parametrize(
+    ("arrays", "match"),
+    [
+        ({"y_train": np.zeros(12)}, "y_train has dtype float64; expected integer"),
+        ({"y_train": np.zeros((12, 1), int)}, "y_train has shape .*expected 1-D"),
+        ({"x_test": np.zeros((6, 21))}, "x_train has 20 features .* x_test has 21"),
+        ({"x_train": np.zeros(12)}, "x_train has shape \\(12,\\)"),
+        ({"x_train": np.full((12, 3), np.nan)}, "x_train contains NaN"),
+        ({"x_train": np.array([["a"] * 3] * 12)}, "x_train has dtype <U1"),
+        ({"x_test": np.zeros((0, 20))}, "x_test is empty"),
+        ({"class_names": np.array(["a"])}, "class_names has 1 names"),
+    ],
+)
+def test_npz_invalid_arrays(tmp_path, arrays, match):
+    _npz_error(_npz(tmp_path / "bad.npz", **arrays), match)
+
+
+def test_npz_object_array_refused(tmp_path):
+    path = _npz(tmp_path / "obj.npz", y_train=np.array([None] * 12, dtype=object))
+    _npz_error(path, "cannot read key 'y_train'")
+
+
+def test_npz_not_an_archive(tmp_path):
+    path = tmp_path / "text.npz"
+    path.write_text("hello")
+    _npz_error(path, "not a readable .npz file")
+    single = tmp_path / "single.npz"
+    with open(single, "wb") as f:
+        np.save(f, np.zeros(3))
+    _npz_error(single, "holds a single array")
+    _npz_error(tmp_path / "absent.npz", "no such file")
+
+
+def test_npz_path_object_and_big_endian_data(tmp_path):
+    x = np.arange(24, dtype=">f4").reshape(4, 6)
+    y = np.arange(4)
+    path = _npz(tmp_path / "be.npz", x_train=x, x_test=x, y_train=y, y_test=y)
+    ds = load_dataset(path)  # a Path works as well as a str
+    assert ds.x_train.dtype == np.float32 and ds.x_train.dtype.isnative
+    np.testing.assert_array_equal(ds.x_train, x)
+    assert ds.y_train.dtype == np.int64
+
+
+def test_offline_with_some_files_missing_names_them(tmp_path, mirror):
+    _load(tmp_path, [mirror.base("good")])
+    (tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DatasetError, match=r"cache \(t10k-labels-idx1-ubyte.gz\)"):
+        _load(tmp_path, [mirror.base("good")], download=False)
+    assert len(mirror.requests) == 4
