@@ -719,7 +719,7 @@ def _download_from_mirrors(
             _download(url, directory / fname, expected_md5, timeout, progress)
             return
         except _MirrorFailed as e:
-            logger.warning("download of %s failed: %s", url, e)
+            logger.info("download of %s failed: %s", url, e)
             failures.append(f"{url}: {e}")
     raise DatasetError(
         f"could not download {directory.name} file {fname} from any mirror "

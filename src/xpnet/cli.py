@@ -1,0 +1,935 @@
+"""The ``xpnet`` command: train, evaluate, predict, info, bench.
+
+Exit codes: 0 success; 2 bad usage or input (one line on stderr); 1 anything
+else (a diverging run, Ctrl-C, an unexpected failure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .backend import BACKENDS, Backend, available_backends, gpu_name, resolve
+from .errors import DivergenceError, XpnetError
+
+DEFAULT_LR = {"sgd": 0.1, "adam": 0.001, "adamw": 0.001}
+LOSS_CHOICES = ("cross-entropy", "mse", "bce")
+ACTIVATION_CHOICES = (
+    "relu",
+    "leaky-relu",
+    "sigmoid",
+    "tanh",
+    "gelu",
+    "elu",
+    "softplus",
+    "silu",
+)
+
+
+class UsageError(XpnetError):
+    """A bad combination of command-line options."""
+
+
+# -- argument parsing -----------------------------------------------------------
+def _hidden_sizes(text: str) -> list[int]:
+    if text.strip() in ("", "none"):
+        return []
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated layer widths such as 512,512, got {text!r}"
+        ) from None
+    if any(s < 1 for s in sizes):
+        raise argparse.ArgumentTypeError(f"layer widths must be positive, got {text!r}")
+    return sizes
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"expected a non-negative number, got {text!r}"
+        )
+    return value
+
+
+def _add_device_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA if CuPy and a GPU work, else CPU), cpu, cuda or cuda:N "
+        "(default: auto)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="array library; default numpy on cpu, cupy on cuda",
+    )
+
+
+def _add_data_options(parser: argparse.ArgumentParser, default: str | None) -> None:
+    parser.add_argument(
+        "--dataset",
+        default=default,
+        metavar="NAME|PATH.npz",
+        help="mnist, fashion-mnist, mnist-sample (bundled, offline) or an .npz with "
+        "x_train, y_train, x_test, y_test"
+        + (
+            f" (default: {default})"
+            if default
+            else " (default: the checkpoint's dataset)"
+        ),
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        metavar="DIR",
+        help="dataset cache directory (default: $XPNET_DATA, else the user cache "
+        "dir, e.g. ~/.cache/xpnet)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xpnet",
+        description="Train multilayer perceptrons on NumPy (CPU) or CuPy (CUDA) "
+        "with one Array-API code path.",
+    )
+    parser.add_argument("--version", action="version", version=f"xpnet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    train = sub.add_parser(
+        "train",
+        help="train an MLP (default: MNIST)",
+        description="Train an MLP with softmax cross-entropy "
+        "(by default) and report per-epoch loss, accuracy and "
+        "throughput.",
+    )
+    _add_device_options(train)
+    _add_data_options(train, "mnist")
+    train.add_argument(
+        "--hidden",
+        type=_hidden_sizes,
+        default=[256],
+        metavar="N,N,...",
+        help="hidden layer widths (default: 256)",
+    )
+    train.add_argument(
+        "--activation",
+        choices=ACTIVATION_CHOICES,
+        default="relu",
+        help="hidden-layer activation (default: relu)",
+    )
+    train.add_argument(
+        "--loss",
+        choices=LOSS_CHOICES,
+        default="cross-entropy",
+        help="cross-entropy (softmax fused), mse or bce (sigmoid "
+        "fused), all on the last layer's logits (default: "
+        "cross-entropy)",
+    )
+    train.add_argument(
+        "--optimizer", choices=tuple(DEFAULT_LR), default="sgd", help="default: sgd"
+    )
+    train.add_argument(
+        "--lr",
+        type=_non_negative_float,
+        default=None,
+        help="learning rate (default: 0.1 for sgd, 0.001 for adam and adamw)",
+    )
+    train.add_argument(
+        "--momentum",
+        type=_non_negative_float,
+        default=0.9,
+        help="SGD momentum (default: 0.9)",
+    )
+    train.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
+    train.add_argument(
+        "--weight-decay",
+        type=_non_negative_float,
+        default=0.0,
+        help="L2 (sgd, adam) or decoupled (adamw) weight decay on "
+        "weights (default: 0; adamw: 0.01)",
+    )
+    train.add_argument(
+        "--lr-decay",
+        type=_non_negative_float,
+        default=0.0,
+        help="inverse-time decay per update: lr / (1 + decay * step) "
+        "(default: 0, constant)",
+    )
+    train.add_argument(
+        "--batch-size", type=_positive_int, default=64, help="default: 64"
+    )
+    train.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=10,
+        help="epochs to train (with --resume: further epochs) (default: 10)",
+    )
+    train.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the weights and shuffling (default: 0)",
+    )
+    train.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        default="float32",
+        help="default: float32",
+    )
+    train.add_argument(
+        "--deskew",
+        action="store_true",
+        help="deskew images by their moments before training",
+    )
+    train.add_argument(
+        "--no-scale",
+        action="store_true",
+        help="keep feature values as they are (default: pixels "
+        "0-255 are scaled to [0, 1])",
+    )
+    train.add_argument(
+        "--standardize",
+        action="store_true",
+        help="standardise features with the training set's mean/std",
+    )
+    train.add_argument(
+        "--save",
+        metavar="PATH.npz",
+        default=None,
+        help="write a checkpoint after every epoch (atomically) and on Ctrl-C",
+    )
+    train.add_argument(
+        "--resume",
+        metavar="PATH.npz",
+        default=None,
+        help="continue a saved run (its model, optimizer, data "
+        "options and RNG); model options are taken from it",
+    )
+    train.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (config, device, history) as "
+        "the last line of stdout",
+    )
+    train.add_argument(
+        "--quiet", action="store_true", help="no progress bar and no per-epoch lines"
+    )
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="test accuracy of a checkpoint")
+    evaluate.add_argument("model", metavar="MODEL", help="checkpoint .npz")
+    _add_data_options(evaluate, None)
+    _add_device_options(evaluate)
+    evaluate.add_argument(
+        "--json", action="store_true", help="print the result as one JSON object"
+    )
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    predict = sub.add_parser(
+        "predict",
+        help="classify images",
+        description="Classify inputs: an image file (PNG/JPEG via Pillow, or PGM), "
+        "a .npy array (one 28x28 image, a flat vector, or a batch), or "
+        "DATASET:INDEX for a test-set image (e.g. mnist-sample:7).",
+    )
+    predict.add_argument("model", metavar="MODEL", help="checkpoint .npz")
+    predict.add_argument("inputs", metavar="INPUT", nargs="+")
+    predict.add_argument(
+        "--data-dir",
+        default=None,
+        metavar="DIR",
+        help="dataset cache directory for DATASET:INDEX inputs",
+    )
+    _add_device_options(predict)
+    predict.add_argument(
+        "--json", action="store_true", help="print the results as one JSON object"
+    )
+    predict.set_defaults(func=cmd_predict)
+
+    info = sub.add_parser("info", help="backends, devices, GPU, versions")
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(func=cmd_info)
+
+    import importlib.util  # TEMPORARY until bench.py lands
+
+    if importlib.util.find_spec("xpnet.bench"):
+        from .bench import add_bench_parser
+
+        add_bench_parser(sub)
+    return parser
+
+
+# -- helpers --------------------------------------------------------------------
+def _say(args: argparse.Namespace, text: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(text, flush=True)
+
+
+def _load_data(
+    name: str,
+    data_dir: str | None,
+    *,
+    deskew: bool,
+    standardize: bool,
+    dtype: str,
+    scale: bool = True,
+    preprocessing_arrays: dict[str, Any] | None = None,
+):
+    """The dataset, preprocessed; reuses saved standardisation stats if given."""
+    from .datasets import load_dataset
+    from .preprocessing import preprocess
+
+    raw = load_dataset(name, data_dir, progress=sys.stderr.isatty())
+    data = preprocess(
+        raw,
+        deskew=deskew,
+        scale=scale,
+        standardize=standardize and not preprocessing_arrays,
+        dtype=dtype,
+    )
+    if standardize and preprocessing_arrays:
+        mean, std = preprocessing_arrays["mean"], preprocessing_arrays["std"]
+        data.x_train = ((data.x_train - mean) / std).astype(dtype)
+        data.x_test = ((data.x_test - mean) / std).astype(dtype)
+        data.preprocessing.update(mean=mean, std=std)
+    return data
+
+
+def _dataset_facts(data) -> dict[str, Any]:
+    return {
+        "name": data.name,
+        "source": data.source,
+        "n_train": int(len(data.x_train)),
+        "n_test": int(len(data.x_test)),
+        "n_features": data.n_features,
+        "num_classes": int(data.num_classes),
+        "image_shape": list(data.image_shape) if data.image_shape else None,
+        "class_names": list(data.class_names) if data.class_names else None,
+    }
+
+
+def _device_facts(backend: Backend) -> dict[str, Any]:
+    return {
+        "backend": backend.name,
+        "device": backend.device_name,
+        "gpu": gpu_name(backend) or None,
+    }
+
+
+def _check_features(model, data, where: str) -> None:
+    if data.n_features != model.in_features:
+        raise UsageError(
+            f"{where} expects {model.in_features} features but dataset "
+            f"{data.name!r} has {data.n_features}: use the dataset it was trained on"
+        )
+
+
+# -- train ----------------------------------------------------------------------
+def _build_model(args: argparse.Namespace, data, backend: Backend):
+    from .model import mlp
+    from .optimizers import get_optimizer
+    from .schedules import Constant, InverseTimeDecay
+
+    lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
+    schedule = InverseTimeDecay(lr, args.lr_decay) if args.lr_decay else Constant(lr)
+    if args.optimizer == "sgd":
+        optimizer = get_optimizer(
+            "sgd",
+            lr=schedule,
+            momentum=args.momentum,
+            nesterov=args.nesterov,
+            weight_decay=args.weight_decay,
+        )
+    else:
+        kwargs = (
+            {"weight_decay": args.weight_decay}
+            if (args.weight_decay or args.optimizer == "adam")
+            else {}
+        )
+        optimizer = get_optimizer(args.optimizer, lr=schedule, **kwargs)
+    outputs = data.num_classes if args.loss != "bce" or data.num_classes > 2 else 1
+    sizes = [data.n_features, *args.hidden, outputs]
+    return mlp(
+        sizes,
+        args.activation,
+        loss=args.loss,
+        optimizer=optimizer,
+        device=backend,
+        dtype=args.dtype,
+        seed=args.seed,
+    )
+
+
+def _epoch_line(record: dict[str, Any], total: int) -> str:
+    acc = record.get("accuracy")
+    test = record.get("val_accuracy")
+    parts = [f"epoch {record['epoch']:>3}/{total}", f"loss {record['loss']:.4f}"]
+    if acc is not None:
+        parts.append(f"train acc {100 * acc:6.2f}%")
+    if test is not None:
+        parts.append(f"test acc {100 * test:6.2f}%")
+    parts.append(f"{record['seconds']:6.2f} s")
+    parts.append(f"{record['samples_per_second']:>9,.0f} samples/s")
+    return "  ".join(parts)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint, save_checkpoint
+
+    backend = resolve(args.device, args.backend)
+    meta: dict[str, Any] = {}
+    if args.resume:
+        model, meta = load_checkpoint(args.resume, backend)
+        saved = meta.get("train_options", {})
+        # A resumed run continues on the same data with the same preprocessing.
+        for key in ("dataset", "deskew", "standardize", "no_scale", "batch_size"):
+            if key in saved:
+                setattr(args, key, saved[key])
+        args.dtype = model.dtype_name
+    data = _load_data(
+        args.dataset,
+        args.data_dir,
+        deskew=args.deskew,
+        standardize=args.standardize,
+        scale=not args.no_scale,
+        dtype=args.dtype,
+        preprocessing_arrays=meta.get("preprocessing_arrays") or None,
+    )
+    if args.resume:
+        _check_features(model, data, f"checkpoint {args.resume!r}")
+    else:
+        model = _build_model(args, data, backend)
+    history_so_far = list(meta.get("history", []))
+    train_options = {
+        k: getattr(args, k)
+        for k in (
+            "dataset",
+            "hidden",
+            "activation",
+            "loss",
+            "optimizer",
+            "lr",
+            "momentum",
+            "nesterov",
+            "weight_decay",
+            "lr_decay",
+            "batch_size",
+            "seed",
+            "dtype",
+            "deskew",
+            "standardize",
+            "no_scale",
+        )
+    }
+    if args.resume:
+        # Model and optimizer options come from the checkpoint, not the flags.
+        train_options = {**train_options, **meta.get("train_options", {})}
+    elif args.lr is None:
+        train_options["lr"] = DEFAULT_LR[args.optimizer]
+    _say(
+        args,
+        f"xpnet {__version__} | {backend.describe()} | dtype {model.dtype_name}"
+        f" | seed {model.seed}",
+    )
+    _say(
+        args,
+        f"data: {data.name} ({data.source}): {len(data.x_train):,} train / "
+        f"{len(data.x_test):,} test, {data.n_features} features, "
+        f"{data.num_classes} classes"
+        + (", deskewed" if args.deskew else "")
+        + (", standardised" if args.standardize else ""),
+    )
+    sizes = [model.in_features] + [
+        layer.out_features for layer in model.layers if hasattr(layer, "out_features")
+    ]
+    activation = next(
+        (type(layer).__name__ for layer in model.layers if not layer.params), "linear"
+    )
+    _say(
+        args,
+        f"model: {'-'.join(map(str, sizes))} {activation}"
+        f" | loss {type(model.loss).__name__} | {model.optimizer!r}"
+        f" | batch {args.batch_size} | epochs {args.epochs}"
+        + (f" | resumed at epoch {model.epochs_trained}" if args.resume else ""),
+    )
+
+    prep = data.preprocessing
+
+    saved_epoch = None
+
+    def checkpoint() -> None:
+        nonlocal saved_epoch
+        extra = {
+            "dataset": _dataset_facts(data),
+            "train_options": train_options,
+            "preprocessing": {
+                "deskew": bool(prep.get("deskew")),
+                "scale": prep.get("scale"),
+                "standardize": prep.get("mean") is not None,
+            },
+            "history": history_so_far,
+        }
+        save_checkpoint(
+            args.save, model, extra, {"mean": prep.get("mean"), "std": prep.get("std")}
+        )
+        saved_epoch = model.epochs_trained
+
+    records: list[dict[str, Any]] = []
+    bar = None
+    show_bar = not args.quiet and not args.json
+
+    def bar_open() -> None:
+        nonlocal bar
+        if show_bar:
+            from tqdm import tqdm
+
+            bar = tqdm(
+                total=len(data.x_train),
+                unit="sample",
+                unit_scale=True,
+                leave=False,
+                file=sys.stderr,
+                dynamic_ncols=True,
+                desc=f"epoch {model.epochs_trained + 1}",
+                disable=None,
+            )
+
+    def bar_close() -> None:
+        nonlocal bar
+        if bar is not None:
+            bar.close()
+            bar = None
+
+    def on_batch(samples_done: int) -> None:
+        if bar is not None:
+            bar.update(samples_done - bar.n)
+
+    def on_epoch_end(record: dict[str, Any]) -> None:
+        row = _history_row(record)
+        records.append(row)
+        history_so_far.append(row)
+        bar_close()
+        if args.save:
+            checkpoint()
+        _say(args, _epoch_line(record, start_epoch + args.epochs))
+        if model.epochs_trained < start_epoch + args.epochs:
+            bar_open()
+
+    start_epoch = model.epochs_trained
+    if args.save:
+        # The starting state first: from here on the file always holds the
+        # last completed epoch, whatever interrupts the run.
+        checkpoint()
+    x_train = model.to_device(data.x_train, model.dtype_name)
+    x_test = model.to_device(data.x_test, model.dtype_name)
+    started = time.perf_counter()
+    bar_open()
+    try:
+        # Overflow inside a diverging epoch is reported once, by fit, as a
+        # DivergenceError; NumPy's per-operation warnings would only bury it.
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+            model.fit(
+                x_train,
+                data.y_train,
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                validation_data=(x_test, data.y_test),
+                on_batch=on_batch if show_bar else None,
+                on_epoch_end=on_epoch_end,
+            )
+    except KeyboardInterrupt:
+        bar_close()
+        if saved_epoch is not None:
+            # The unfinished epoch is dropped, so --resume continues exactly.
+            print(
+                f"\nxpnet: interrupted in epoch {model.epochs_trained + 1}; "
+                f"{args.save} holds epoch {saved_epoch} "
+                f"(continue with: xpnet train --resume {args.save})",
+                file=sys.stderr,
+            )
+        else:
+            print(
+                "\nxpnet: interrupted; nothing saved (use --save PATH.npz to keep "
+                "checkpoints)",
+                file=sys.stderr,
+            )
+        return 1
+    finally:
+        bar_close()
+    total = time.perf_counter() - started
+    if args.save:
+        _say(args, f"saved {args.save}")
+    final = records[-1] if records else {}
+    _say(
+        args,
+        f"done: {len(records)} epochs in {total:.1f} s"
+        + (
+            f", test accuracy {100 * final['test_accuracy']:.2f}%"
+            if final.get("test_accuracy") is not None
+            else ""
+        ),
+    )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "command": "train",
+                    "xpnet_version": __version__,
+                    "config": train_options,
+                    "device": _device_facts(backend),
+                    "dataset": _dataset_facts(data),
+                    "epochs_trained": model.epochs_trained,
+                    "history": records,
+                    "seconds": total,
+                    "checkpoint": args.save,
+                }
+            )
+        )
+    return 0
+
+
+def _history_row(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "epoch": record["epoch"],
+        "loss": record["loss"],
+        "train_accuracy": record.get("accuracy"),
+        "test_loss": record.get("val_loss"),
+        "test_accuracy": record.get("val_accuracy"),
+        "seconds": record["seconds"],
+        "samples_per_second": record["samples_per_second"],
+    }
+
+
+# -- evaluate -------------------------------------------------------------------
+def _load_for_inference(args: argparse.Namespace):
+    from .checkpoint import load_checkpoint
+
+    backend = resolve(args.device, args.backend)
+    model, meta = load_checkpoint(args.model, backend)
+    return model, meta, backend
+
+
+def _data_for_checkpoint(meta: dict[str, Any], name: str | None, data_dir, dtype: str):
+    options = meta.get("train_options", {})
+    prep = meta.get("preprocessing", {})
+    name = name or options.get("dataset") or meta.get("dataset", {}).get("name")
+    if not name:
+        raise UsageError("the checkpoint does not name its dataset: pass --dataset")
+    return _load_data(
+        name,
+        data_dir,
+        deskew=bool(prep.get("deskew")),
+        standardize=bool(prep.get("standardize")),
+        scale=prep.get("scale") is not None,
+        dtype=dtype,
+        preprocessing_arrays=meta.get("preprocessing_arrays") or None,
+    )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    model, meta, backend = _load_for_inference(args)
+    data = _data_for_checkpoint(meta, args.dataset, args.data_dir, model.dtype_name)
+    _check_features(model, data, f"checkpoint {args.model!r}")
+    start = time.perf_counter()
+    result = model.evaluate(data.x_test, data.y_test)
+    seconds = time.perf_counter() - start
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "command": "evaluate",
+                    "model": args.model,
+                    "dataset": data.name,
+                    "samples": len(data.x_test),
+                    "device": _device_facts(backend),
+                    "seconds": seconds,
+                    **result,
+                }
+            )
+        )
+    else:
+        acc = result["accuracy"]
+        print(
+            f"{data.name} test set: "
+            + (f"accuracy {100 * acc:.2f}%, " if acc is not None else "")
+            + f"loss {result['loss']:.4f} ({len(data.x_test):,} samples, "
+            f"{seconds:.2f} s, {backend.describe()})"
+        )
+    return 0
+
+
+# -- predict --------------------------------------------------------------------
+def _read_input(text: str, meta: dict[str, Any], data_dir) -> tuple[np.ndarray, Any]:
+    """(raw images (n, features) as floats 0-255 or as stored, true labels|None)."""
+    from .datasets import load_dataset
+
+    path = Path(text)
+    if (
+        not path.exists()
+        and ":" in text
+        and not text.lower().endswith(
+            (".npy", ".png", ".jpg", ".jpeg", ".pgm", ".bmp", ".gif")
+        )
+    ):
+        name, _, index = text.rpartition(":")
+        if not index.isdigit():
+            raise UsageError(
+                f"{text!r}: expected DATASET:INDEX with a number after "
+                "the colon, e.g. mnist-sample:7"
+            )
+        data = load_dataset(name, data_dir)
+        i = int(index)
+        if i >= len(data.x_test):
+            raise UsageError(
+                f"{text!r}: index {i} is past the end of the "
+                f"{len(data.x_test):,}-image test set of {data.name}"
+            )
+        return data.x_test[i : i + 1], int(data.y_test[i])
+    if not path.is_file():
+        raise UsageError(f"input {text!r} is neither a file nor DATASET:INDEX")
+    shape = tuple(meta.get("dataset", {}).get("image_shape") or (28, 28))
+    if path.suffix.lower() == ".npy":
+        try:
+            x = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise UsageError(f"{text!r} is not a readable .npy file ({exc})") from None
+        if x.ndim == 2 and x.shape == shape:
+            x = x.reshape(1, -1)
+        elif x.ndim == 1:
+            x = x.reshape(1, -1)
+        elif x.ndim == 3:
+            x = x.reshape(len(x), -1)
+        return x, None
+    return _read_image(path, shape).reshape(1, -1), None
+
+
+def _read_image(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """A greyscale image as MNIST stores digits: light strokes on black, 0-255."""
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        raise UsageError(
+            f"reading {path.name} needs Pillow: pip install pillow (or pass a .npy "
+            "array)"
+        ) from None
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L").resize(
+                (shape[1], shape[0]), Image.Resampling.LANCZOS
+            )
+            pixels = np.asarray(image, dtype=np.float64)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise UsageError(f"cannot read image {str(path)!r}: {exc}") from None
+    # Photos and drawings are usually dark ink on a light page: invert them.
+    if pixels.mean() > 127:
+        pixels = 255.0 - pixels
+    return pixels
+
+
+def _prepare_inputs(x: np.ndarray, meta: dict[str, Any], dtype: str) -> np.ndarray:
+    """Apply the checkpoint's preprocessing (deskew, scale, standardise) to ``x``."""
+    from .preprocessing import deskew
+
+    prep = meta.get("preprocessing", {})
+    shape = meta.get("dataset", {}).get("image_shape")
+    x = x.astype(np.float64)
+    if prep.get("deskew") and shape:
+        x = deskew(x, tuple(shape)).reshape(len(x), -1).astype(np.float64)
+    if prep.get("scale"):
+        x = x / float(prep["scale"])
+    arrays = meta.get("preprocessing_arrays") or {}
+    if prep.get("standardize") and "mean" in arrays:
+        x = (x - arrays["mean"]) / arrays["std"]
+    return x.astype(dtype)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    model, meta, backend = _load_for_inference(args)
+    names = meta.get("dataset", {}).get("class_names")
+    results = []
+    for text in args.inputs:
+        raw, truth = _read_input(text, meta, args.data_dir)
+        if raw.shape[1] != model.in_features:
+            raise UsageError(
+                f"input {text!r} has {raw.shape[1]} values per sample, "
+                f"the model expects {model.in_features}"
+            )
+        probs = model.predict_proba(_prepare_inputs(raw, meta, model.dtype_name))
+        for row_index, p in enumerate(probs):
+            label = int(np.argmax(p)) if len(p) > 1 else int(p[0] > 0.5)
+            confidence = (
+                float(p[label]) if len(p) > 1 else float(p[0] if label else 1 - p[0])
+            )
+            name = names[label] if names and label < len(names) else str(label)
+            item = {
+                "input": text if len(probs) == 1 else f"{text}[{row_index}]",
+                "prediction": label,
+                "class_name": name,
+                "probability": confidence,
+                "probabilities": [round(float(v), 6) for v in p],
+                "true_label": truth,
+            }
+            results.append(item)
+            if not args.json:
+                article = "an" if name[:1].lower() in "aeiou8" else "a"
+                verdict = (
+                    f"{item['input']}: looks like {article} {name}, p={confidence:.2f}"
+                )
+                if truth is not None:
+                    verdict += f" (true label: {names[truth] if names else truth})"
+                print(verdict)
+                print(
+                    "  "
+                    + "  ".join(
+                        f"{names[k] if names else k}: {v:.3f}" for k, v in enumerate(p)
+                    )
+                )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "command": "predict",
+                    "model": args.model,
+                    "device": _device_facts(backend),
+                    "results": results,
+                }
+            )
+        )
+    return 0
+
+
+# -- info -----------------------------------------------------------------------
+def _gpu_facts() -> list[dict[str, Any]]:
+    try:
+        import cupy
+    except Exception:
+        return []
+    gpus = []
+    try:
+        for i in range(cupy.cuda.runtime.getDeviceCount()):
+            props = cupy.cuda.runtime.getDeviceProperties(i)
+            name = props["name"]
+            with cupy.cuda.Device(i):
+                free, total = cupy.cuda.runtime.memGetInfo()
+            gpus.append(
+                {
+                    "device": f"cuda:{i}",
+                    "name": name.decode() if isinstance(name, bytes) else str(name),
+                    "memory_total_gib": round(total / 2**30, 2),
+                    "memory_free_gib": round(free / 2**30, 2),
+                    "compute_capability": f"{props['major']}.{props['minor']}",
+                }
+            )
+        gpus and gpus[0].update(
+            cuda_runtime=cupy.cuda.runtime.runtimeGetVersion(),
+            cuda_driver=cupy.cuda.runtime.driverGetVersion(),
+        )
+    except Exception as exc:
+        gpus.append({"error": f"{type(exc).__name__}: {exc}"})
+    return gpus
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import array_api_compat
+
+    from .datasets import default_data_dir
+
+    auto = resolve("auto")
+    facts = {
+        "xpnet": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "array_api_compat": array_api_compat.__version__,
+        "backends": available_backends(),
+        "gpus": _gpu_facts(),
+        "auto_device": _device_facts(auto),
+        "data_dir": str(default_data_dir()),
+    }
+    if args.json:
+        print(json.dumps(facts))
+        return 0
+    print(
+        f"xpnet {facts['xpnet']} on Python {facts['python']} "
+        f"({facts['platform']}, {facts['cpu_count']} CPUs)"
+    )
+    print(f"array-api-compat {facts['array_api_compat']}")
+    for name, version in facts["backends"].items():
+        print(f"  {name:<17} {version}")
+    if facts["gpus"]:
+        for gpu in facts["gpus"]:
+            print("  GPU " + ", ".join(f"{k}={v}" for k, v in gpu.items()))
+    else:
+        print(
+            "  GPU: none usable (CuPy missing or no CUDA device); "
+            "pip install 'xpnet[cuda12]' on a CUDA machine"
+        )
+    print(f"--device auto -> {auto.describe()}")
+    print(f"dataset cache: {facts['data_dir']}")
+    return 0
+
+
+# -- entry point ----------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    # Notices from the library (e.g. the auto device's fallback) as one line each.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("xpnet: %(message)s"))
+    logger = logging.getLogger("xpnet")
+    logger.addHandler(handler)
+    logger.propagate = False
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except DivergenceError as exc:
+        print(f"xpnet: error: {exc}", file=sys.stderr)
+        return 1
+    except XpnetError as exc:
+        print(f"xpnet: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nxpnet: interrupted", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 1
+    except Exception as exc:  # the last resort: one line, details on request
+        if os.environ.get("XPNET_DEBUG"):
+            raise
+        print(
+            f"xpnet: unexpected error: {type(exc).__name__}: {exc} "
+            "(set XPNET_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

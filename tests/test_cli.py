@@ -1,0 +1,369 @@
+"""The ``xpnet`` console script, run for real in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import xpnet
+from xpnet.checkpoint import load_checkpoint, read_checkpoint
+
+SCRIPT = Path(sys.executable).with_name("xpnet")
+
+
+def run(
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess:
+    if not SCRIPT.exists():
+        pytest.fail(f"console script {SCRIPT} missing: pip install -e . first")
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(
+        [str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        cwd=cwd,
+    )
+
+
+def last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    lines = [
+        ln for ln in proc.stderr.splitlines() if not ln.startswith("xpnet: device auto")
+    ]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+def test_version_and_module_entry_point():
+    assert run("--version").stdout.strip() == f"xpnet {xpnet.__version__}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "xpnet", "--help"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0 and "train" in proc.stdout and "bench" in proc.stdout
+
+
+@pytest.mark.slow
+def test_default_training_on_the_bundled_sample_reaches_93_percent(tmp_path):
+    start = time.perf_counter()
+    proc = run("train", "--dataset", "mnist-sample", "--device", "cpu", "--json")
+    seconds = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr
+    result = last_json(proc.stdout)
+    history = result["history"]
+    assert len(history) == 10
+    for row in history:
+        assert set(row) >= {
+            "epoch",
+            "loss",
+            "train_accuracy",
+            "test_accuracy",
+            "seconds",
+            "samples_per_second",
+        }
+    assert result["device"] == {"backend": "numpy", "device": "cpu", "gpu": None}
+    assert result["config"]["hidden"] == [256]
+    assert history[-1]["test_accuracy"] >= 0.93
+    assert seconds < 60
+    # Human-readable lines come before the JSON: settings first, then epochs.
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith(f"xpnet {xpnet.__version__} | backend=numpy")
+    assert sum(ln.startswith("epoch ") for ln in lines) == 10
+    assert "samples/s" in lines[3]
+
+
+def _train(tmp_path, *extra: str) -> subprocess.CompletedProcess:
+    return run(
+        "train",
+        "--dataset",
+        "mnist-sample",
+        "--device",
+        "cpu",
+        "--hidden",
+        "16",
+        "--batch-size",
+        "256",
+        "--quiet",
+        *extra,
+        cwd=tmp_path,
+    )
+
+
+def test_resume_continues_exactly(tmp_path):
+    common = ("--dtype", "float64", "--optimizer", "adam", "--lr", "0.003")
+    assert (
+        _train(tmp_path, *common, "--epochs", "4", "--save", "straight.npz").returncode
+        == 0
+    )
+    assert (
+        _train(tmp_path, *common, "--epochs", "2", "--save", "half.npz").returncode == 0
+    )
+    proc = _train(
+        tmp_path,
+        "--resume",
+        "half.npz",
+        "--epochs",
+        "2",
+        "--save",
+        "resumed.npz",
+        "--json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert [row["epoch"] for row in last_json(proc.stdout)["history"]] == [3, 4]
+    meta_a, a = read_checkpoint(tmp_path / "straight.npz")
+    meta_b, b = read_checkpoint(tmp_path / "resumed.npz")
+    assert meta_a["epochs_trained"] == meta_b["epochs_trained"] == 4
+    assert sorted(a) == sorted(b)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert meta_a["rng_state"] == meta_b["rng_state"]
+    assert len(meta_b["history"]) == 4
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_checkpoint_metadata_and_cross_backend_load(tmp_path):
+    assert (
+        _train(tmp_path, "--epochs", "1", "--deskew", "--save", "m.npz").returncode == 0
+    )
+    meta, arrays = read_checkpoint(tmp_path / "m.npz")
+    assert meta["xpnet_version"] == xpnet.__version__
+    assert meta["architecture"]["dtype"] == "float32"
+    assert meta["optimizer"]["name"] == "sgd" and meta["optimizer"]["iterations"] > 0
+    assert meta["preprocessing"] == {
+        "deskew": True,
+        "scale": 255.0,
+        "standardize": False,
+    }
+    assert json.loads((tmp_path / "m.npz.json").read_text())["epochs_trained"] == 1
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as archive:
+        assert "param/0.W" in archive.files and "opt/slot0.velocity" in archive.files
+    # Saved from NumPy, loaded on another backend (as a GPU checkpoint on a CPU).
+    model, _ = load_checkpoint(tmp_path / "m.npz", "cpu", "array-api-strict")
+    np.testing.assert_array_equal(model.state_dict()["0.W"], arrays["param/0.W"])
+
+
+def test_evaluate_and_predict(tmp_path):
+    proc = _train(tmp_path, "--epochs", "3", "--save", "m.npz", "--json")
+    trained_acc = last_json(proc.stdout)["history"][-1]["test_accuracy"]
+    proc = run("evaluate", "m.npz", "--device", "cpu", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert last_json(proc.stdout)["accuracy"] == pytest.approx(trained_acc, abs=1e-9)
+    human = run("evaluate", "m.npz", "--device", "cpu", cwd=tmp_path)
+    assert f"accuracy {100 * trained_acc:.2f}%" in human.stdout
+
+    proc = run("predict", "m.npz", "mnist-sample:0", "--device", "cpu", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("mnist-sample:0: looks like a 7, p=")
+    assert "(true label: 7)" in proc.stdout
+
+    from xpnet.datasets import load_dataset
+
+    test = load_dataset("mnist-sample")
+    np.save(tmp_path / "digits.npy", test.x_test[:3].reshape(3, 28, 28))
+    proc = run(
+        "predict", "m.npz", "digits.npy", "--device", "cpu", "--json", cwd=tmp_path
+    )
+    results = last_json(proc.stdout)["results"]
+    model, _ = load_checkpoint(tmp_path / "m.npz", "cpu")
+    expected = model.predict(test.x_test[:3] / np.float32(255))
+    assert [r["prediction"] for r in results] == expected.tolist()
+    assert all(abs(sum(r["probabilities"]) - 1) < 1e-4 for r in results)
+
+
+def test_predict_reads_an_image_file(tmp_path):
+    image_module = pytest.importorskip("PIL.Image", reason="Pillow not installed")
+    from xpnet.datasets import load_dataset
+
+    assert _train(tmp_path, "--epochs", "3", "--save", "m.npz").returncode == 0
+    test = load_dataset("mnist-sample")
+    # Dark ink on a light page, 3x larger: predict must invert and resize it.
+    digit = 255 - test.x_test[0].reshape(28, 28)
+    image_module.fromarray(digit).resize((84, 84)).save(tmp_path / "seven.png")
+    proc = run("predict", "m.npz", "seven.png", "--device", "cpu", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "looks like a 7" in proc.stdout
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    proc = subprocess.Popen(
+        [
+            str(SCRIPT),
+            "train",
+            "--dataset",
+            "mnist-sample",
+            "--device",
+            "cpu",
+            "--hidden",
+            "64",
+            "--epochs",
+            "500",
+            "--save",
+            "run.npz",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        for line in proc.stdout:
+            if line.startswith("epoch   2/"):
+                break
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1
+    assert "Traceback" not in err
+    assert "interrupted in epoch" in err and "--resume run.npz" in err
+    meta, _ = read_checkpoint(tmp_path / "run.npz")
+    assert meta["epochs_trained"] >= 1
+    assert f"run.npz holds epoch {meta['epochs_trained']} " in err
+    assert len(meta["history"]) == meta["epochs_trained"]
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_diverging_run_stops_with_advice(tmp_path):
+    proc = _train(
+        tmp_path,
+        "--loss",
+        "mse",
+        "--activation",
+        "tanh",
+        "--lr",
+        "1e4",
+        "--epochs",
+        "3",
+    )
+    assert proc.returncode == 1
+    assert "diverged" in one_line_error(proc)
+    assert "lower the learning rate" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["train", "--dataset", "nope"], "unknown dataset 'nope': choose one of mnist"),
+        (["train", "--device", "tpu"], "unknown device 'tpu'"),
+        (
+            ["train", "--backend", "numpy", "--device", "cuda"],
+            "backend 'numpy' cannot run on 'cuda:0'",
+        ),
+        (["evaluate", "missing.npz"], "checkpoint 'missing.npz' does not exist"),
+        (
+            ["predict", "missing.npz", "x.png"],
+            "checkpoint 'missing.npz' does not exist",
+        ),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path, args, message):
+    proc = run(*args, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert message in one_line_error(proc)
+
+
+def test_unknown_choice_lists_valid_ones():
+    proc = run("train", "--optimizer", "rmsprop")
+    assert proc.returncode == 2
+    assert (
+        "invalid choice: 'rmsprop' (choose from 'sgd', 'adam', 'adamw')" in proc.stderr
+    )
+
+
+@pytest.mark.skipif(
+    importlib_util_spec := __import__("importlib.util").util.find_spec("cupy")
+    is not None,
+    reason="CuPy is installed",
+)
+def test_cuda_without_cupy_names_the_extra():
+    proc = run("train", "--device", "cuda", "--dataset", "mnist-sample")
+    assert proc.returncode == 2
+    assert "pip install 'xpnet[cuda12]'" in one_line_error(proc)
+
+
+def test_offline_without_cache_points_to_the_sample(tmp_path):
+    proc = run(
+        "train",
+        "--epochs",
+        "1",
+        env={
+            "XPNET_DATA": str(tmp_path / "cache"),
+            "XPNET_MIRRORS": "http://127.0.0.1:9/",
+        },
+    )  # port 9: nothing listens
+    assert proc.returncode == 2
+    line = one_line_error(proc)
+    assert str(tmp_path / "cache" / "mnist") in line
+    assert "--dataset mnist-sample" in line
+
+
+def test_corrupt_or_mismatched_checkpoint(tmp_path):
+    (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    proc = run("evaluate", "bad.npz", "--device", "cpu", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "is corrupt or not an xpnet .npz file" in one_line_error(proc)
+
+    rng = np.random.default_rng(0)
+    np.savez(
+        tmp_path / "small.npz",
+        x_train=rng.random((60, 20)),
+        y_train=rng.integers(0, 3, 60),
+        x_test=rng.random((30, 20)),
+        y_test=rng.integers(0, 3, 30),
+    )
+    assert (
+        run(
+            "train",
+            "--dataset",
+            "small.npz",
+            "--device",
+            "cpu",
+            "--epochs",
+            "1",
+            "--save",
+            "small-model.npz",
+            "--quiet",
+            cwd=tmp_path,
+        ).returncode
+        == 0
+    )
+    proc = run(
+        "evaluate",
+        "small-model.npz",
+        "--dataset",
+        "mnist-sample",
+        "--device",
+        "cpu",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert "expects 20 features but dataset 'mnist-sample' has 784" in one_line_error(
+        proc
+    )
+
+
+def test_info_reports_backends():
+    proc = run("info", "--json")
+    assert proc.returncode == 0, proc.stderr
+    facts = last_json(proc.stdout)
+    assert facts["backends"]["numpy"] == np.__version__
+    assert facts["auto_device"]["device"] in ("cpu", "cuda:0")
+    human = run("info")
+    assert "array-api-compat" in human.stdout and "--device auto ->" in human.stdout
