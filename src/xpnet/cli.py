@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--weight-decay",
         type=_non_negative_float,
-        default=0.0,
+        default=None,
         help="L2 (sgd, adam) or decoupled (adamw) weight decay on "
         "weights (default: 0; adamw: 0.01)",
     )
@@ -224,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--save",
         metavar="PATH.npz",
         default=None,
-        help="write a checkpoint after every epoch (atomically) and on Ctrl-C",
+        help="checkpoint file, rewritten atomically at the start and after every "
+        "epoch, so Ctrl-C keeps the last completed epoch",
     )
     train.add_argument(
         "--resume",
@@ -360,21 +361,15 @@ def _build_model(args: argparse.Namespace, data, backend: Backend):
 
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
     schedule = InverseTimeDecay(lr, args.lr_decay) if args.lr_decay else Constant(lr)
+    decay = {} if args.weight_decay is None else {"weight_decay": args.weight_decay}
     if args.optimizer == "sgd":
         optimizer = get_optimizer(
-            "sgd",
-            lr=schedule,
-            momentum=args.momentum,
-            nesterov=args.nesterov,
-            weight_decay=args.weight_decay,
+            "sgd", lr=schedule, momentum=args.momentum, nesterov=args.nesterov, **decay
         )
     else:
-        kwargs = (
-            {"weight_decay": args.weight_decay}
-            if (args.weight_decay or args.optimizer == "adam")
-            else {}
-        )
-        optimizer = get_optimizer(args.optimizer, lr=schedule, **kwargs)
+        optimizer = get_optimizer(args.optimizer, lr=schedule, **decay)
+    # Record what was used, defaults included.
+    args.lr, args.weight_decay = lr, optimizer.weight_decay
     outputs = data.num_classes if args.loss != "bce" or data.num_classes > 2 else 1
     sizes = [data.n_features, *args.hidden, outputs]
     return mlp(
@@ -452,8 +447,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         # Model and optimizer options come from the checkpoint, not the flags.
         train_options = {**train_options, **meta.get("train_options", {})}
-    elif args.lr is None:
-        train_options["lr"] = DEFAULT_LR[args.optimizer]
     _say(
         args,
         f"xpnet {__version__} | {backend.describe()} | dtype {model.dtype_name}"
