@@ -12,12 +12,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import array_api_compat
+
 from . import backend as _backend
 from .activations import ACTIVATIONS, RELU_LIKE, Identity, Softmax, get_activation
 from .errors import DivergenceError, XpnetError
 from .initializers import make_rngs, permutation
 from .layers import Dense, Layer
-from .losses import Loss, get_loss
+from .losses import CrossEntropy, Loss, get_loss
 from .optimizers import SGD, Optimizer, get_optimizer
 
 
@@ -140,9 +142,8 @@ class Sequential:
             if dtype is not None and x.dtype != self.backend.dtype(dtype):
                 return self.xp.astype(x, self.backend.dtype(dtype))
             return x
-        if not hasattr(x, "__array__") and hasattr(x, "__dlpack__"):
-            x = _backend.to_numpy(x)
-        elif hasattr(x, "device") or hasattr(x, "__cuda_array_interface__"):
+        if array_api_compat.is_array_api_obj(x):
+            # Another namespace or device: through the host, the one exit.
             x = _backend.to_numpy(x)
         return self.backend.asarray(x, dtype)
 
@@ -195,7 +196,7 @@ class Sequential:
                     "classes as 0..K-1 or change the output size"
                 )
             return y, y
-        if len(shape) == 1 and isinstance(self.loss, type(get_loss("cross_entropy"))):
+        if len(shape) == 1 and isinstance(self.loss, CrossEntropy):
             raise XpnetError(
                 f"{what} must hold integer class labels for cross-entropy, got "
                 f"dtype {getattr(y, 'dtype', '?')}; convert with y.astype(int)"
@@ -286,7 +287,9 @@ class Sequential:
                     xb, yb = X[lo:hi, ...], y[lo:hi, ...]
                 loss, out = self.train_step(xb, yb)
                 loss_sum = loss_sum + loss * (hi - lo)
-                if labels is not None:
+                if labels is y:
+                    correct = correct + self.loss.correct(out, yb)
+                elif labels is not None:
                     lb = xp.take(labels, idx, axis=0) if shuffle else labels[lo:hi]
                     correct = correct + self.loss.correct(out, lb)
                 if on_batch is not None:
