@@ -197,3 +197,38 @@ def test_bad_optimizer_settings_are_clear(make, match):
     with pytest.raises(xpnet.XpnetError, match=match) as info:
         make()
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("inplace", [None, False])
+@pytest.mark.parametrize("nesterov,wd", [(False, 0.0), (True, 0.01), (False, 0.1)])
+def test_sgd_with_lr_folded_into_gradients_matches(backend, inplace, nesterov, wd):
+    def run(prescale):
+        opt = SGD(
+            lr=InverseTimeDecay(0.1, 0.5),
+            momentum=0.9,
+            nesterov=nesterov,
+            weight_decay=wd,
+            inplace=inplace,
+        )
+        rng = np.random.default_rng(0)
+        holder = Holder(backend, rng.normal(size=(3, 4)), rng.normal(size=4))
+        for _ in range(4):
+            gW, gb = rng.normal(size=(3, 4)), rng.normal(size=4)
+            scale = opt.lr if prescale else 1.0
+            holder.grads = {
+                "W": backend.asarray(gW * scale),
+                "b": backend.asarray(gb * scale),
+            }
+            opt.step([holder], grads_scaled_by_lr=prescale)
+        return {k: xpnet.to_numpy(v) for k, v in holder.params.items()}
+
+    folded, plain = run(True), run(False)
+    for key in plain:
+        np.testing.assert_allclose(folded[key], plain[key], rtol=1e-12, atol=1e-15)
+
+
+def test_adam_refuses_prescaled_gradients(numpy_backend):
+    holder = Holder(numpy_backend, np.zeros((3, 4)), np.zeros(4))
+    holder.grads = {"W": np.ones((3, 4)), "b": np.ones(4)}
+    with pytest.raises(xpnet.XpnetError, match="Adam needs unscaled gradients"):
+        Adam().step([holder], grads_scaled_by_lr=True)

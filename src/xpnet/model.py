@@ -228,11 +228,19 @@ class Sequential:
             grad = layer.backward(grad)
 
     def train_step(self, xb: Any, yb: Any) -> tuple[Any, Any]:
-        """One update on a batch; returns (loss, outputs), both on the device."""
+        """One update on a batch; returns (loss, outputs), both on the device.
+
+        For SGD the learning rate is folded into ``dL/dout`` (``(batch, outputs)``,
+        tiny) before backpropagation, so the layers' ``grads`` hold
+        ``lr * gradient`` and the optimizer skips a pass over every parameter.
+        """
         out = self.forward(xb)
         loss, grad = self.loss.value_and_grad(out, yb)
+        folded = self.optimizer.folds_lr
+        if folded:
+            grad = grad * self.optimizer.lr
         self.backward(grad)
-        self.optimizer.step(self._param_layers)
+        self.optimizer.step(self._param_layers, grads_scaled_by_lr=folded)
         return loss, out
 
     # -- training and inference ------------------------------------------------

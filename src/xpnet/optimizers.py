@@ -54,6 +54,7 @@ class Optimizer:
         self.iterations = 0
         self.slots: list[dict[str, Any]] = []
         self._built = False
+        self._prescaled = False
 
     @property
     def lr(self) -> float:
@@ -80,10 +81,23 @@ class Optimizer:
         self._tiny = xp.finfo(sample.dtype).smallest_normal
         self._built = True
 
-    def step(self, layers: list[Any]) -> None:
-        """Apply one update to every parameter from the gradients in ``layers``."""
+    #: whether the update is linear in ``lr * grad``, so the caller may fold the
+    #: learning rate into the (small) output gradient before backpropagation
+    #: instead of scaling every parameter gradient (one pass over all
+    #: parameters less per step).
+    folds_lr = False
+
+    def step(self, layers: list[Any], grads_scaled_by_lr: bool = False) -> None:
+        """Apply one update to every parameter from the gradients in ``layers``.
+
+        ``grads_scaled_by_lr``: the gradients are already multiplied by
+        :attr:`lr` (only for optimizers with :attr:`folds_lr`).
+        """
         if not self._built:
             self.build(layers)
+        if grads_scaled_by_lr and not self.folds_lr:
+            raise XpnetError(f"{type(self).__name__} needs unscaled gradients")
+        self._prescaled = grads_scaled_by_lr
         lr = self.schedule(self.iterations)
         self.iterations += 1
         for (layer, name), slots in zip(self._refs, self.slots, strict=True):
@@ -177,18 +191,24 @@ class SGD(Optimizer):
         self.nesterov = bool(nesterov)
         self.slot_names = ("velocity",) if self.momentum else ()
 
+    folds_lr = True
+
     def update_step(self, grad, var, lr, slots, decay):
-        mu, wd = self.momentum, self.weight_decay if decay else 0.0
+        mu = self.momentum
+        wd = lr * self.weight_decay if decay else 0.0
         if not self.inplace:
-            g = grad + wd * var if wd else grad
+            step = grad if self._prescaled else lr * grad
+            if wd:
+                step = step + wd * var
             if not mu:
-                return var - lr * g
-            v = slots["velocity"] = mu * slots["velocity"] - lr * g
-            return var + mu * v - lr * g if self.nesterov else var + v
+                return var - step
+            v = slots["velocity"] = mu * slots["velocity"] - step
+            return var + mu * v - step if self.nesterov else var + v
         # In place, no temporaries: the gradient buffer is ours to scale.
+        if not self._prescaled:
+            grad *= lr
         if wd:
             grad += wd * var
-        grad *= lr
         if not mu:
             var -= grad
             return var
