@@ -107,3 +107,17 @@ def test_available_backends_reports_versions():
     found = available_backends()
     assert found["numpy"] == np.__version__
     assert set(found) == {"numpy", "cupy", "torch", "array-api-strict"}
+
+
+def test_arrays_cross_namespaces_through_dlpack():
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    backend = resolve("cpu", "numpy")
+    tensor = torch.arange(6, dtype=torch.float64).reshape(2, 3)
+    moved = backend.from_dlpack(tensor)
+    assert isinstance(moved, np.ndarray)
+    assert np.array_equal(moved, np.arange(6.0).reshape(2, 3))
+    assert backend.from_dlpack(np.ones(2)) is None  # host data goes via asarray
+    model = xpnet.mlp([3, 4, 2], device=backend)
+    np.testing.assert_array_equal(
+        model.predict_proba(tensor), model.predict_proba(tensor.numpy())
+    )

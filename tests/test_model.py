@@ -205,6 +205,11 @@ def test_state_dict_round_trip_and_independence(numpy_backend):
     # Training a does not change the dict it handed out, nor b.
     np.testing.assert_array_equal(state["0.W"], b.state_dict()["0.W"])
     assert not np.array_equal(state["0.W"], a.state_dict()["0.W"])
+    # Nor does training b, which loaded it.
+    before = {k: v.copy() for k, v in state.items()}
+    b.fit(X, np.array([0, 1, 2, 0, 1, 2]), epochs=1, batch_size=3)
+    for key in state:
+        np.testing.assert_array_equal(state[key], before[key])
 
 
 def test_load_state_dict_rejects_wrong_shapes(numpy_backend):

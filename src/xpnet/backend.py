@@ -84,6 +84,20 @@ class Backend:
                 return self.xp.asarray(arr)
         return self.xp.asarray(arr, device=self.device)
 
+    def from_dlpack(self, x: Any) -> Any:
+        """``x`` (another namespace's array) here through DLPack, or ``None``.
+
+        ``None`` when the exchange is impossible (different device kinds) or
+        pointless (host NumPy data, which :meth:`asarray` copies and casts).
+        """
+        if array_api_compat.is_numpy_array(x) or not hasattr(x, "__dlpack__"):
+            return None
+        try:
+            moved = self.xp.from_dlpack(x)
+        except (TypeError, ValueError, RuntimeError, BufferError, AttributeError):
+            return None
+        return moved if self.owns(moved) else None
+
     def owns(self, x: Any) -> bool:
         """Whether ``x`` is already an array of this namespace on this device."""
         try:

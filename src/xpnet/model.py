@@ -142,8 +142,12 @@ class Sequential:
             if dtype is not None and x.dtype != self.backend.dtype(dtype):
                 return self.xp.astype(x, self.backend.dtype(dtype))
             return x
-        if array_api_compat.is_array_api_obj(x):
-            # Another namespace or device: through the host, the one exit.
+        if array_api_compat.is_array_api_obj(x) and not isinstance(x, list):
+            # Another namespace: DLPack where both ends can share a device
+            # (e.g. torch CUDA -> CuPy), else through the host, the one exit.
+            moved = self.backend.from_dlpack(x)
+            if moved is not None:
+                return self.to_device(moved, dtype)
             x = _backend.to_numpy(x)
         return self.backend.asarray(x, dtype)
 
@@ -412,7 +416,8 @@ class Sequential:
                 )
         for i, layer in enumerate(self.layers):
             for name in layer.params:
-                layer.params[name] = self.to_device(
+                # Always a copy: training must never write into the caller's dict.
+                layer.params[name] = self.backend.asarray(
                     _backend.to_numpy(state[f"{i}.{name}"]), self.dtype_name
                 )
         # Optimizer slots refer to parameters by position; rebind on next step.
