@@ -367,3 +367,61 @@ def test_info_reports_backends():
     assert facts["auto_device"]["device"] in ("cpu", "cuda:0")
     human = run("info")
     assert "array-api-compat" in human.stdout and "--device auto ->" in human.stdout
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_progress_bar_shows_on_a_terminal(tmp_path):
+    import pty
+
+    import fcntl
+    import struct
+    import termios
+
+    main, secondary = pty.openpty()
+    # A new pty is 0 columns wide, where tqdm draws an empty bar: make it 100.
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    proc = subprocess.Popen(
+        [
+            str(SCRIPT),
+            "train",
+            "--dataset",
+            "mnist-sample",
+            "--device",
+            "cpu",
+            "--hidden",
+            "16",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "32",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+        text=True,
+        cwd=tmp_path,
+    )
+    os.close(secondary)
+    chunks: list[bytes] = []
+
+    def drain() -> None:  # read while it runs: a closed pty drops unread output
+        while True:
+            try:
+                data = os.read(main, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    import threading
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    out, _ = proc.communicate(timeout=120)
+    reader.join(timeout=10)
+    os.close(main)
+    bar = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0
+    assert "epoch 1:" in bar and "epoch 2:" in bar and "/5.00k" in bar
+    assert "sample/s" in bar
+    assert sum(ln.startswith("epoch ") for ln in out.splitlines()) == 2
