@@ -371,9 +371,8 @@ def test_info_reports_backends():
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
 def test_progress_bar_shows_on_a_terminal(tmp_path):
-    import pty
-
     import fcntl
+    import pty
     import struct
     import termios
 
