@@ -338,3 +338,14 @@ def test_architecture_errors():
         lambda: xpnet.mlp([3, 2], device="cpu", dtype="float16"),
         "unknown dtype 'float16'",
     )
+
+
+def test_huge_but_finite_inputs_are_accepted(numpy_backend):
+    # Their sum overflows float32: the fast check must fall back, not reject.
+    X = np.full((8, 2), 3e38, dtype=np.float32)
+    model = xpnet.mlp([2, 2], device=numpy_backend)
+    with np.errstate(over="ignore"):
+        assert model._prepare_x(X).shape == (8, 2)
+    X[3, 1] = np.inf
+    with np.errstate(over="ignore"), pytest.raises(xpnet.XpnetError, match="NaN or"):
+        model._prepare_x(X)
