@@ -349,3 +349,28 @@ def test_huge_but_finite_inputs_are_accepted(numpy_backend):
     X[3, 1] = np.inf
     with np.errstate(over="ignore"), pytest.raises(xpnet.XpnetError, match="NaN or"):
         model._prepare_x(X)
+
+
+def test_check_inputs_false_skips_value_scans_only(strict_backend, monkeypatch):
+    import array_api_strict
+
+    X, y = _xor(100)
+    model = xpnet.mlp([2, 4, 2], device=strict_backend)
+    Xd, yd = strict_backend.asarray(X), strict_backend.asarray(y)
+    reads = []
+    cls = type(Xd)
+    for method in ("__float__", "__int__", "__bool__"):
+        original = getattr(cls, method)
+
+        def counting(self, *a, _o=original, _m=method, **k):
+            reads.append(_m)
+            return _o(self, *a, **k)
+
+        monkeypatch.setattr(cls, method, counting)
+    model.fit(Xd, yd, epochs=1, batch_size=50, check_inputs=False)
+    unchecked = len(reads)
+    reads.clear()
+    model.fit(Xd, yd, epochs=1, batch_size=50)
+    assert len(reads) == unchecked + 3  # the finite scan and the label min/max
+    with pytest.raises(xpnet.XpnetError, match="X has 3 features"):
+        model.fit(array_api_strict.ones((4, 3)), yd[:4], check_inputs=False)

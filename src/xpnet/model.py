@@ -151,7 +151,7 @@ class Sequential:
             x = _backend.to_numpy(x)
         return self.backend.asarray(x, dtype)
 
-    def _prepare_x(self, X: Any, what: str = "X") -> Any:
+    def _prepare_x(self, X: Any, what: str = "X", check: bool = True) -> Any:
         shape = getattr(X, "shape", None)
         if shape is None:
             X = self.backend.asarray(X)
@@ -170,14 +170,20 @@ class Sequential:
                 "or fix the data"
             )
         X = self.to_device(X, self.dtype_name)
-        if not _all_finite(self.xp, X):
+        if check and not _all_finite(self.xp, X):
             raise XpnetError(
                 f"{what} contains NaN or infinite values: clean or impute them first"
             )
         return X
 
-    def _prepare_y(self, y: Any, n: int, what: str = "y") -> tuple[Any, Any]:
-        """Targets on the device and integer labels for accuracy (or None)."""
+    def _prepare_y(
+        self, y: Any, n: int, what: str = "y", check: bool = True
+    ) -> tuple[Any, Any]:
+        """Targets on the device and integer labels for accuracy (or None).
+
+        ``check=False`` skips the scans of the values (label range, finiteness);
+        shapes and dtypes are always checked.
+        """
         xp = self.xp
         shape = tuple(getattr(y, "shape", ()))
         if not shape:
@@ -191,6 +197,8 @@ class Sequential:
         if len(shape) == 1 and kind in "iub":
             y = self.to_device(y)
             y = xp.astype(y, xp.int64) if y.dtype != xp.int64 else y
+            if not check:
+                return y, y
             low, high = int(xp.min(y)), int(xp.max(y))
             classes = self.out_features if self.out_features > 1 else 2
             if low < 0 or high >= classes:
@@ -212,7 +220,7 @@ class Sequential:
                 f"{(n, self.out_features)}"
             )
         y = self.to_device(y, self.dtype_name)
-        if not _all_finite(xp, y):
+        if check and not _all_finite(xp, y):
             raise XpnetError(f"{what} contains NaN or infinite values")
         labels = xp.argmax(y, axis=1) if len(shape) == 2 and shape[1] > 1 else None
         return y, labels
@@ -259,6 +267,7 @@ class Sequential:
         shuffle: bool = True,
         on_batch: Callable[[int], None] | None = None,
         on_epoch_end: Callable[[dict[str, Any]], Any] | None = None,
+        check_inputs: bool = True,
     ) -> History:
         """Train for ``epochs`` passes over ``X: (samples, features)``.
 
@@ -269,18 +278,23 @@ class Sequential:
         after each step with a host integer (for progress bars; it must not
         read device arrays); ``on_epoch_end(record)`` after each epoch.
 
+        ``check_inputs=False`` skips the one-off scans for NaN/inf and labels out
+        of range (a pass over the data and a read-back per call), for callers
+        that call ``fit`` repeatedly on data they already validated (like
+        scikit-learn's ``check_input``); shapes are always checked.
+
         Raises :class:`~xpnet.errors.DivergenceError` when the epoch's loss is
         not finite.
         """
         epochs = _count("epochs", epochs, minimum=0)
         batch_size = _count("batch_size", batch_size, minimum=1)
-        X = self._prepare_x(X)
+        X = self._prepare_x(X, check=check_inputs)
         n = X.shape[0]
-        y, labels = self._prepare_y(y, n)
+        y, labels = self._prepare_y(y, n, check=check_inputs)
         if validation_data is not None:
-            Xv = self._prepare_x(validation_data[0], "validation X")
+            Xv = self._prepare_x(validation_data[0], "validation X", check_inputs)
             yv, labels_v = self._prepare_y(
-                validation_data[1], Xv.shape[0], "validation y"
+                validation_data[1], Xv.shape[0], "validation y", check_inputs
             )
         history = History()
         xp = self.xp
