@@ -279,12 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=cmd_info)
 
-    import importlib.util  # TEMPORARY until bench.py lands
+    from .bench import add_bench_parser
 
-    if importlib.util.find_spec("xpnet.bench"):
-        from .bench import add_bench_parser
-
-        add_bench_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 

@@ -1,0 +1,532 @@
+"""Unit tests of the benchmark harness (xpnet.bench): FLOP counting, the
+environment record, table formatting, the JSON schema, option errors and the
+messages for skipped peers. The runs here are tiny; timings are not checked."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.util
+import json
+import math
+
+import numpy as np
+import pytest
+
+import xpnet
+from xpnet import bench as B
+from xpnet.errors import XpnetError
+
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
+HAVE_SKLEARN = importlib.util.find_spec("sklearn") is not None
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="xpnet")
+    sub = parser.add_subparsers(dest="command")
+    B.add_bench_parser(sub)
+    return parser.parse_args(["bench", *argv])
+
+
+# --------------------------------------------------------------------------- FLOPs
+
+
+def test_epoch_flops_mlp512_matches_the_benchmarking_note():
+    flops = B.epoch_flops((784, 512, 512, 10), 60_000)
+    weights = 784 * 512 + 512 * 512 + 512 * 10
+    assert flops["forward"] == 2 * 60_000 * weights
+    assert flops["backward"] == 4 * 60_000 * weights - 2 * 60_000 * 784 * 512
+    assert flops["total"] == 192_552_960_000  # "192.6 GFLOP per epoch"
+
+
+def test_epoch_flops_seed_and_wide():
+    seed = B.epoch_flops(B.MODELS["seed"], 100)
+    p = 784 * 16 + 16 * 16 + 16 * 16 + 16 * 10
+    assert seed["total"] == 6 * 100 * p - 2 * 100 * 784 * 16
+    wide = B.epoch_flops(B.MODELS["wide"], 60_000)["total"]
+    assert 6.7e12 < wide < 7.3e12
+
+
+def test_epoch_flops_is_linear_in_rows_and_rejects_bad_sizes():
+    a = B.epoch_flops((784, 512, 10), 1000)["total"]
+    assert B.epoch_flops((784, 512, 10), 3000)["total"] == 3 * a
+    with pytest.raises(XpnetError):
+        B.epoch_flops((784,), 10)
+    with pytest.raises(XpnetError):
+        B.epoch_flops((784, 0, 10), 10)
+
+
+def test_weight_count():
+    assert B.weight_count((784, 512, 512, 10)) == 669_706
+
+
+# --------------------------------------------------------------------------- data
+
+
+def test_real_data_is_mnist_scaled_and_tiled():
+    X, y, text = B.load_data(20_000)
+    assert X.shape == (20_000, 784) and X.dtype == np.float32
+    assert y.shape == (20_000,) and y.dtype == np.int64
+    assert 0.0 <= X.min() and X.max() <= 1.0
+    assert set(np.unique(y)) == set(range(10))
+    assert np.array_equal(X[:5000], X[15_000:20_000])  # tiled after 15k images
+    assert text == "real MNIST (15k images tiled to 20,000)"
+
+
+def test_synthetic_data_has_class_structure():
+    X, y, text = B.load_data(5000, synthetic=True)
+    assert "synthetic" in text and X.dtype == np.float32
+    means = np.stack([X[y == k].mean(axis=0) for k in range(10)])
+    # class centres stand apart (not uniform noise): distance >> sampling noise
+    assert np.linalg.norm(means[0] - means[1]) > 10
+    assert not (0 <= X.min() and X.max() <= 1)  # not uniform [0, 1) data
+
+
+# --------------------------------------------------------------------------- env
+
+
+def test_environment_records_machine_and_versions():
+    env = B.environment(["cpu"])
+    dt.datetime.fromisoformat(env["date"])
+    assert env["cpu_model"] and env["cpu_count"] >= 1 and env["cpu_affinity"] >= 1
+    v = env["versions"]
+    for key in ("python", "numpy", "array_api_compat", "cupy", "torch", "sklearn"):
+        assert key in v
+    assert v["xpnet"] == xpnet.__version__
+    assert v["numpy"] == np.__version__
+    assert env["gpus"] == []
+    if HAVE_TORCH:
+        assert v["torch"] and env["torch_threads"] >= 1
+    json.dumps(env)  # JSON-ready
+
+
+def test_environment_of_an_unusable_gpu_records_the_error():
+    env = B.environment(["cpu", "cuda:7"])
+    assert env["gpus"][0]["device"] == "cuda:7"
+
+
+# --------------------------------------------------------------------------- peers
+
+
+def test_peer_messages_say_why_each_peer_was_skipped(monkeypatch):
+    real = importlib.util.find_spec
+
+    def fake(name, *args, **kwargs):
+        return None if name == "torch" else real(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.util, "find_spec", fake)
+    lines = B.peer_messages(["pytorch", "sklearn"], ["cpu", "cuda:0"])
+    assert "pytorch: skipped (torch not installed)" in lines
+    assert "sklearn: skipped on cuda:0 (CPU only)" in lines
+    assert lines.count("pytorch: skipped (torch not installed)") == 1
+
+
+def test_peers_not_requested_are_reported():
+    lines = B.peer_messages([], ["cpu"])
+    assert lines == [
+        "pytorch: skipped (not requested with --peers)",
+        "sklearn: skipped (not requested with --peers)",
+    ]
+
+
+def test_sklearn_missing_is_reported(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda n, *a, **k: None if n == "sklearn" else real(n, *a, **k),
+    )
+    assert B.peer_skip_reason("sklearn", "cpu") == (
+        "skipped (scikit-learn not installed)"
+    )
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
+def test_torch_on_a_missing_gpu_is_skipped_with_a_reason():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    reason = B.peer_skip_reason("pytorch", "cuda:0")
+    assert reason.startswith("skipped on cuda:0")
+
+
+def test_make_runners_lists_skipped_peers():
+    X, y, _ = B.load_data(64)
+    runners, skipped = B.make_runners(
+        B.MODELS["seed"], X, y, 32, xpnet.resolve("cpu"), peers=[]
+    )
+    assert list(runners) == ["xpnet"]
+    assert set(skipped) == {"pytorch", "sklearn"}
+
+
+# --------------------------------------------------------------------------- runners
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
+def test_torch_peer_starts_from_xpnet_weights_and_takes_the_same_step():
+    import torch
+
+    X, y, _ = B.load_data(64)
+    sizes = (784, 32, 16, 10)
+    runners, _ = B.make_runners(sizes, X, y, 64, xpnet.resolve("cpu"), ["pytorch"])
+    xr, tr = runners["xpnet"], runners["pytorch"]
+    model = xr.model
+    with torch.no_grad():
+        out_t = tr.net(torch.from_numpy(X[:8])).numpy()
+    out_x = xpnet.to_numpy(model.forward(model.to_device(X[:8])))
+    np.testing.assert_allclose(out_t, out_x, rtol=1e-5, atol=1e-5)
+    # One SGD-momentum step on the same batch gives the same weights.
+    model.train_step(model.to_device(X), model.to_device(y))
+    tr.opt.zero_grad()
+    torch.nn.functional.cross_entropy(tr.net(tr.X), tr.y).backward()
+    tr.opt.step()
+    W_t = tr.net[0].weight.detach().numpy().T
+    np.testing.assert_allclose(W_t, model.state_dict()["0.W"], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.skipif(not HAVE_SKLEARN, reason="scikit-learn is not installed")
+def test_sklearn_partial_fit_is_one_full_pass_from_xpnet_weights():
+    X, y, _ = B.load_data(300)
+    sizes = (784, 16, 10)
+    runners, _ = B.make_runners(sizes, X, y, 64, xpnet.resolve("cpu"), ["sklearn"])
+    state = runners["xpnet"].initial_state()
+    clf = runners["sklearn"].clf
+    np.testing.assert_array_equal(clf.coefs_[0], state["0.W"])
+    assert clf.coefs_[0].dtype == np.float32
+    assert all(not v.any() for v in clf._optimizer.velocities)
+    t0 = clf.t_
+    loss = runners["sklearn"].run_epoch()
+    assert clf.t_ - t0 == 300  # one pass over every sample (5 batches, last partial)
+    assert clf.n_iter_ == 1 and math.isfinite(loss)
+    assert clf.coefs_[0].dtype == np.float32
+
+
+def test_xpnet_runner_reports_fit_overheads():
+    X, y, _ = B.load_data(256)
+    runners, _ = B.make_runners(B.MODELS["seed"], X, y, 128, xpnet.resolve("cpu"), [])
+    r = runners["xpnet"]
+    t = B.timed_epoch(r)
+    assert t.seconds > 0 and 0 < t.loss < 3
+    extras = B.runner_extras(r)
+    assert extras["input_checks_s"] > 0 and extras["fit_loop_s"] > 0
+    assert 0 <= extras["optimizer_denormal_fraction"] <= 1
+
+
+# --------------------------------------------------------------------------- timing
+
+
+class FakeSystem:
+    def __init__(self, timings):
+        self.timings = list(timings)
+
+    def epoch(self):
+        return self.timings.pop(0)
+
+
+def test_time_runners_discards_contended_epochs(monkeypatch):
+    monkeypatch.setattr(B, "wait_for_quiet", lambda *a, **k: 0.0)
+    ok = B.EpochTiming(1.0, 0.5, 0.0)
+    busy = B.EpochTiming(5.0, 0.5, 1.5)
+    fake = FakeSystem([ok, busy, ok, ok, ok])  # warm-up, then 1 discarded
+    out = B.time_runners({"xpnet": fake}, repeats=3, warmup=1)["xpnet"]
+    assert out["times"] == [1.0, 1.0, 1.0] and out["median_s"] == 1.0
+    assert out["discarded"] == [{"seconds": 5.0, "foreign_cores": 1.5}]
+    assert out["contended"] is False
+
+
+def test_time_runners_keeps_and_flags_after_max_retries(monkeypatch):
+    monkeypatch.setattr(B, "wait_for_quiet", lambda *a, **k: 0.0)
+    busy = B.EpochTiming(5.0, 0.5, 1.5)
+    fake = FakeSystem([busy] * 4)
+    out = B.time_runners({"x": fake}, repeats=3, warmup=0, max_retries=1)["x"]
+    assert len(out["discarded"]) == 1 and out["times"] == [5.0, 5.0, 5.0]
+    assert out["contended"] is True
+
+
+def test_foreign_cores_and_contention_threshold():
+    hz = B._HZ
+    assert B.foreign_cores((0, 0), (2 * hz, hz), 1.0) == pytest.approx(1.0)
+    assert B.foreign_cores(None, (1, 1), 1.0) is None
+    assert B.contended(1.0, 1.0)
+    assert not B.contended(0.1, 1.0)
+    assert not B.contended(1.0, 0.01)  # a tick or two: below the granularity
+    assert B.cpu_ticks() is None or len(B.cpu_ticks()) == 2
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def fake_row(batch=128, xpnet_s=2.0, torch_s=1.0, sklearn_s=4.0, contended=False):
+    def timing(s):
+        return {"times": [s, s * 1.1, s * 0.9], "median_s": s, "losses": [0.5]}
+
+    timings = {"xpnet": timing(xpnet_s)}
+    if torch_s is not None:
+        timings["pytorch"] = timing(torch_s)
+    if sklearn_s is not None:
+        timings["sklearn"] = timing(sklearn_s)
+    if contended:
+        timings["xpnet"]["contended"] = True
+    gemm = {"xpnet": {"gflops": 100.0}, "pytorch": {"gflops": 200.0}}
+    return B.make_row("mlp512", B.MODELS["mlp512"], "cpu", batch, 60_000, timings, gemm)
+
+
+def test_make_row_derives_rates_and_ratios():
+    row = fake_row()
+    x = row["systems"]["xpnet"]
+    assert x["gflops"] == pytest.approx(192.55296 / 2.0)
+    assert x["pct_gemm"] == pytest.approx(100 * 96.27648 / 100.0)
+    assert row["systems"]["pytorch"]["pct_gemm"] == pytest.approx(
+        100 * 192.55296 / 200.0
+    )
+    assert x["samples_per_s"] == pytest.approx(30_000)
+    assert row["ratio_xpnet_torch"] == pytest.approx(2.0)
+    assert row["ratio_xpnet_sklearn"] == pytest.approx(0.5)
+    assert row["steps_per_epoch"] == math.ceil(60_000 / 128)
+    assert row["contended"] is False
+
+
+def test_format_table_text_and_markdown():
+    rows = [fake_row(32), fake_row(1024, torch_s=None, sklearn_s=None, contended=True)]
+    text = B.format_table(rows)
+    lines = text.splitlines()
+    assert lines[0].split() == [
+        "batch",
+        "xpnet",
+        "s",
+        "samples/s",
+        "GFLOP/s",
+        "%",
+        "GEMM",
+        "torch",
+        "s",
+        "xpnet/torch",
+        "sklearn",
+        "s",
+        "xpnet/sklearn",
+    ]
+    assert lines[1].split() == [
+        "32", "2.000", "30,000", "96.3", "96", "1.000", "2.00", "4.000", "0.50"
+    ]  # fmt: skip
+    assert lines[2].split()[0] == "1024*" and lines[2].split()[-1] == "-"
+    assert len({len(line) for line in lines}) == 1  # aligned columns
+    md = B.format_table(rows, markdown=True).splitlines()
+    assert md[0].startswith("| batch | xpnet s |") and md[1].startswith("|---:|")
+    assert md[2] == (
+        "| 32 | 2.000 | 30,000 | 96.3 | 96 | 1.000 | 2.00 | 4.000 | 0.50 |"
+    )
+
+
+def test_output_stem():
+    assert B.output_stem(["cpu"], "2026-11-22") == "cpu-2026-11-22"
+    assert B.output_stem(["cpu", "cuda:0"], "2026-11-22") == "cpu+cuda0-2026-11-22"
+
+
+def test_add_row_replaces_the_same_key():
+    result = {"rows": [fake_row(32), fake_row(64)]}
+    B.add_row(result, fake_row(32, xpnet_s=9.0))
+    assert [r["batch_size"] for r in result["rows"]] == [64, 32]
+    assert result["rows"][-1]["systems"]["xpnet"]["median_s"] == 9.0
+
+
+# --------------------------------------------------------------------------- options
+
+
+def test_defaults_and_quick_plan():
+    plan = B.plan_from_args(parse("--device", "cpu"))
+    assert plan.devices == ["cpu"] and plan.models == list(B.MODELS)
+    assert plan.batch_sizes["seed"] == list(B.BATCH_SIZES)
+    assert plan.rows == {m: 60_000 for m in B.MODELS}
+    assert plan.repeats == 3 and plan.peers == ["pytorch", "sklearn"]
+    quick = B.plan_from_args(parse("--device", "cpu", "--quick"))
+    assert quick.rows == {"seed": 10_000, "mlp512": 10_000, "wide": 256}
+    assert quick.batch_sizes["mlp512"] == [128, 1024]
+    assert quick.batch_sizes["wide"] == [128]
+
+
+def test_options_select_models_sizes_and_peers():
+    args = parse(
+        "--device=cpu",
+        "--models",
+        "mlp512,wide",
+        "--batch-sizes",
+        "512,64,64",
+        "--batch-sizes-for",
+        "wide=8192,128",
+        "--peers",
+        "torch",
+        "--repeats",
+        "5",
+    )
+    plan = B.plan_from_args(args)
+    assert plan.models == ["mlp512", "wide"]
+    assert plan.batch_sizes == {"mlp512": [64, 512], "wide": [8192, 128]}
+    assert plan.peers == ["pytorch"] and plan.repeats == 5
+    assert args.func is B.run_bench
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("--models", "resnet"),
+        ("--models", ""),
+        ("--repeats", "2"),
+        ("--batch-sizes", "0,32"),
+        ("--batch-sizes", "big"),
+        ("--batch-sizes-for", "wide"),
+        ("--batch-sizes-for", "vgg=32"),
+        ("--peers", "jax"),
+        ("--device", "quantum"),
+        ("--rows", "0"),
+        ("--warmup", "-1"),
+        ("--max-retries", "-1"),
+    ],
+)
+def test_bad_options_raise_one_line_xpnet_errors(argv):
+    with pytest.raises(XpnetError) as info:
+        B.plan_from_args(parse("--device", "cpu", *argv) if "--device" not in argv
+                         else parse(*argv))  # fmt: skip
+    assert "\n" not in str(info.value)
+
+
+def test_main_maps_bad_options_to_exit_2(capsys):
+    assert B.main(["--device", "cpu", "--models", "nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: unknown model 'nope'")
+
+
+def test_device_all_is_the_cpu_plus_usable_gpus_with_a_note_when_none():
+    notes: list[str] = []
+    devices = B.parse_devices("all", notes)
+    assert devices[0] == "cpu"
+    if devices == ["cpu"]:
+        assert len(notes) == 1 and notes[0].startswith("cuda: not benchmarked (")
+    assert B.parse_devices("cpu,cpu") == ["cpu"]
+
+
+def test_peers_none():
+    assert B.parse_peers("none") == []
+    assert B.parse_peers("sklearn,torch") == ["sklearn", "pytorch"]
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def test_run_bench_writes_json_md_png_and_prints_json_last(tmp_path, capsys):
+    args = parse(
+        "--device",
+        "cpu",
+        "--models",
+        "seed",
+        "--rows",
+        "300",
+        "--batch-sizes",
+        "128",
+        "--gemm-size",
+        "64",
+        "--out",
+        str(tmp_path),
+        "--in-process",
+        "--json",
+        "--note",
+        "unit test",
+    )
+    assert B.run_bench(args) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    digest = json.loads(out[-1])
+    assert digest["schema"] == B.SCHEMA and digest["complete"] is True
+    assert digest["rows"][0]["model"] == "seed"
+    assert "seed (784-16-16-16-10) on cpu, 300 rows per epoch" in out
+    stem = tmp_path / B.output_stem(["cpu"], B.environment()["date"][:10])
+    result = json.loads(stem.with_suffix(".json").read_text())
+    check_schema(result)
+    md = stem.with_suffix(".md").read_text()
+    assert md.startswith("# xpnet throughput benchmark: cpu, ")
+    assert "real MNIST (15k images tiled to 300)" in md and "unit test" in md
+    if importlib.util.find_spec("matplotlib"):
+        assert stem.with_suffix(".png").stat().st_size > 1000
+    # --append keeps earlier rows and records the earlier run
+    args.batch_sizes, args.append, args.note = "64", True, "second"
+    assert B.run_bench(args) == 0
+    merged = json.loads(stem.with_suffix(".json").read_text())
+    assert [r["batch_size"] for r in merged["rows"]] == [128, 64]
+    assert len(merged["earlier_runs"]) == 1
+    assert merged["config"]["note"] == "unit test | second"
+
+
+def check_schema(result):
+    assert result["schema"] == B.SCHEMA and result["complete"] is True
+    cfg = result["config"]
+    for key in (
+        "devices",
+        "models",
+        "batch_sizes",
+        "rows",
+        "repeats",
+        "warmup_epochs",
+        "peers",
+        "lr",
+        "momentum",
+        "dtype",
+        "data",
+        "synthetic",
+        "quick",
+        "timing",
+        "flops",
+        "denormals",
+    ):
+        assert key in cfg, key
+    assert cfg["lr"] == 0.01 and cfg["momentum"] == 0.9 and cfg["dtype"] == "float32"
+    assert result["environment"]["versions"]["xpnet"] == xpnet.__version__
+    gemm = result["gemm"]["cpu"]["xpnet"]
+    assert gemm["n"] == 64 and gemm["gflops"] > 0 and len(gemm["times"]) == 5
+    row = result["rows"][0]
+    for key in (
+        "model",
+        "sizes",
+        "device",
+        "batch_size",
+        "rows",
+        "steps_per_epoch",
+        "flops_per_epoch",
+        "systems",
+        "ratio_xpnet_torch",
+        "ratio_xpnet_sklearn",
+        "contended",
+    ):
+        assert key in row, key
+    x = row["systems"]["xpnet"]
+    for key in (
+        "median_s",
+        "times",
+        "warmup_s",
+        "samples_per_s",
+        "gflops",
+        "pct_gemm",
+        "final_loss",
+        "discarded",
+        "input_checks_s",
+        "fit_loop_s",
+    ):
+        assert key in x, key
+    assert len(x["times"]) == 3 and len(x["warmup_s"]) == 1
+    assert row["flops_per_epoch"] == B.epoch_flops(B.MODELS["seed"], 300)["total"]
+    expected = {"xpnet"} | {p for p in B.PEERS if not B.peer_skip_reason(p, "cpu")}
+    assert set(row["systems"]) == expected
+
+
+def test_plot_is_skipped_with_a_message_without_matplotlib(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    message = B.plot_results({"rows": [fake_row()]}, tmp_path / "x.png")
+    assert message == "plot: skipped (matplotlib not installed)"
+    assert not (tmp_path / "x.png").exists()
