@@ -120,7 +120,9 @@ class Optimizer:
         xp = self.xp
         for slots in self.slots:
             for key, buf in slots.items():
-                slots[key] = xp.where(xp.abs(buf) < self._tiny, 0.0, buf)
+                # A product with the 0/1 mask: faster than where() in NumPy.
+                keep = xp.astype(xp.abs(buf) >= self._tiny, buf.dtype)
+                slots[key] = buf * keep
 
     def state(self) -> dict[str, Any]:
         """``{"iterations": int, "slot<i>.<name>": array}`` for checkpoints."""
