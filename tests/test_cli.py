@@ -17,6 +17,14 @@ import xpnet
 from xpnet.checkpoint import load_checkpoint, read_checkpoint
 
 SCRIPT = Path(sys.executable).with_name("xpnet")
+TRAIN_SAMPLE_ON_CPU = (
+    str(SCRIPT),
+    "train",
+    "--dataset",
+    "mnist-sample",
+    "--device",
+    "cpu",
+)
 
 
 def run(
@@ -203,12 +211,7 @@ def test_predict_reads_an_image_file(tmp_path):
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     proc = subprocess.Popen(
         [
-            str(SCRIPT),
-            "train",
-            "--dataset",
-            "mnist-sample",
-            "--device",
-            "cpu",
+            *TRAIN_SAMPLE_ON_CPU,
             "--hidden",
             "64",
             "--epochs",
@@ -381,12 +384,7 @@ def test_progress_bar_shows_on_a_terminal(tmp_path):
     fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
     proc = subprocess.Popen(
         [
-            str(SCRIPT),
-            "train",
-            "--dataset",
-            "mnist-sample",
-            "--device",
-            "cpu",
+            *TRAIN_SAMPLE_ON_CPU,
             "--hidden",
             "16",
             "--epochs",
