@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser(
         "predict",
         help="classify images",
-        description="Classify inputs: an image file (PNG/JPEG via Pillow, or PGM), "
+        description="Classify inputs: an image file (PNG/JPEG/PGM, read with Pillow), "
         "a .npy array (one 28x28 image, a flat vector, or a batch), or "
         "DATASET:INDEX for a test-set image (e.g. mnist-sample:7).",
     )
@@ -727,7 +727,7 @@ def _read_image(path: Path, shape: tuple[int, int]) -> np.ndarray:
         from PIL import Image, UnidentifiedImageError
     except ImportError:
         raise UsageError(
-            f"reading {path.name} needs Pillow: pip install pillow (or pass a .npy "
+            f"reading {path.name} needs Pillow: pip install 'xpnet[images]' (or pass a .npy "
             "array)"
         ) from None
     try:
