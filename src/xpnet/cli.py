@@ -727,8 +727,8 @@ def _read_image(path: Path, shape: tuple[int, int]) -> np.ndarray:
         from PIL import Image, UnidentifiedImageError
     except ImportError:
         raise UsageError(
-            f"reading {path.name} needs Pillow: pip install 'xpnet[images]' (or pass a .npy "
-            "array)"
+            f"reading {path.name} needs Pillow: pip install 'xpnet[images]' "
+            "(or pass a .npy array)"
         ) from None
     try:
         with Image.open(path) as image:
