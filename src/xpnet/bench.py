@@ -1270,7 +1270,8 @@ def header_lines(result: dict[str, Any]) -> list[str]:
             + " GFLOP/s"
         )
     if cfg.get("note"):
-        for note in cfg["note"].split(" | "):
+        # Appended runs carry their predecessors' notes: show each once.
+        for note in dict.fromkeys(cfg["note"].split(" | ")):
             lines.append(f"note: {note}")
     lines.append(
         "ratios: xpnet time / peer time (below 1 = xpnet faster); "
@@ -1593,7 +1594,8 @@ def _merge_previous(result: dict[str, Any], prev: dict[str, Any]) -> None:
     result["rows"] = list(prev.get("rows", []))
     notes = [r["config"].get("note") for r in earlier if r.get("config")]
     notes.append(result["config"]["note"])
-    result["config"]["note"] = " | ".join(n for n in notes if n)
+    parts = [p for n in notes if n for p in n.split(" | ")]
+    result["config"]["note"] = " | ".join(dict.fromkeys(parts))
 
 
 class _LocalSystem:
