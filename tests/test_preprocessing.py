@@ -206,3 +206,22 @@ def test_preprocess_errors(sample):
     with pytest.raises(XpnetError, match="no image shape; cannot deskew"):
         preprocess(tabular, deskew=True)
     assert preprocess(tabular, scale=True).preprocessing["scale"] == 1.0
+
+
+def test_transform_replays_a_recorded_preprocessing():
+    from xpnet.datasets import load_mnist_sample
+    from xpnet.preprocessing import preprocess, transform
+
+    raw = load_mnist_sample()
+    done = preprocess(raw, deskew=True, standardize=True)
+    info = done.preprocessing
+    again = transform(
+        raw.x_test[:50],
+        deskew=True,
+        scale=info["scale"],
+        mean=info["mean"],
+        std=info["std"],
+        image_shape=raw.image_shape,
+    )
+    assert again.dtype == done.x_test.dtype
+    np.testing.assert_allclose(again, done.x_test[:50], rtol=1e-5, atol=1e-5)

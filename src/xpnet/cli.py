@@ -303,7 +303,7 @@ def _load_data(
 ):
     """The dataset, preprocessed; reuses saved standardisation stats if given."""
     from .datasets import load_dataset
-    from .preprocessing import preprocess
+    from .preprocessing import preprocess, transform
 
     raw = load_dataset(name, data_dir, progress=sys.stderr.isatty())
     data = preprocess(
@@ -315,8 +315,8 @@ def _load_data(
     )
     if standardize and preprocessing_arrays:
         mean, std = preprocessing_arrays["mean"], preprocessing_arrays["std"]
-        data.x_train = ((data.x_train - mean) / std).astype(dtype)
-        data.x_test = ((data.x_test - mean) / std).astype(dtype)
+        data.x_train = transform(data.x_train, mean=mean, std=std, dtype=dtype)
+        data.x_test = transform(data.x_test, mean=mean, std=std, dtype=dtype)
         data.preprocessing.update(mean=mean, std=std)
     return data
 
@@ -746,19 +746,21 @@ def _read_image(path: Path, shape: tuple[int, int]) -> np.ndarray:
 
 def _prepare_inputs(x: np.ndarray, meta: dict[str, Any], dtype: str) -> np.ndarray:
     """Apply the checkpoint's preprocessing (deskew, scale, standardise) to ``x``."""
-    from .preprocessing import deskew
+    from .preprocessing import transform
 
     prep = meta.get("preprocessing", {})
     shape = meta.get("dataset", {}).get("image_shape")
-    x = x.astype(np.float64)
-    if prep.get("deskew") and shape:
-        x = deskew(x, tuple(shape)).reshape(len(x), -1).astype(np.float64)
-    if prep.get("scale"):
-        x = x / float(prep["scale"])
     arrays = meta.get("preprocessing_arrays") or {}
-    if prep.get("standardize") and "mean" in arrays:
-        x = (x - arrays["mean"]) / arrays["std"]
-    return x.astype(dtype)
+    standardize = bool(prep.get("standardize")) and "mean" in arrays
+    return transform(
+        x,
+        deskew=bool(prep.get("deskew") and shape),
+        scale=prep.get("scale"),
+        mean=arrays["mean"] if standardize else None,
+        std=arrays["std"] if standardize else None,
+        image_shape=tuple(shape) if shape else None,
+        dtype=dtype,
+    )
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

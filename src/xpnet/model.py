@@ -377,11 +377,11 @@ class Sequential:
 
         Softmax of the logits for cross-entropy, sigmoid for BCE on logits.
         """
-        return _backend.to_numpy(self._outputs(X, batch_size, probabilities=True))
+        return _backend.to_numpy(self._probabilities(X, batch_size))
 
     def predict(self, X: Any, batch_size: int = 1024) -> Any:
         """Predicted class labels ``(samples,)`` (int64) as a host NumPy array."""
-        out = self._outputs(X, batch_size, probabilities=True)
+        out = self._probabilities(X, batch_size)
         xp = self.xp
         if out.shape[1] == 1:
             labels = xp.astype(out[:, 0] > 0.5, xp.int64)
@@ -389,14 +389,14 @@ class Sequential:
             labels = xp.argmax(out, axis=1)
         return _backend.to_numpy(labels)
 
-    def _outputs(self, X: Any, batch_size: int, probabilities: bool) -> Any:
+    def _probabilities(self, X: Any, batch_size: int) -> Any:
         batch_size = _count("batch_size", batch_size, minimum=1)
         X = self._prepare_x(X)
         n = X.shape[0]
         parts = []
         for lo in range(0, n, batch_size):
             out = self.forward(X[lo : min(lo + batch_size, n), ...])
-            parts.append(self.loss.probabilities(out) if probabilities else out)
+            parts.append(self.loss.probabilities(out))
         return parts[0] if len(parts) == 1 else self.xp.concat(parts, axis=0)
 
     # -- state -----------------------------------------------------------------

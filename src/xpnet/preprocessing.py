@@ -22,6 +22,7 @@ __all__ = [
     "scale",
     "skew",
     "standardize",
+    "transform",
 ]
 
 # Rows per block in deskew/standardize: bounds the temporaries to a few tens of MB.
@@ -400,6 +401,33 @@ def preprocess(
     return replace(ds, x_train=x_train, x_test=x_test, preprocessing=info)
 
 
-# preprocess's keyword arguments shadow these functions inside its body.
+def transform(
+    x: np.ndarray,
+    *,
+    deskew: bool = False,
+    scale: float | None = None,
+    mean: np.ndarray | None = None,
+    std: np.ndarray | None = None,
+    image_shape: tuple[int, int] | None = None,
+    dtype: str = "float32",
+) -> np.ndarray:
+    """Apply a preprocessing that :func:`preprocess` recorded to new samples.
+
+    Same steps in the same order (deskew, divide by ``scale``, standardise
+    with the stored train-set ``mean``/``std``), e.g. for prediction inputs
+    or for data reloaded to resume a run. ``x: (n, n_features)`` raw values.
+    """
+    dt = _float_dtype(dtype)
+    x = np.asarray(x).astype(dt)
+    if deskew:
+        x = _deskew(x, image_shape).reshape(len(x), -1)
+    if scale:
+        x /= dt.type(scale)
+    if mean is not None:
+        x = _apply_standardize(x, mean, std).astype(dt, copy=False)
+    return x
+
+
+# preprocess's and transform's keyword arguments shadow these functions.
 _deskew = deskew
 _standardize = standardize
