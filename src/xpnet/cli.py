@@ -7,6 +7,7 @@ else (a diverging run, Ctrl-C, an unexpected failure).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -677,9 +678,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 # -- predict --------------------------------------------------------------------
+@functools.lru_cache(maxsize=4)
+def _dataset_once(name: str, data_dir: str | None):
+    """A dataset read once per process, however many inputs index into it."""
+    from .datasets import load_dataset
+
+    return load_dataset(name, data_dir)
+
+
 def _read_input(text: str, meta: dict[str, Any], data_dir) -> tuple[np.ndarray, Any]:
     """(raw images (n, features) as floats 0-255 or as stored, true labels|None)."""
-    from .datasets import load_dataset
 
     path = Path(text)
     if (
@@ -695,7 +703,7 @@ def _read_input(text: str, meta: dict[str, Any], data_dir) -> tuple[np.ndarray, 
                 f"{text!r}: expected DATASET:INDEX with a number after "
                 "the colon, e.g. mnist-sample:7"
             )
-        data = load_dataset(name, data_dir)
+        data = _dataset_once(name, data_dir)
         i = int(index)
         if i >= len(data.x_test):
             raise UsageError(
