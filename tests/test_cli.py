@@ -127,7 +127,7 @@ def test_resume_continues_exactly(tmp_path):
         "--resume",
         "half.npz",
         "--epochs",
-        "2",
+        "4",  # the total, as Keras' epochs with initial_epoch
         "--save",
         "resumed.npz",
         "--json",

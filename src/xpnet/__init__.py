@@ -10,26 +10,92 @@ PyTorch tensors and ``array_api_strict``::
 
 __version__ = "0.1.0"
 
-from .activations import (
-    ELU,
-    GELU,
-    Identity,
-    LeakyReLU,
-    ReLU,
-    Sigmoid,
-    SiLU,
-    Softmax,
-    Softplus,
-    Tanh,
-    get_activation,
-)
-from .backend import Backend, resolve, to_numpy
-from .errors import DeviceError, DivergenceError, XpnetError
-from .layers import Dense, Layer
-from .losses import BinaryCrossEntropy, CrossEntropy, Loss, MeanSquaredError, get_loss
-from .model import History, Sequential, mlp
-from .optimizers import SGD, Adam, AdamW, Optimizer, get_optimizer
-from .schedules import Constant, CosineDecay, InverseTimeDecay, Schedule, StepDecay
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .activations import (
+        ELU,
+        GELU,
+        Identity,
+        LeakyReLU,
+        ReLU,
+        Sigmoid,
+        SiLU,
+        Softmax,
+        Softplus,
+        Tanh,
+        get_activation,
+    )
+    from .backend import Backend, resolve, to_numpy
+    from .errors import DeviceError, DivergenceError, XpnetError
+    from .layers import Dense, Layer
+    from .losses import (
+        BinaryCrossEntropy,
+        CrossEntropy,
+        Loss,
+        MeanSquaredError,
+        get_loss,
+    )
+    from .model import History, Sequential, mlp
+    from .optimizers import SGD, Adam, AdamW, Optimizer, get_optimizer
+    from .schedules import Constant, CosineDecay, InverseTimeDecay, Schedule, StepDecay
+
+# Public names load their module on first use, so ``import xpnet`` (and the
+# command line's start-up) does not import every array library at once.
+_EXPORTS = {
+    "Adam": "optimizers",
+    "AdamW": "optimizers",
+    "Backend": "backend",
+    "BinaryCrossEntropy": "losses",
+    "Constant": "schedules",
+    "CosineDecay": "schedules",
+    "CrossEntropy": "losses",
+    "Dense": "layers",
+    "DeviceError": "errors",
+    "DivergenceError": "errors",
+    "ELU": "activations",
+    "GELU": "activations",
+    "History": "model",
+    "Identity": "activations",
+    "InverseTimeDecay": "schedules",
+    "Layer": "layers",
+    "LeakyReLU": "activations",
+    "Loss": "losses",
+    "MeanSquaredError": "losses",
+    "Optimizer": "optimizers",
+    "ReLU": "activations",
+    "SGD": "optimizers",
+    "Schedule": "schedules",
+    "Sequential": "model",
+    "SiLU": "activations",
+    "Sigmoid": "activations",
+    "Softmax": "activations",
+    "Softplus": "activations",
+    "StepDecay": "schedules",
+    "Tanh": "activations",
+    "XpnetError": "errors",
+    "get_activation": "activations",
+    "get_loss": "losses",
+    "get_optimizer": "optimizers",
+    "mlp": "model",
+    "resolve": "backend",
+    "to_numpy": "backend",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'xpnet' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "ELU",

@@ -289,6 +289,12 @@ def resolve(device: str | Backend = "auto", backend: str | None = None) -> Backe
         cupy, count, reason = _cupy_gpu_count()
         if count > 0:
             return _resolve_cuda("cupy", 0)
+        if name == "cupy":
+            # An explicit backend is honoured or refused, never swapped for NumPy.
+            raise DeviceError(
+                f"backend 'cupy' cannot run here: {reason}; "
+                + (_CUDA_EXTRA_HINT if cupy is None else "drop --backend cupy")
+            )
     elif name == "torch":
         torch = _import("torch", "pip install torch to use the torch backend")
         if torch.cuda.is_available():

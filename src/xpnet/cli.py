@@ -10,6 +10,7 @@ import argparse
 import functools
 import json
 import logging
+import math
 import os
 import platform
 import sys
@@ -41,6 +42,28 @@ class UsageError(XpnetError):
     """A bad combination of command-line options."""
 
 
+class CheckpointWriteError(XpnetError):
+    """The checkpoint could not be written (read-only disk, disk full, ...)."""
+
+
+class _Exit(Exception):
+    """Leave a command with this exit code; its message was already printed."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors instead of the whole usage block."""
+
+    #: the subcommand parsers by name (set on the top-level parser)
+    commands: dict[str, argparse.ArgumentParser]
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 # -- argument parsing -----------------------------------------------------------
 def _hidden_sizes(text: str) -> list[int]:
     if text.strip() in ("", "none"):
@@ -63,6 +86,18 @@ def _positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a non-negative integer, got {text!r}"
+        )
     return value
 
 
@@ -116,13 +151,14 @@ def _add_data_options(parser: argparse.ArgumentParser, default: str | None) -> N
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="xpnet",
         description="Train multilayer perceptrons on NumPy (CPU) or CuPy (CUDA) "
         "with one Array-API code path.",
     )
     parser.add_argument("--version", action="version", version=f"xpnet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.commands = sub.choices  # filled in as the commands are added
 
     train = sub.add_parser(
         "train",
@@ -191,11 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--epochs",
         type=_positive_int,
         default=10,
-        help="epochs to train (with --resume: further epochs) (default: 10)",
+        help="total epochs to train; a resumed run stops there too, so re-running "
+        "the same command finishes the job (default: 10)",
     )
     train.add_argument(
         "--seed",
-        type=int,
+        type=_non_negative_int,
         default=0,
         help="seed of the weights and shuffling (default: 0)",
     )
@@ -226,14 +263,29 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH.npz",
         default=None,
         help="checkpoint file, rewritten atomically at the start and after every "
-        "epoch, so Ctrl-C keeps the last completed epoch",
+        "epoch, so Ctrl-C keeps the last completed epoch; an existing file is "
+        "never replaced without --overwrite (default with --resume: the resumed "
+        "file)",
     )
     train.add_argument(
         "--resume",
         metavar="PATH.npz",
         default=None,
-        help="continue a saved run (its model, optimizer, data "
-        "options and RNG); model options are taken from it",
+        help="continue a saved run (its model, optimizer, data options and RNG) "
+        "up to --epochs in total, saving to the same file unless --save names "
+        "another",
+    )
+    train.add_argument(
+        "--resume-if-exists",
+        action="store_true",
+        help="continue --save's checkpoint if it exists, else start it: one "
+        "command that survives being killed and re-run",
+    )
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="allow --save to replace an existing file that is not the run's own "
+        "checkpoint",
     )
     train.add_argument(
         "--json",
@@ -242,7 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
         "the last line of stdout",
     )
     train.add_argument(
-        "--quiet", action="store_true", help="no progress bar and no per-epoch lines"
+        "--quiet",
+        action="store_true",
+        help="no progress bar and no per-epoch lines (the final line stays)",
     )
     train.set_defaults(func=cmd_train)
 
@@ -352,6 +406,40 @@ def _check_features(model, data, where: str) -> None:
 
 
 # -- train ----------------------------------------------------------------------
+# Options a resumed run must share with its checkpoint: they define the model
+# (architecture, dtype) or its data. Any other option that differs is refused
+# too (the optimizer state and RNG continue), except the batch size, honoured.
+_ARCHITECTURE_OPTIONS = ("hidden", "activation", "loss", "dtype")
+_DATA_OPTIONS = ("dataset", "deskew", "standardize", "no_scale")
+_CONTINUED_OPTIONS = (
+    "optimizer",
+    "lr",
+    "momentum",
+    "nesterov",
+    "weight_decay",
+    "lr_decay",
+    "seed",
+)
+_TRAIN_OPTIONS = (
+    "dataset",
+    "hidden",
+    "activation",
+    "loss",
+    "optimizer",
+    "lr",
+    "momentum",
+    "nesterov",
+    "weight_decay",
+    "lr_decay",
+    "batch_size",
+    "seed",
+    "dtype",
+    "deskew",
+    "standardize",
+    "no_scale",
+)
+
+
 def _build_model(args: argparse.Namespace, data, backend: Backend):
     from .model import mlp
     from .optimizers import get_optimizer
@@ -394,19 +482,164 @@ def _epoch_line(record: dict[str, Any], total: int) -> str:
     return "  ".join(parts)
 
 
+def _looks_like_path(name: str) -> bool:
+    from .datasets import DATASET_NAMES
+
+    return name.strip().lower() not in DATASET_NAMES and (
+        name.endswith(".npz") or Path(name).exists()
+    )
+
+
+def _dataset_identity(name: str) -> str:
+    """A dataset name as stored: BYO files resolved, so resuming works anywhere."""
+    return str(Path(name).resolve()) if _looks_like_path(name) else name
+
+
+def _same_dataset(a: str, b: str) -> bool:
+    if _looks_like_path(a) or _looks_like_path(b):
+        return Path(a).resolve() == Path(b).resolve()
+    return a.strip().lower() == b.strip().lower()
+
+
+def _same_option(key: str, given: Any, saved: Any) -> bool:
+    if key == "dataset":
+        return _same_dataset(str(given), str(saved))
+    if isinstance(given, float) or isinstance(saved, float):
+        return saved is not None and given is not None and float(given) == saved
+    if isinstance(given, list | tuple):
+        return list(given) == list(saved or [])
+    return bool(given == saved)
+
+
+def _flag(key: str, value: Any) -> str:
+    name = "--" + key.replace("_", "-")
+    if isinstance(value, bool):
+        return name if value else f"no {name}"
+    if isinstance(value, list):
+        value = ",".join(map(str, value)) or "none"
+    return f"{name} {value}"
+
+
+def _reconcile_resume(
+    args: argparse.Namespace, saved: dict[str, Any], where: str
+) -> list[str]:
+    """Take the checkpoint's options; refuse given ones that contradict them.
+
+    Returns notices about options that are honoured although they differ.
+    """
+    notices = []
+    for key in _TRAIN_OPTIONS:
+        if key not in saved:
+            continue
+        if key in args.given and not _same_option(key, getattr(args, key), saved[key]):
+            given, old = _flag(key, getattr(args, key)), _flag(key, saved[key])
+            if key == "batch_size":
+                notices.append(
+                    f"batch size {saved[key]} -> {args.batch_size} from this epoch on "
+                    "(the checkpoint will record the new one)"
+                )
+                continue
+            if key in _ARCHITECTURE_OPTIONS or key in _DATA_OPTIONS:
+                why = "a resumed run keeps the model and data it was trained on"
+            else:
+                why = "a resumed run continues its optimizer and random state"
+            raise UsageError(
+                f"{given} contradicts checkpoint {where!r} ({old}): {why}; drop the "
+                "option, or start a new run without --resume"
+            )
+        setattr(args, key, saved[key])
+    return notices
+
+
+class _SaveTarget:
+    """Where this run writes its checkpoint, checked before any work is done."""
+
+    def __init__(self, args: argparse.Namespace, resume: str | None) -> None:
+        self.path = Path(args.save) if args.save else None
+        self.epoch: int | None = None  # the epoch the file on disk holds
+        if self.path is None:
+            return
+        path = self.path
+        if path.suffix != ".npz":
+            raise UsageError(
+                f"--save {str(path)!r}: a checkpoint path must end in .npz"
+            )
+        if path.is_dir():
+            raise UsageError(
+                f"--save {str(path)!r} is a directory: give a file name such as "
+                f"{str(path / 'run.npz')!r}"
+            )
+        parent = next((p for p in path.parents if p.exists()), Path("."))
+        if not parent.is_dir():
+            raise UsageError(
+                f"--save {str(path)!r}: {str(parent)!r} is a file, not a directory"
+            )
+        dataset = getattr(args, "dataset", None)
+        if dataset and _looks_like_path(dataset) and _same_dataset(dataset, str(path)):
+            raise UsageError(
+                f"--save {str(path)!r} is the training data file: save the "
+                "checkpoint under another name"
+            )
+        own = resume is not None and Path(resume).resolve() == path.resolve()
+        if path.exists() and not own and not args.overwrite:
+            raise UsageError(
+                f"--save {str(path)!r} already exists: continue it with --resume "
+                f"{str(path)!r} (or --resume-if-exists), or replace it with --overwrite"
+            )
+        if own:
+            self.epoch = None  # set once the checkpoint is read
+
+    def holds(self) -> str:
+        if self.path is None:
+            return "nothing was saved (use --save PATH.npz to keep checkpoints)"
+        if self.epoch is None:
+            return f"{self.path} was not written"
+        return f"{self.path} holds epoch {self.epoch}"
+
+
+def _resume_source(args: argparse.Namespace) -> str | None:
+    """The checkpoint to resume from, after --resume/--resume-if-exists/--save."""
+    if args.resume_if_exists:
+        if not args.save:
+            raise UsageError(
+                "--resume-if-exists needs --save PATH.npz (the checkpoint to continue)"
+            )
+        if args.resume:
+            raise UsageError(
+                "--resume-if-exists continues --save's file: drop --resume, or drop "
+                "--resume-if-exists"
+            )
+        return args.save if Path(args.save).exists() else None
+    if args.resume and not args.save:
+        # Resuming keeps saving to the checkpoint it continues.
+        args.save = args.resume
+    return args.resume
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint, save_checkpoint
+    from .interrupts import Terminated, deferred
+    from .runlock import CheckpointLock, remove_stale_temp_files
 
+    resume = _resume_source(args)
+    target = _SaveTarget(args, resume)
     backend = resolve(args.device, args.backend)
+    lock = CheckpointLock(target.path) if target.path else None
+    if lock is not None:
+        lock.acquire()
+        args.cleanup.append(lock.release)
+        remove_stale_temp_files(target.path)
     meta: dict[str, Any] = {}
-    if args.resume:
-        model, meta = load_checkpoint(args.resume, backend)
-        saved = meta.get("train_options", {})
-        # A resumed run continues on the same data with the same preprocessing.
-        for key in ("dataset", "deskew", "standardize", "no_scale", "batch_size"):
-            if key in saved:
-                setattr(args, key, saved[key])
+    notices: list[str] = []
+    if resume:
+        model, meta = load_checkpoint(resume, backend)
+        if target.path is not None and Path(resume).resolve() == target.path.resolve():
+            target.epoch = model.epochs_trained
+        notices = _reconcile_resume(args, meta.get("train_options", {}), resume)
         args.dtype = model.dtype_name
+        if args.epochs <= model.epochs_trained:
+            return _nothing_to_train(args, model, meta, resume, backend)
+    args.dataset = _dataset_identity(args.dataset)
     data = _load_data(
         args.dataset,
         args.data_dir,
@@ -416,35 +649,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         preprocessing_arrays=meta.get("preprocessing_arrays") or None,
     )
-    if args.resume:
-        _check_features(model, data, f"checkpoint {args.resume!r}")
+    if resume:
+        _check_features(model, data, f"checkpoint {resume!r}")
     else:
         model = _build_model(args, data, backend)
     history_so_far = list(meta.get("history", []))
-    train_options = {
-        k: getattr(args, k)
-        for k in (
-            "dataset",
-            "hidden",
-            "activation",
-            "loss",
-            "optimizer",
-            "lr",
-            "momentum",
-            "nesterov",
-            "weight_decay",
-            "lr_decay",
-            "batch_size",
-            "seed",
-            "dtype",
-            "deskew",
-            "standardize",
-            "no_scale",
-        )
-    }
-    if args.resume:
-        # Model and optimizer options come from the checkpoint, not the flags.
-        train_options = {**train_options, **meta.get("train_options", {})}
+    train_options = {k: getattr(args, k) for k in _TRAIN_OPTIONS}
+    total_epochs = args.epochs
+    args.report.update(
+        config=train_options, device=_device_facts(backend), checkpoint=args.save
+    )
     _say(
         args,
         f"xpnet {__version__} | {backend.describe()} | dtype {model.dtype_name}"
@@ -468,16 +682,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         args,
         f"model: {'-'.join(map(str, sizes))} {activation}"
         f" | loss {type(model.loss).__name__} | {model.optimizer!r}"
-        f" | batch {args.batch_size} | epochs {args.epochs}"
-        + (f" | resumed at epoch {model.epochs_trained}" if args.resume else ""),
+        f" | batch {args.batch_size} | epochs {total_epochs}"
+        + (f" | resumed at epoch {model.epochs_trained}" if resume else ""),
     )
+    for notice in notices:
+        print(f"xpnet: {notice}", file=sys.stderr)
 
     prep = data.preprocessing
 
-    saved_epoch = None
-
     def checkpoint() -> None:
-        nonlocal saved_epoch
+        if target.path is None:
+            return
         extra = {
             "dataset": _dataset_facts(data),
             "train_options": train_options,
@@ -488,12 +703,25 @@ def cmd_train(args: argparse.Namespace) -> int:
             },
             "history": history_so_far,
         }
-        save_checkpoint(
-            args.save, model, extra, {"mean": prep.get("mean"), "std": prep.get("std")}
-        )
-        saved_epoch = model.epochs_trained
+        # A signal waits for the save to finish, so the message that follows
+        # it names the epoch that is really on disk.
+        with deferred():
+            try:
+                save_checkpoint(
+                    target.path,
+                    model,
+                    extra,
+                    {"mean": prep.get("mean"), "std": prep.get("std")},
+                )
+            except OSError as exc:
+                raise CheckpointWriteError(
+                    f"cannot write {str(target.path)!r} ({exc.strerror or exc}); "
+                    + target.holds()
+                ) from None
+            target.epoch = model.epochs_trained
 
     records: list[dict[str, Any]] = []
+    args.report["history"] = records
     bar = None
     show_bar = not args.quiet and not args.json
 
@@ -527,18 +755,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         row = _history_row(record)
         records.append(row)
         history_so_far.append(row)
+        args.report["epochs_trained"] = model.epochs_trained
         bar_close()
-        if args.save:
-            checkpoint()
-        _say(args, _epoch_line(record, start_epoch + args.epochs))
-        if model.epochs_trained < start_epoch + args.epochs:
+        checkpoint()
+        _say(args, _epoch_line(record, total_epochs))
+        if model.epochs_trained < total_epochs:
             bar_open()
 
-    start_epoch = model.epochs_trained
-    if args.save:
-        # The starting state first: from here on the file always holds the
-        # last completed epoch, whatever interrupts the run.
-        checkpoint()
+    # The starting state first: from here on the file always holds the last
+    # completed epoch, whatever interrupts the run.
+    checkpoint()
     x_train = model.to_device(data.x_train, model.dtype_name)
     x_test = model.to_device(data.x_test, model.dtype_name)
     started = time.perf_counter()
@@ -550,59 +776,94 @@ def cmd_train(args: argparse.Namespace) -> int:
             model.fit(
                 x_train,
                 data.y_train,
-                epochs=args.epochs,
+                epochs=total_epochs - model.epochs_trained,
                 batch_size=args.batch_size,
                 validation_data=(x_test, data.y_test),
                 on_batch=on_batch if show_bar else None,
                 on_epoch_end=on_epoch_end,
             )
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as exc:
         bar_close()
-        if saved_epoch is not None:
-            # The unfinished epoch is dropped, so --resume continues exactly.
-            print(
-                f"\nxpnet: interrupted in epoch {model.epochs_trained + 1}; "
-                f"{args.save} holds epoch {saved_epoch} "
-                f"(continue with: xpnet train --resume {args.save})",
-                file=sys.stderr,
-            )
-        else:
-            print(
-                "\nxpnet: interrupted; nothing saved (use --save PATH.npz to keep "
-                "checkpoints)",
-                file=sys.stderr,
-            )
-        return 1
+        # The unfinished epoch is dropped, so --resume continues exactly.
+        how = str(exc) if isinstance(exc, Terminated) else "interrupted"
+        hint = (
+            f" (continue with: xpnet train --resume {target.path} "
+            f"--epochs {total_epochs})"
+            if target.epoch is not None
+            else ""
+        )
+        message = f"{how} in epoch {model.epochs_trained + 1}; {target.holds()}{hint}"
+        args.report["error"] = message
+        print(f"\nxpnet: {message}", file=sys.stderr)
+        raise _Exit(
+            Terminated.exit_code if isinstance(exc, Terminated) else 1
+        ) from None
+    except DivergenceError as exc:
+        raise DivergenceError(f"{exc}; {target.holds()}") from None
     finally:
         bar_close()
     total = time.perf_counter() - started
-    if args.save:
-        _say(args, f"saved {args.save}")
+    if target.path is not None:
+        _say(args, f"saved {target.path}")
     final = records[-1] if records else {}
-    _say(
-        args,
-        f"done: {len(records)} epochs in {total:.1f} s"
+    print(
+        f"done: {len(records)} epoch{'s' * (len(records) != 1)} in {total:.1f} s"
         + (
             f", test accuracy {100 * final['test_accuracy']:.2f}%"
             if final.get("test_accuracy") is not None
             else ""
         ),
+        flush=True,
     )
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "command": "train",
-                    "xpnet_version": __version__,
-                    "config": train_options,
-                    "device": _device_facts(backend),
-                    "dataset": _dataset_facts(data),
-                    "epochs_trained": model.epochs_trained,
-                    "history": records,
-                    "seconds": total,
-                    "checkpoint": args.save,
-                }
-            )
+        _print_json(
+            {
+                "command": "train",
+                "xpnet_version": __version__,
+                "config": train_options,
+                "device": _device_facts(backend),
+                "dataset": _dataset_facts(data),
+                "epochs_trained": model.epochs_trained,
+                "history": records,
+                "seconds": total,
+                "checkpoint": args.save,
+            }
+        )
+    return 0
+
+
+def _nothing_to_train(args, model, meta, resume: str, backend: Backend) -> int:
+    """``--epochs`` counts the total: a finished run says so and exits 0."""
+    done = model.epochs_trained
+    print(
+        f"xpnet: {resume} already holds {done} epoch{'s' * (done != 1)} "
+        f"(--epochs {args.epochs} is the total): nothing to train",
+        file=sys.stderr,
+    )
+    history = meta.get("history", [])
+    test_accuracy = history[-1].get("test_accuracy") if history else None
+    print(
+        f"done: 0 epochs, {done} trained"
+        + (
+            f", test accuracy {100 * test_accuracy:.2f}%"
+            if isinstance(test_accuracy, float)
+            else ""
+        ),
+        flush=True,
+    )
+    if args.json:
+        _print_json(
+            {
+                "command": "train",
+                "xpnet_version": __version__,
+                "config": meta.get("train_options", {}),
+                "device": _device_facts(backend),
+                "dataset": meta.get("dataset"),
+                "epochs_trained": done,
+                "history": [],
+                "seconds": 0.0,
+                "checkpoint": args.save,
+            }
         )
     return 0
 
@@ -898,37 +1159,110 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 # -- entry point ----------------------------------------------------------------
+def _finite_or_none(value: Any) -> Any:
+    """``value`` with every NaN/inf float replaced by None (strict JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, np.generic):
+        return _finite_or_none(value.item())
+    return value
+
+
+def _print_json(record: dict[str, Any]) -> None:
+    """One line of strict JSON (no NaN/Infinity tokens) on stdout."""
+    print(json.dumps(_finite_or_none(record), allow_nan=False), flush=True)
+
+
+def _given_options(
+    parser: argparse.ArgumentParser, argv: list[str], parsed: argparse.Namespace
+) -> set[str]:
+    """The destinations of the options that ``argv`` sets explicitly.
+
+    argparse fills in a default only where the namespace lacks the attribute,
+    so parsing into a namespace pre-filled with a marker leaves exactly the
+    options the user typed changed.
+    """
+    marker = object()
+    probe = argparse.Namespace(**{key: marker for key in vars(parsed)})
+    parser.parse_known_args(argv, namespace=probe)
+    return {key for key, value in vars(probe).items() if value is not marker}
+
+
+def _fail(args: argparse.Namespace, message: str, code: int) -> int:
+    print(f"xpnet: error: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        _print_json(
+            {
+                "command": args.command,
+                "xpnet_version": __version__,
+                **args.report,
+                "error": message,
+                "exit_code": code,
+            }
+        )
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .interrupts import Terminated, install
+
+    install()
     # Notices from the library (e.g. the auto device's fallback) as one line each.
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("xpnet: %(message)s"))
     logger = logging.getLogger("xpnet")
-    logger.addHandler(handler)
+    logger.handlers = [handler]
     logger.propagate = False
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:
+        parser.print_help()
+        return 0
     args = parser.parse_args(argv)
+    rest = argv[argv.index(args.command) + 1 :]
+    args.given = _given_options(parser.commands[args.command], rest, args)
+    args.report = {}
+    args.cleanup = []
     try:
         return int(args.func(args) or 0)
+    except _Exit as exc:
+        if getattr(args, "json", False):
+            _print_json(
+                {
+                    "command": args.command,
+                    **args.report,
+                    "exit_code": exc.code,
+                }
+            )
+        return exc.code
     except DivergenceError as exc:
-        print(f"xpnet: error: {exc}", file=sys.stderr)
-        return 1
+        return _fail(args, str(exc), 1)
     except XpnetError as exc:
-        print(f"xpnet: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(args, str(exc), 2)
     except KeyboardInterrupt:
         print("\nxpnet: interrupted", file=sys.stderr)
         return 1
+    except Terminated as exc:
+        print(f"\nxpnet: {exc}", file=sys.stderr)
+        return Terminated.exit_code
     except BrokenPipeError:
         return 1
     except Exception as exc:  # the last resort: one line, details on request
         if os.environ.get("XPNET_DEBUG"):
             raise
-        print(
-            f"xpnet: unexpected error: {type(exc).__name__}: {exc} "
+        return _fail(
+            args,
+            f"unexpected error: {type(exc).__name__}: {exc} "
             "(set XPNET_DEBUG=1 for the traceback)",
-            file=sys.stderr,
+            1,
         )
-        return 1
+    finally:
+        for release in reversed(args.cleanup):
+            release()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,63 @@
+"""Ctrl-C and SIGTERM as exceptions that can wait for a save to finish.
+
+A scheduler stops a job with SIGTERM, a person with Ctrl-C (SIGINT). Both
+become exceptions raised in the main thread (:class:`KeyboardInterrupt` for
+SIGINT, :class:`Terminated` for SIGTERM), so the training command can say which
+epoch its checkpoint holds and exit non-zero. Inside :func:`deferred` (around a
+checkpoint save) a signal is only recorded and raised when the block ends, so
+"the file holds epoch N" is true whenever the message is printed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from types import FrameType
+
+__all__ = ["Terminated", "deferred", "install"]
+
+
+class Terminated(BaseException):
+    """SIGTERM was received (a BaseException, like KeyboardInterrupt)."""
+
+    exit_code = 128 + signal.SIGTERM
+
+
+_state = {"depth": 0, "pending": None}
+
+
+def _raise_for(signum: int) -> None:
+    if signum == signal.SIGTERM:
+        raise Terminated("terminated (SIGTERM)")
+    raise KeyboardInterrupt
+
+
+def _handler(signum: int, frame: FrameType | None) -> None:
+    if _state["depth"]:
+        _state["pending"] = signum
+        return
+    _raise_for(signum)
+
+
+def install() -> None:
+    """Route SIGINT and SIGTERM through the deferrable handler (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    signal.signal(signal.SIGINT, _handler)
+    signal.signal(signal.SIGTERM, _handler)
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM back until the block is done, then raise them."""
+    _state["depth"] += 1
+    try:
+        yield
+    finally:
+        _state["depth"] -= 1
+        pending = _state["pending"]
+        if not _state["depth"] and pending is not None:
+            _state["pending"] = None
+            _raise_for(pending)
