@@ -1210,7 +1210,7 @@ def _fail(args: argparse.Namespace, message: str, code: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     from .interrupts import Terminated, install
 
-    install()
+    restore_signals = install()
     # Notices from the library (e.g. the auto device's fallback) as one line each.
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("xpnet: %(message)s"))
@@ -1222,11 +1222,15 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:
         parser.print_help()
         return 0
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:
+        restore_signals()
+        raise
     rest = argv[argv.index(args.command) + 1 :]
     args.given = _given_options(parser.commands[args.command], rest, args)
     args.report = {}
-    args.cleanup = []
+    args.cleanup = [restore_signals]
     try:
         return int(args.func(args) or 0)
     except _Exit as exc:

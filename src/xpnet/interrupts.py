@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 __all__ = ["Terminated", "deferred", "install"]
@@ -41,12 +41,23 @@ def _handler(signum: int, frame: FrameType | None) -> None:
     _raise_for(signum)
 
 
-def install() -> None:
-    """Route SIGINT and SIGTERM through the deferrable handler (main thread only)."""
+def install() -> Callable[[], None]:
+    """Route SIGINT and SIGTERM through the deferrable handler.
+
+    Returns a function that puts the previous handlers back (a no-op outside
+    the main thread, where signals cannot be handled).
+    """
     if threading.current_thread() is not threading.main_thread():
-        return
-    signal.signal(signal.SIGINT, _handler)
-    signal.signal(signal.SIGTERM, _handler)
+        return lambda: None
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, _handler)
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
 
 
 @contextlib.contextmanager
