@@ -85,9 +85,14 @@ def test_save_onto_the_training_data_is_refused_even_with_overwrite(tmp_path, by
     before = byo.read_bytes()
     for extra in ((), ("--overwrite",)):
         proc = run(
-            "train", "--dataset", "mydata.npz", "--save", "mydata.npz", *extra,
+            "train",
+            "--dataset",
+            "mydata.npz",
+            "--save",
+            "mydata.npz",
+            *extra,
             cwd=tmp_path,
-        )  # fmt: skip
+        )
         assert proc.returncode == 2
         assert "is the training data file" in error_line(proc)
     assert byo.read_bytes() == before
@@ -101,9 +106,15 @@ def test_save_onto_an_existing_model_needs_overwrite(tmp_path):
     assert "already exists" in error_line(proc) and "--overwrite" in proc.stderr
     assert (tmp_path / "m.npz").read_bytes() == before
     proc = run(
-        "train", *SMALL, "--epochs", "1", "--save", "m.npz", "--overwrite",
+        "train",
+        *SMALL,
+        "--epochs",
+        "1",
+        "--save",
+        "m.npz",
+        "--overwrite",
         cwd=tmp_path,
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr
     assert epochs_in(tmp_path / "m.npz") == 1
 
@@ -145,8 +156,16 @@ def test_resume_if_exists_is_one_preemption_safe_command(tmp_path):
     assert epochs_in(tmp_path / "p.npz") == 3
     again = run(*command, "--resume-if-exists", cwd=tmp_path)
     assert again.returncode == 0 and "nothing to train" in again.stderr
-    longer = run("train", *SMALL, "--epochs", "4", "--save", "p.npz",
-                 "--resume-if-exists", cwd=tmp_path)  # fmt: skip
+    longer = run(
+        "train",
+        *SMALL,
+        "--epochs",
+        "4",
+        "--save",
+        "p.npz",
+        "--resume-if-exists",
+        cwd=tmp_path,
+    )
     assert longer.returncode == 0, longer.stderr
     assert epochs_in(tmp_path / "p.npz") == 4
     proc = run("train", *SMALL, "--resume-if-exists", cwd=tmp_path)
@@ -155,8 +174,7 @@ def test_resume_if_exists_is_one_preemption_safe_command(tmp_path):
 
 def test_a_second_process_on_the_same_checkpoint_is_refused(tmp_path):
     with CheckpointLock(tmp_path / "busy.npz"):
-        proc = run("train", *SMALL, "--epochs", "1", "--save", "busy.npz",
-                   cwd=tmp_path)  # fmt: skip
+        proc = run("train", *SMALL, "--epochs", "1", "--save", "busy.npz", cwd=tmp_path)
     assert proc.returncode == 2
     assert f"in use by another xpnet process (pid {os.getpid()})" in error_line(proc)
     assert not (tmp_path / "busy.npz").exists()
@@ -176,14 +194,27 @@ def test_resume_refuses_contradicting_options_and_honours_the_batch_size(tmp_pat
         ("--lr", "0.5"),
         ("--seed", "3"),
     ):
-        proc = run("train", "--resume", "o.npz", "--epochs", "2", option, value,
-                   cwd=tmp_path)  # fmt: skip
+        proc = run(
+            "train", "--resume", "o.npz", "--epochs", "2", option, value, cwd=tmp_path
+        )
         assert proc.returncode == 2, (option, proc.stderr)
         assert f"{option} {value} contradicts checkpoint" in error_line(proc)
     assert epochs_in(tmp_path / "o.npz") == 1
     # Equal values are fine; a new batch size is used and recorded.
-    proc = run("train", "--resume", "o.npz", "--epochs", "2", "--hidden", "16",
-               "--dataset", "mnist-sample", "--batch-size", "128", cwd=tmp_path)  # fmt: skip
+    proc = run(
+        "train",
+        "--resume",
+        "o.npz",
+        "--epochs",
+        "2",
+        "--hidden",
+        "16",
+        "--dataset",
+        "mnist-sample",
+        "--batch-size",
+        "128",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "batch size 64 -> 128" in proc.stderr
     meta, _ = read_checkpoint(tmp_path / "o.npz")
@@ -191,14 +222,36 @@ def test_resume_refuses_contradicting_options_and_honours_the_batch_size(tmp_pat
 
 
 def test_a_byo_dataset_is_stored_resolved_so_resume_works_elsewhere(tmp_path, byo):
-    ok(run("train", "--dataset", "mydata.npz", "--hidden", "4", "--epochs", "1",
-           "--save", "b.npz", "--quiet", cwd=tmp_path))  # fmt: skip
+    ok(
+        run(
+            "train",
+            "--dataset",
+            "mydata.npz",
+            "--hidden",
+            "4",
+            "--epochs",
+            "1",
+            "--save",
+            "b.npz",
+            "--quiet",
+            cwd=tmp_path,
+        )
+    )
     meta, _ = read_checkpoint(tmp_path / "b.npz")
     assert meta["train_options"]["dataset"] == str(byo.resolve())
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    proc = run("train", "--resume", str(tmp_path / "b.npz"), "--epochs", "2",
-               "--dataset", str(byo), "--quiet", cwd=elsewhere)  # fmt: skip
+    proc = run(
+        "train",
+        "--resume",
+        str(tmp_path / "b.npz"),
+        "--epochs",
+        "2",
+        "--dataset",
+        str(byo),
+        "--quiet",
+        cwd=elsewhere,
+    )
     assert proc.returncode == 0, proc.stderr
     assert epochs_in(tmp_path / "b.npz") == 2
 
@@ -231,7 +284,7 @@ def _start(tmp_path: Path, *extra: str) -> subprocess.Popen:
             "--epochs",
             "500",
             *extra,
-        ],  # fmt: skip
+        ],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -257,7 +310,7 @@ def test_sigterm_stops_like_ctrl_c_and_names_the_saved_epoch(tmp_path):
     assert (
         f"terminated (SIGTERM) in epoch {held + 1}; run.npz holds epoch {held}" in err
     )
-    assert f"--resume run.npz --epochs 500" in err
+    assert "--resume run.npz --epochs 500" in err
     assert not list(tmp_path.glob(".*.tmp"))
 
 
@@ -367,8 +420,20 @@ def test_an_explicit_cupy_backend_is_honoured_or_refused(tmp_path):
 
 # -- items 4 and 15: divergence, strict JSON, --quiet -------------------------------
 def test_divergence_keeps_the_last_finite_epoch_and_prints_json(tmp_path):
-    proc = run("train", "--dataset", "mnist-sample", "--device", "cpu", "--lr", "100",
-               "--save", "d.npz", "--json", "--quiet", cwd=tmp_path)  # fmt: skip
+    proc = run(
+        "train",
+        "--dataset",
+        "mnist-sample",
+        "--device",
+        "cpu",
+        "--lr",
+        "100",
+        "--save",
+        "d.npz",
+        "--json",
+        "--quiet",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1
     line = error_line(proc)
     assert "diverged" in line and "lower the learning rate" in line
