@@ -914,18 +914,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = model.evaluate(data.x_test, data.y_test)
     seconds = time.perf_counter() - start
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "command": "evaluate",
-                    "model": args.model,
-                    "dataset": data.name,
-                    "samples": len(data.x_test),
-                    "device": _device_facts(backend),
-                    "seconds": seconds,
-                    **result,
-                }
-            )
+        _print_json(
+            {
+                "command": "evaluate",
+                "model": args.model,
+                "dataset": data.name,
+                "samples": len(data.x_test),
+                "device": _device_facts(backend),
+                "seconds": seconds,
+                **result,
+            }
         )
     else:
         acc = result["accuracy"]
@@ -1136,7 +1134,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "data_dir": str(default_data_dir()),
     }
     if args.json:
-        print(json.dumps(facts))
+        _print_json(facts)
         return 0
     print(
         f"xpnet {facts['xpnet']} on Python {facts['python']} "
