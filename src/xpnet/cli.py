@@ -539,6 +539,11 @@ def _reconcile_resume(
                     "(the checkpoint will record the new one)"
                 )
                 continue
+            if key == "dataset" and _looks_like_path(saved[key]):
+                if not Path(saved[key]).exists():
+                    # The data moved since it was trained on: follow it.
+                    notices.append(f"dataset {saved[key]} not found; using {given}")
+                    continue
             if key in _ARCHITECTURE_OPTIONS or key in _DATA_OPTIONS:
                 why = "a resumed run keeps the model and data it was trained on"
             else:
