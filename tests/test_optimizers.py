@@ -144,10 +144,10 @@ def test_momentum_state_is_flushed_out_of_the_denormal_range(numpy_backend):
     for _ in range(FLUSH_EVERY * 3 - 1):
         holder.grads = {"W": np.zeros((2, 2), np.float32), "b": np.zeros(2, np.float32)}
         opt.step([holder])
-        v = opt.slots[0]["velocity"]
+        v = opt.slots["velocity"]
         if opt.iterations % FLUSH_EVERY == 0:
             assert not np.any((v != 0) & (np.abs(v) < tiny))
-    assert np.all(opt.slots[0]["velocity"] == 0)
+    assert np.all(opt.slots["velocity"] == 0)
 
 
 def test_schedules():

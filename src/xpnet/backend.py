@@ -15,6 +15,7 @@ Arrays leave the device through :func:`to_numpy` only, and enter it through
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 from dataclasses import dataclass, field
@@ -23,7 +24,9 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
+from .arraytypes import Device, Namespace
 from .errors import DeviceError, XpnetError
+from .fastpaths import Ops
 
 log = logging.getLogger("xpnet")
 
@@ -58,6 +61,11 @@ class Backend:
     @property
     def is_gpu(self) -> bool:
         return self.device_name.startswith("cuda")
+
+    @functools.cached_property
+    def ops(self) -> Ops:
+        """The fast paths the core calls (native where one exists, else generic)."""
+        return ops_for(self.xp, self.device, on_cpu=not self.is_gpu)
 
     def dtype(self, name: str) -> Any:
         """The namespace's dtype object for ``"float32"`` or ``"float64"``."""
@@ -124,6 +132,17 @@ class Backend:
         text = f"backend={self.name} device={self.device_name}"
         gpu = gpu_name(self)
         return f"{text} ({gpu})" if gpu else text
+
+
+def ops_for(xp: Namespace, device: Device, on_cpu: bool | None = None) -> Ops:
+    """The fast paths for namespace ``xp``: NumPy's native ones, else generic."""
+    if on_cpu is None:
+        on_cpu = "cuda" not in str(device).lower()
+    if array_api_compat.is_numpy_namespace(xp):
+        from .native_numpy import NumpyOps
+
+        return NumpyOps(xp, device, on_cpu=True)
+    return Ops(xp, device, on_cpu=on_cpu)
 
 
 def to_numpy(x: Any, copy: bool = False) -> np.ndarray:

@@ -12,8 +12,10 @@ from typing import Any
 
 import array_api_compat
 
+from .arraytypes import Array, Namespace
 from .backend import Backend
 from .errors import XpnetError
+from .fastpaths import Ops
 from .initializers import INITIALIZERS, initial_weights
 
 
@@ -27,25 +29,32 @@ class Layer:
         decay: names of the parameters that weight decay applies to.
     """
 
-    params: dict[str, Any]
-    grads: dict[str, Any]
+    params: dict[str, Array]
+    grads: dict[str, Array]
     decay: frozenset[str] = frozenset()
+    #: whether ``grads`` holds views of the model's flat gradient buffer, which
+    #: ``backward`` writes into (see :class:`xpnet.parameters.Parameters`)
+    grads_are_views: bool = False
+    #: whether ``backward`` must return the gradient with respect to the input
+    #: (the model switches it off for the first layer with parameters)
+    needs_input_grad: bool = True
 
     def __init__(self) -> None:
         self.params = {}
         self.grads = {}
-        self.xp: Any = None
+        self.xp: Namespace = None
         self.inplace = True
 
     def build(self, backend: Backend, dtype: str, rng: Any = None) -> None:
         """Bind the layer to a namespace; layers with parameters create them."""
         self.xp = backend.xp
+        self.ops: Ops = backend.ops
         self.dtype = backend.dtype(dtype)
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         raise NotImplementedError
 
-    def backward(self, grad: Any) -> Any:
+    def backward(self, grad: Array) -> Array | None:
         raise NotImplementedError
 
     def config(self) -> dict[str, Any]:
@@ -92,7 +101,7 @@ class Dense(Layer):
         # The first layer's input gradient is never used: Sequential switches it
         # off, which saves the largest matmul of the backward pass.
         self.needs_input_grad = True
-        self._x = None
+        self._x: Array = None
 
     def build(
         self,
@@ -114,7 +123,7 @@ class Dense(Layer):
         self.grads = {}
         self.inplace = array_api_compat.is_writeable_array(self.params["W"])
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         self._x = x
         y = x @ self.params["W"]
         if self.inplace:
@@ -122,10 +131,17 @@ class Dense(Layer):
             return y
         return y + self.params["b"]
 
-    def backward(self, grad: Any) -> Any:
-        xp = self.xp
-        self.grads["W"] = self._x.T @ grad
-        self.grads["b"] = xp.sum(grad, axis=0)
+    def backward(self, grad: Array) -> Array | None:
+        """``grad: (batch, out_features)`` -> ``(batch, in_features)``.
+
+        dL/dW = x.T @ grad and dL/db = sum(grad, axis=0) go into ``grads``.
+        """
+        if self.grads_are_views:
+            self.ops.matmul_into(self.grads["W"], self._x.T, grad)
+            self.ops.sum_rows_into(self.grads["b"], grad)
+        else:
+            self.grads["W"] = self._x.T @ grad
+            self.grads["b"] = self.xp.sum(grad, axis=0)
         if not self.needs_input_grad:
             return None
         return grad @ self.params["W"].T

@@ -435,7 +435,7 @@ class Sequential:
                     _backend.to_numpy(state[f"{i}.{name}"]), self.dtype_name
                 )
         # Optimizer slots refer to parameters by position; rebind on next step.
-        self.optimizer._built = False
+        self.optimizer.reset_binding()
 
     def config(self) -> dict[str, Any]:
         """The architecture as JSON-ready data (for checkpoints)."""

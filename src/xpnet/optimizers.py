@@ -1,13 +1,15 @@
 """Gradient-descent optimisers, in order of increasing complexity.
 
-One base loop, :meth:`Optimizer.step`, walks over every parameter of the model
-and calls the subclass's ``update_step(grad, var, lr, slots, decay)``, which
-holds the update rule (written as code in each docstring). State ("slots",
-e.g. momentum buffers) is created lazily on the first step, on the parameter's
-device. Where the namespace allows it (NumPy, CuPy, PyTorch,
-array-api-strict) updates happen in place with no temporaries beyond the
-unavoidable ones; otherwise an out-of-place path computes the same values and
-the base loop stores the new arrays.
+One base method, :meth:`Optimizer.apply`, updates a model's whole flat
+parameter buffer (:class:`~xpnet.parameters.Parameters`) from its flat
+gradient buffer by calling the subclass's ``update_step(grad, var, lr, slots,
+decayed)``, which holds the update rule, written once (and as code in each
+docstring). It is written with the augmented operations of
+:class:`InPlace`: in place on namespaces whose arrays can be written (NumPy,
+CuPy, PyTorch, array-api-strict), so an update allocates nothing, and as new
+arrays on the others, with the same numbers. State ("slots", e.g. momentum)
+is one flat buffer per name, created lazily on the first update, on the
+parameters' device.
 
 Optimisers consume the gradients: the in-place path scales ``grad`` in place.
 """
@@ -15,18 +17,65 @@ Optimisers consume the gradients: the in-place path scales ``grad`` in place.
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Sequence
 from typing import Any
 
-import array_api_compat
-
+from .arraytypes import Array, Namespace
 from .errors import XpnetError
+from .fastpaths import Ops
+from .parameters import Parameters
 from .schedules import Schedule, as_schedule
 
 # Every this many updates, optimizer state below the smallest normal float is
-# set to zero. Momentum buffers of dead units otherwise decay into the
-# denormal range, where 0.9 * v rounds back to v and each update runs on slow
-# denormal arithmetic forever (measured: 5x slower NumPy epochs).
+# set to zero on CPUs (see Ops.flush_denormals).
 FLUSH_EVERY = 64
+
+
+class InPlace:
+    """``x op= y`` that works on every namespace, like array-api-extra's ``at()``.
+
+    Each method returns the result, which is ``x`` itself (written in place)
+    when ``writeable``, else a new array; callers always use the return value.
+    ``*_prefix`` methods act on ``x[:stop]`` only (the weight-decayed part of a
+    flat buffer).
+    """
+
+    def __init__(self, xp: Namespace, writeable: bool) -> None:
+        self.xp = xp
+        self.writeable = writeable
+
+    def add(self, x: Array, y: Array | float) -> Array:
+        if self.writeable:
+            x += y
+            return x
+        return x + y
+
+    def sub(self, x: Array, y: Array | float) -> Array:
+        if self.writeable:
+            x -= y
+            return x
+        return x - y
+
+    def mul(self, x: Array, y: Array | float) -> Array:
+        if self.writeable:
+            x *= y
+            return x
+        return x * y
+
+    def add_prefix(self, x: Array, stop: int, y: Array) -> Array:
+        if self.writeable:
+            head = x[:stop]
+            head += y
+            return x
+        return self.xp.concat([x[:stop] + y, x[stop:]], axis=0)
+
+    def mul_prefix(self, x: Array, stop: int, y: float) -> Array:
+        if self.writeable:
+            head = x[:stop]
+            head *= y
+            return x
+        return self.xp.concat([x[:stop] * y, x[stop:]], axis=0)
 
 
 class Optimizer:
@@ -36,11 +85,17 @@ class Optimizer:
         lr: a learning rate or a :class:`~xpnet.schedules.Schedule` of the
             update count.
         weight_decay: L2 coefficient, applied to weights (not biases).
-        inplace: ``None`` detects whether the arrays are writeable; ``False``
-            forces the out-of-place path (used by the tests).
+        inplace: ``None`` writes in place where the arrays allow it; ``False``
+            forces new arrays (the path of read-only namespaces; for tests).
     """
 
     slot_names: tuple[str, ...] = ()
+
+    #: whether the update is linear in ``lr * grad``, so the caller may fold the
+    #: learning rate into the (small) output gradient before backpropagation
+    #: instead of scaling every parameter gradient (one pass over all
+    #: parameters less per step).
+    folds_lr = False
 
     def __init__(
         self,
@@ -52,99 +107,161 @@ class Optimizer:
         self.weight_decay = _non_negative("weight_decay", weight_decay)
         self.inplace = inplace
         self.iterations = 0
-        self.slots: list[dict[str, Any]] = []
-        self._built = False
+        #: slot name -> flat buffer shaped like the parameters
+        self.slots: dict[str, Array] = {}
+        self._loaded: dict[str, Array] | None = None
         self._prescaled = False
+        self._params: Parameters | None = None
+        self._layers: list[Any] | None = None
 
     @property
     def lr(self) -> float:
         """The learning rate the next update will use."""
         return self.schedule(self.iterations)
 
-    def build(self, layers: list[Any]) -> None:
-        """Create zeroed slots shaped like each parameter, on its device."""
-        self._refs = [(layer, name) for layer in layers for name in layer.params]
-        if not self._refs:
-            raise XpnetError("the model has no parameters to optimise")
-        first = layers[0].params if layers[0].params else self._refs[0][0].params
-        sample = next(iter(first.values()))
-        self.xp = array_api_compat.array_namespace(sample)
-        self.device = array_api_compat.device(sample)
-        if self.inplace is None:
-            self.inplace = array_api_compat.is_writeable_array(sample)
-        xp = self.xp
-        if not self.slots:
-            self.slots = [
-                {s: xp.zeros_like(layer.params[name]) for s in self.slot_names}
-                for layer, name in self._refs
-            ]
-        self._tiny = xp.finfo(sample.dtype).smallest_normal
-        self._built = True
+    def build(self, params: Parameters) -> None:
+        """Bind to ``params``: zeroed (or loaded) slots, the write mode."""
+        xp = params.xp
+        self._params = params
+        writeable = params.writeable and self.inplace is not False
+        self._update = InPlace(xp, writeable)
+        if self._loaded is not None:
+            self.slots = {k: params.flatten(v) for k, v in self._loaded.items()}
+            self._loaded = None
+        elif not self.slots or _size(self.slots) != params.size:
+            self.slots = {
+                name: xp.zeros((params.size,), dtype=params.dtype, device=params.device)
+                for name in self.slot_names
+            }
 
-    #: whether the update is linear in ``lr * grad``, so the caller may fold the
-    #: learning rate into the (small) output gradient before backpropagation
-    #: instead of scaling every parameter gradient (one pass over all
-    #: parameters less per step).
-    folds_lr = False
+    def apply(
+        self, params: Parameters, ops: Ops | None = None, *, prescaled: bool = False
+    ) -> None:
+        """One update of ``params.flat`` from ``params.grads``.
 
-    def step(self, layers: list[Any], grads_scaled_by_lr: bool = False) -> None:
-        """Apply one update to every parameter from the gradients in ``layers``.
-
-        ``grads_scaled_by_lr``: the gradients are already multiplied by
-        :attr:`lr` (only for optimizers with :attr:`folds_lr`).
+        Args:
+            params: the model's flat buffers; the gradients are consumed.
+            ops: the backend's fast paths (for the periodic denormal flush on
+                CPUs); ``None`` skips the flush.
+            prescaled: the gradients are already multiplied by :attr:`lr`
+                (only for optimizers with :attr:`folds_lr`).
         """
-        if not self._built:
-            self.build(layers)
-        if grads_scaled_by_lr and not self.folds_lr:
+        if params is not self._params:
+            self.build(params)
+        if prescaled and not self.folds_lr:
             raise XpnetError(f"{type(self).__name__} needs unscaled gradients")
-        self._prescaled = grads_scaled_by_lr
+        self._prescaled = prescaled
         lr = self.schedule(self.iterations)
         self.iterations += 1
-        for (layer, name), slots in zip(self._refs, self.slots, strict=True):
-            var = layer.params[name]
-            new = self.update_step(
-                layer.grads[name], var, lr, slots, name in layer.decay
-            )
-            if new is not var:
-                layer.params[name] = new
-        if self.slot_names and self.iterations % FLUSH_EVERY == 0:
-            self._flush_denormals()
+        grad = params.gather_grads()
+        params.replace(
+            self.update_step(grad, params.flat, lr, self.slots, params.n_decayed)
+        )
+        if ops is not None and self.slots and self.iterations % FLUSH_EVERY == 0:
+            ops.flush_denormals(self.slots)
+
+    def step(self, layers: Sequence[Any], grads_scaled_by_lr: bool = False) -> None:
+        """Update the parameters of ``layers`` from their ``grads`` dicts.
+
+        The convenience form of :meth:`apply` for code that holds layers:
+        on first use their parameters move into flat buffers (each
+        ``layer.params[name]`` becomes a view), then the gradients found in
+        ``layer.grads`` are copied in. :class:`~xpnet.model.Sequential` calls
+        :meth:`apply` directly.
+        """
+        layers = list(layers)
+        if self._layers != layers or self._params is None:
+            import array_api_compat
+
+            first = next(v for layer in layers for v in layer.params.values())
+            from .backend import ops_for
+
+            xp = array_api_compat.array_namespace(first)
+            device = array_api_compat.device(first)
+            incoming = [dict(layer.grads) for layer in layers]
+            params = Parameters(layers, xp, device)
+            self._step_ops = ops_for(xp, device)
+            for layer, grads in zip(layers, incoming, strict=True):
+                layer.grads.update(grads)
+            self._layers = layers
+            self.build(params)
+        params = self._params
+        assert params is not None
+        if params.writeable:
+            for slot, view in zip(
+                params.slots, params.views(params.grads), strict=True
+            ):
+                given = slot.layer.grads[slot.name]
+                if given is not view:
+                    view[...] = given
+                    slot.layer.grads[slot.name] = view
+        self.apply(params, self._step_ops, prescaled=grads_scaled_by_lr)
 
     def update_step(
-        self, grad: Any, var: Any, lr: float, slots: dict[str, Any], decay: bool
-    ) -> Any:
-        """Return the updated ``var`` (the same object when updated in place)."""
+        self, grad: Array, var: Array, lr: float, slots: dict[str, Array], decayed: int
+    ) -> Array:
+        """Return the updated flat ``var``; ``var[:decayed]`` takes weight decay.
+
+        Write ``slots[name]`` back with the new state (the same object when
+        updated in place).
+        """
         raise NotImplementedError
 
-    def _flush_denormals(self) -> None:
-        xp = self.xp
-        for slots in self.slots:
-            for key, buf in slots.items():
-                # A product with the 0/1 mask: faster than where() in NumPy.
-                keep = xp.astype(xp.abs(buf) >= self._tiny, buf.dtype)
-                slots[key] = buf * keep
-
-    def state(self) -> dict[str, Any]:
-        """``{"iterations": int, "slot<i>.<name>": array}`` for checkpoints."""
+    def state(self, params: Parameters | None = None) -> dict[str, Any]:
+        """``{"iterations": int, "slot<i>.<name>": array}`` for checkpoints,
+        one array per parameter ``i`` in the model's parameter order."""
         out: dict[str, Any] = {"iterations": self.iterations}
-        for i, slots in enumerate(self.slots):
-            for key, buf in slots.items():
-                out[f"slot{i}.{key}"] = buf
+        params = params or self._params
+        if params is None:
+            if self._loaded:
+                for key, arrays in self._loaded.items():
+                    for i, value in enumerate(arrays):
+                        out[f"slot{i}.{key}"] = value
+            return out
+        for key, buf in self.slots.items():
+            for i, view in enumerate(params.views(buf)):
+                out[f"slot{i}.{key}"] = view
         return out
 
     def load_state(self, state: dict[str, Any], to_device: Any) -> None:
-        """Restore :meth:`state`; ``to_device`` copies a host array to the device."""
+        """Restore :meth:`state`; ``to_device`` copies a host array to the device.
+
+        Slots are rebuilt as flat buffers when the optimizer next binds to the
+        model's parameters.
+        """
         self.iterations = int(state["iterations"])
         count = len({k.split(".")[0] for k in state if k.startswith("slot")})
-        self.slots = (
-            [
-                {s: to_device(state[f"slot{i}.{s}"]) for s in self.slot_names}
-                for i in range(count)
-            ]
-            if self.slot_names
-            else []
+        self._loaded = (
+            {
+                name: [to_device(state[f"slot{i}.{name}"]) for i in range(count)]
+                for name in self.slot_names
+            }
+            if self.slot_names and count
+            else None
         )
-        self._built = False
+        self.slots = {}
+        self._params = None
+
+    def reset_binding(self) -> None:
+        """Forget the parameters bound to; slots are kept and bound again."""
+        if self._params is not None and self.slots:
+            self._loaded = {
+                k: [
+                    self._params.xp.asarray(v, copy=True) for v in self._params.views(b)
+                ]
+                for k, b in self.slots.items()
+            }
+        self._params = None
+
+    @property
+    def _built(self) -> bool:
+        warnings.warn(
+            "Optimizer._built is gone: optimizers bind to a model's Parameters "
+            "in apply(); use reset_binding() to rebind",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self._params is not None
 
     def config(self) -> dict[str, Any]:
         return {"weight_decay": self.weight_decay}
@@ -152,6 +269,10 @@ class Optimizer:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}(lr={self.schedule!r}, {args})"
+
+
+def _size(slots: dict[str, Array]) -> int:
+    return next(iter(slots.values())).shape[0] if slots else 0
 
 
 def _non_negative(name: str, value: float) -> float:
@@ -195,34 +316,19 @@ class SGD(Optimizer):
 
     folds_lr = True
 
-    def update_step(self, grad, var, lr, slots, decay):
-        mu = self.momentum
-        wd = lr * self.weight_decay if decay else 0.0
-        if not self.inplace:
-            step = grad if self._prescaled else lr * grad
-            if wd:
-                step = step + wd * var
-            if not mu:
-                return var - step
-            v = slots["velocity"] = mu * slots["velocity"] - step
-            return var + mu * v - step if self.nesterov else var + v
-        # In place, no temporaries: the gradient buffer is ours to scale.
-        if not self._prescaled:
-            grad *= lr
-        if wd:
-            grad += wd * var
+    def update_step(self, grad, var, lr, slots, decayed):
+        u, mu = self._update, self.momentum
+        # step = lr * g, with g = grad + weight_decay * w on the weights
+        step = grad if self._prescaled else u.mul(grad, lr)
+        if self.weight_decay and decayed:
+            step = u.add_prefix(step, decayed, (lr * self.weight_decay) * var[:decayed])
         if not mu:
-            var -= grad
-            return var
-        v = slots["velocity"]
-        v *= mu
-        v -= grad
+            return u.sub(var, step)
+        v = u.sub(u.mul(slots["velocity"], mu), step)  # v = mu * v - step
+        slots["velocity"] = v
         if self.nesterov:
-            var += mu * v
-            var -= grad
-        else:
-            var += v
-        return var
+            return u.sub(u.add(var, mu * v), step)  # w = w + mu * v - step
+        return u.add(var, v)  # w = w + v
 
     def config(self):
         return {
@@ -264,37 +370,23 @@ class Adam(Optimizer):
         self.beta1, self.beta2 = float(beta1), float(beta2)
         self.eps = _non_negative("eps", eps)
 
-    def update_step(self, grad, var, lr, slots, decay):
-        b1, b2, t = self.beta1, self.beta2, self.iterations
-        wd = self.weight_decay if decay else 0.0
-        step_size = lr / (1.0 - b1**t)
-        inv_sqrt_bc2 = 1.0 / math.sqrt(1.0 - b2**t)
-        xp = self.xp
-        if not self.inplace:
-            if wd and self.decoupled:
-                var = var * (1.0 - lr * wd)
-            elif wd:
-                grad = grad + wd * var
-            m = slots["m"] = b1 * slots["m"] + (1.0 - b1) * grad
-            v = slots["v"] = b2 * slots["v"] + (1.0 - b2) * (grad * grad)
-            return var - step_size * (m / (xp.sqrt(v) * inv_sqrt_bc2 + self.eps))
+    def update_step(self, grad, var, lr, slots, decayed):
+        u, b1, b2, t = self._update, self.beta1, self.beta2, self.iterations
+        wd = self.weight_decay if decayed else 0.0
         if wd and self.decoupled:
-            var *= 1.0 - lr * wd
+            var = u.mul_prefix(var, decayed, 1.0 - lr * wd)
         elif wd:
-            grad += wd * var
-        m, v = slots["m"], slots["v"]
-        m *= b1
-        m += (1.0 - b1) * grad
-        grad *= grad
-        v *= b2
-        v += (1.0 - b2) * grad
-        denom = xp.sqrt(v)
-        denom *= inv_sqrt_bc2
-        denom += self.eps
-        update = m / denom
-        update *= step_size
-        var -= update
-        return var
+            grad = u.add_prefix(grad, decayed, wd * var[:decayed])
+        m = u.add(u.mul(slots["m"], b1), (1.0 - b1) * grad)
+        g2 = u.mul(grad, grad)
+        v = u.add(u.mul(slots["v"], b2), (1.0 - b2) * g2)
+        slots["m"], slots["v"] = m, v
+        # w -= lr / (1 - b1**t) * m / (sqrt(v) / sqrt(1 - b2**t) + eps)
+        denom = u.add(
+            u.mul(self._update.xp.sqrt(v), 1.0 / math.sqrt(1.0 - b2**t)), self.eps
+        )
+        step = u.mul(m / denom, lr / (1.0 - b1**t))
+        return u.sub(var, step)
 
     def config(self):
         return {
