@@ -45,9 +45,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import __version__
-from . import backend as _backend
-from .errors import DeviceError, XpnetError
+from .. import __version__
+from .. import backend as _backend
+from ..errors import DeviceError, XpnetError
 
 SCHEMA = "xpnet-bench/1"
 
@@ -163,7 +163,7 @@ def load_data(
         X = rng.standard_normal(size=(rows, 784), dtype=np.float32)
         X += centres[y].astype(np.float32)
         return X, y, SYNTHETIC_TEXT.format(rows=rows)
-    from .datasets import load_dataset
+    from ..datasets import load_dataset
 
     ds = load_dataset("mnist-sample")
     images = np.concatenate([ds.x_train, ds.x_test]).reshape(-1, 784)
