@@ -9,12 +9,19 @@ import datetime as dt
 import importlib.util
 import json
 import math
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import xpnet
 from xpnet import bench as B
+from xpnet.bench import plan as bench_plan
+from xpnet.bench import timing
 from xpnet.errors import XpnetError
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
@@ -225,7 +232,7 @@ class FakeSystem:
 
 
 def test_time_runners_discards_contended_epochs(monkeypatch):
-    monkeypatch.setattr(B, "wait_for_quiet", lambda *a, **k: 0.0)
+    monkeypatch.setattr(timing, "wait_for_quiet", lambda *a, **k: 0.0)
     ok = B.EpochTiming(1.0, 0.5, 0.0)
     busy = B.EpochTiming(5.0, 0.5, 1.5)
     fake = FakeSystem([ok, busy, ok, ok, ok])  # warm-up, then 1 discarded
@@ -236,7 +243,7 @@ def test_time_runners_discards_contended_epochs(monkeypatch):
 
 
 def test_time_runners_keeps_and_flags_after_max_retries(monkeypatch):
-    monkeypatch.setattr(B, "wait_for_quiet", lambda *a, **k: 0.0)
+    monkeypatch.setattr(timing, "wait_for_quiet", lambda *a, **k: 0.0)
     busy = B.EpochTiming(5.0, 0.5, 1.5)
     fake = FakeSystem([busy] * 4)
     out = B.time_runners({"x": fake}, repeats=3, warmup=0, max_retries=1)["x"]
@@ -245,7 +252,7 @@ def test_time_runners_keeps_and_flags_after_max_retries(monkeypatch):
 
 
 def test_foreign_cores_and_contention_threshold():
-    hz = B._HZ
+    hz = timing.TICKS_PER_S
     assert B.foreign_cores((0, 0), (2 * hz, hz), 1.0) == pytest.approx(1.0)
     assert B.foreign_cores(None, (1, 1), 1.0) is None
     assert B.contended(1.0, 1.0)
@@ -410,10 +417,59 @@ def test_peers_none():
     assert B.parse_peers("sklearn,torch") == ["sklearn", "pytorch"]
 
 
+def _python(*argv: str) -> subprocess.CompletedProcess:
+    """Run this interpreter on this checkout's xpnet."""
+    src = str(Path(xpnet.__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
+    return subprocess.run(
+        [sys.executable, *argv],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": path},
+        timeout=120,
+    )
+
+
+def test_the_cli_parser_loads_only_the_light_bench_modules():
+    code = (
+        "import json, sys; from xpnet.cli import build_parser; build_parser(); "
+        "bench = sorted(m for m in sys.modules if m.startswith('xpnet.bench')); "
+        "peers = [m for m in ('torch', 'sklearn', 'matplotlib') if m in sys.modules]; "
+        "print(json.dumps([bench, peers]))"
+    )
+    done = _python("-c", code)
+    assert done.returncode == 0, done.stderr
+    bench, peers = json.loads(done.stdout)
+    assert bench == ["xpnet.bench", "xpnet.bench.cli", "xpnet.bench.plan"]
+    assert "xpnet.bench.runners" not in bench and peers == []
+
+
+def test_package_exports_resolve_to_their_modules():
+    # e.g. B.environment is the function, not the module that defines it
+    for name in B.__all__:
+        assert not isinstance(getattr(B, name), types.ModuleType), name
+    assert B.run_plan.__module__ == "xpnet.bench.run"
+    with pytest.raises(AttributeError):
+        B.no_such_name  # noqa: B018
+
+
+def test_python_m_xpnet_bench_help():
+    done = _python("-m", "xpnet.bench", "--help")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: python -m xpnet.bench bench")
+    assert "--in-process" in done.stdout
+
+
 # --------------------------------------------------------------------------- JSON
 
 
-def test_run_bench_writes_json_md_png_and_prints_json_last(tmp_path, capsys):
+def test_run_bench_writes_json_md_png_and_prints_json_last(
+    tmp_path, capsys, monkeypatch
+):
+    # No waiting for a quiet machine (up to 30 s per row on a busy one) and no
+    # settling pauses between epochs: this test checks the files, not timings.
+    monkeypatch.setattr(timing, "wait_for_quiet", lambda *a, **k: 0.0)
+    monkeypatch.setattr(bench_plan, "SETTLE_S", 0.0)
     args = parse(
         "--device",
         "cpu",
@@ -514,6 +570,34 @@ def check_schema(result):
     assert row["flops_per_epoch"] == B.epoch_flops(B.MODELS["seed"], 300)["total"]
     expected = {"xpnet"} | {p for p in B.PEERS if not B.peer_skip_reason(p, "cpu")}
     assert set(row["systems"]) == expected
+
+
+def test_write_outputs_replaces_files_atomically(tmp_path, monkeypatch):
+    result = {
+        "schema": B.SCHEMA,
+        "config": {"devices": ["cpu"], "data": "d", "lr": 0.01, "momentum": 0.9,
+                   "dtype": "float32", "repeats": 3},
+        "environment": {"date": "2026-11-22T00:00:00+00:00", "versions": {},
+                        "cpu_model": "c", "cpu_affinity": 2},
+        "gemm": {},
+        "rows": [fake_row()],
+    }  # fmt: skip
+    paths = B.write_outputs(result, tmp_path, "cpu-x", plot=False)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert sorted(before) == ["cpu-x.json", "cpu-x.md"]
+    assert json.loads(before["cpu-x.json"]) == json.loads(json.dumps(result))
+
+    def fail(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+    result["rows"].append(fake_row(64))
+    with pytest.raises(OSError, match="disk full"):
+        B.write_outputs(result, tmp_path, "cpu-x", plot=False)
+    # the old complete files stay, and no temporary file is left behind
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert paths == {"json": str(tmp_path / "cpu-x.json"),
+                     "md": str(tmp_path / "cpu-x.md")}  # fmt: skip
 
 
 def test_plot_is_skipped_with_a_message_without_matplotlib(tmp_path, monkeypatch):

@@ -334,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=cmd_info)
 
-    from .bench import add_bench_parser
+    from .bench.cli import add_bench_parser
 
     add_bench_parser(sub)
     return parser

@@ -1,0 +1,176 @@
+"""The ``xpnet bench`` command line: its options and its entry point.
+
+Light on purpose: ``xpnet --help`` builds this parser, so the module imports
+only :mod:`.plan`'s constants; :func:`run_bench` imports the harness (workers,
+runners, peers) when the command actually runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import DeviceError, XpnetError
+from .plan import BATCH_SIZES, MODELS, QUICK_TEXT
+
+
+def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register the ``bench`` subcommand on an argparse ``subparsers`` object."""
+    p = subparsers.add_parser(
+        "bench",
+        help="time one training epoch: xpnet vs PyTorch and scikit-learn",
+        description=(
+            "Seconds per training epoch on MNIST-shaped data (60,000 x 784 "
+            "float32, 10 classes) for several models and batch sizes, xpnet "
+            "against PyTorch eager and scikit-learn on the same device, weights "
+            "and optimizer (SGD lr 0.01, momentum 0.9). Writes a table, a JSON "
+            "file, a markdown file and a plot."
+        ),
+    )
+    add_bench_arguments(p)
+    p.set_defaults(func=run_bench)
+    return p
+
+
+def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``xpnet bench`` (validated later by ``plan_from_args``)."""
+    p.add_argument(
+        "--device",
+        default="all",
+        help="auto, cpu, cuda, cuda:N or all (default: all = CPU and every "
+        "usable GPU); comma lists allowed",
+    )
+    p.add_argument(
+        "--models",
+        default=",".join(MODELS),
+        help=f"comma list from {', '.join(MODELS)} (default: all)",
+    )
+    p.add_argument(
+        "--batch-sizes",
+        default=None,
+        help="comma list (default: " + ",".join(map(str, BATCH_SIZES)) + ")",
+    )
+    p.add_argument(
+        "--batch-sizes-for",
+        action="append",
+        metavar="MODEL=SIZES",
+        help="batch sizes for one model, e.g. wide=128,1024 (repeatable)",
+    )
+    p.add_argument(
+        "--repeats", type=int, default=3, help="timed epochs per row, >= 3 (median)"
+    )
+    p.add_argument(
+        "--warmup", type=int, default=1, help="untimed warm-up epochs (default 1)"
+    )
+    p.add_argument("--quick", action="store_true", help=QUICK_TEXT)
+    p.add_argument(
+        "--rows",
+        type=int,
+        default=None,
+        help="rows per epoch (default 60,000; 10,000 with --quick)",
+    )
+    p.add_argument(
+        "--peers",
+        default="torch,sklearn",
+        help="torch, sklearn, torch,sklearn (default) or none",
+    )
+    p.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="class-dependent Gaussian blobs instead of real MNIST pixels",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="results folder (default: bench/results if it exists, else .)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print a one-line JSON summary as the last line of stdout",
+    )
+    p.add_argument("--no-plot", action="store_true", help="do not draw the PNG")
+    p.add_argument(
+        "--gemm-size",
+        type=int,
+        default=None,
+        help="n of the n^3 GEMM reference (default 2048 on CPU, 8192 on GPU)",
+    )
+    p.add_argument(
+        "--note", default="", help="free text stored with the results (why, what)"
+    )
+    p.add_argument(
+        "--append",
+        action="store_true",
+        help="add rows to today's results file for these devices instead of "
+        "starting a new one (rows with the same model, device, batch and rows "
+        "are replaced)",
+    )
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run all systems in this process (default: one worker process each)",
+    )
+    p.add_argument(
+        "--max-retries",
+        type=int,
+        default=6,
+        help="re-runs per row of epochs disturbed by other processes (default 6)",
+    )
+
+
+def default_out_dir() -> Path:
+    candidate = Path("bench") / "results"
+    return candidate if candidate.is_dir() else Path(".")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """Entry point of ``xpnet bench``: returns the exit code."""
+    from .plan import plan_from_args
+    from .report import format_report
+    from .results import summary
+    from .run import run_plan
+
+    plan = plan_from_args(args)
+    out_dir = Path(args.out) if args.out else default_out_dir()
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    log(
+        f"xpnet bench: devices {', '.join(plan.devices)}; models "
+        + ", ".join(f"{m} b={plan.batch_sizes[m]}" for m in plan.models)
+        + f"; repeats {plan.repeats}; results in {out_dir}"
+    )
+    if plan.quick:
+        log(QUICK_TEXT)
+    result = run_plan(
+        plan,
+        out_dir=out_dir,
+        plot=not args.no_plot,
+        log=log,
+        argv=sys.argv,
+    )
+    print(format_report(result))
+    for kind, path in result.get("paths", {}).items():
+        print(f"{kind}: {path}" if kind != "plot" else path)
+    if args.json:
+        print(json.dumps(summary(result), separators=(",", ":")))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m xpnet.bench [options]``: ``xpnet bench`` without the CLI."""
+    parser = argparse.ArgumentParser(prog="python -m xpnet.bench")
+    sub = parser.add_subparsers(dest="command")
+    add_bench_parser(sub)
+    args = parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return args.func(args)
+    except (XpnetError, DeviceError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

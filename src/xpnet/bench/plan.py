@@ -1,0 +1,247 @@
+"""What the benchmark runs: the models, batch sizes, rows and training settings,
+their FLOP counts, and the validated :class:`Plan` built from the command line.
+
+Light on purpose (no NumPy, no peers): ``xpnet --help`` reads these constants.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TypedDict
+
+from ..errors import XpnetError
+
+SCHEMA = "xpnet-bench/1"
+
+#: model name -> layer sizes (ReLU between Dense layers, softmax cross-entropy)
+MODELS: dict[str, tuple[int, ...]] = {
+    "seed": (784, 16, 16, 16, 10),
+    "mlp512": (784, 512, 512, 10),
+    "wide": (784, 4096, 4096, 10),
+}
+BATCH_SIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+SYSTEMS = ("xpnet", "pytorch", "sklearn")
+PEERS = ("pytorch", "sklearn")
+PEER_ALIASES = {
+    "torch": "pytorch",
+    "pytorch": "pytorch",
+    "sklearn": "sklearn",
+    "scikit-learn": "sklearn",
+}
+
+LR = 0.01
+MOMENTUM = 0.9
+DTYPE = "float32"
+ROWS = 60_000
+CLASSES = 10
+SEED = 0
+#: seconds slept before each epoch so that idle thread pools stop spinning
+SETTLE_S = 0.2
+
+
+class QuickMode(TypedDict):
+    """What ``--quick`` changes (printed in the output as :data:`QUICK_TEXT`)."""
+
+    rows: int
+    batch_sizes: tuple[int, ...]
+    wide_rows: int
+    wide_batch_sizes: tuple[int, ...]
+
+
+QUICK: QuickMode = {
+    "rows": 10_000,
+    "batch_sizes": (128, 1024),
+    "wide_rows": 256,
+    "wide_batch_sizes": (128,),
+}
+QUICK_TEXT = (
+    "quick mode: 10,000 rows per epoch and batch sizes 128, 1024 for seed and "
+    "mlp512; wide on 256 rows at batch 128 only; repeats as given"
+)
+
+
+def epoch_flops(sizes: Sequence[int], rows: int) -> dict[str, int]:
+    """Matmul FLOPs of one training epoch of an MLP with layer ``sizes``.
+
+    Forward ``2 N P``; backward ``4 N P`` (weight and input gradients) minus
+    ``2 N d0 d1``, the first layer's input gradient, which nobody computes.
+    Biases, activations, the loss and the optimizer are not counted.
+    """
+    sizes = [int(s) for s in sizes]
+    if len(sizes) < 2 or min(sizes) < 1 or rows < 0:
+        raise XpnetError(f"epoch_flops needs >= 2 positive sizes, got {sizes}")
+    weights = sum(a * b for a, b in zip(sizes, sizes[1:], strict=False))
+    forward = 2 * rows * weights
+    backward = 4 * rows * weights - 2 * rows * sizes[0] * sizes[1]
+    return {"forward": forward, "backward": backward, "total": forward + backward}
+
+
+def weight_count(sizes: Sequence[int]) -> int:
+    """Number of parameters (weights and biases) of an MLP with ``sizes``."""
+    return sum(a * b + b for a, b in zip(sizes, sizes[1:], strict=False))
+
+
+@dataclass
+class Plan:
+    """What to run: devices, models and their batch sizes, rows, repeats."""
+
+    devices: list[str]
+    models: list[str]
+    batch_sizes: dict[str, list[int]]
+    rows: dict[str, int]
+    repeats: int = 3
+    warmup: int = 1
+    peers: list[str] = field(default_factory=lambda: list(PEERS))
+    synthetic: bool = False
+    quick: bool = False
+    gemm_size: dict[str, int] = field(default_factory=dict)
+    lr: float = LR
+    note: str = ""
+    device_notes: list[str] = field(default_factory=list)
+    isolate: bool = True
+    append: bool = False
+    max_retries: int = 6
+    settle_s: float = SETTLE_S
+
+
+def _parse_int_list(text: str, what: str, keep_order: bool = False) -> list[int]:
+    values = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if not part.isdigit() or int(part) < 1:
+            raise XpnetError(
+                f"{what} must be positive integers separated by commas, got {text!r}"
+            )
+        values.append(int(part))
+    if not values:
+        raise XpnetError(f"{what} is empty: give e.g. 32,128,1024")
+    return list(dict.fromkeys(values)) if keep_order else sorted(set(values))
+
+
+def parse_models(text: str) -> list[str]:
+    names = [m.strip().lower() for m in str(text).split(",") if m.strip()]
+    if not names:
+        raise XpnetError("--models is empty: choose from " + ", ".join(MODELS))
+    for name in names:
+        if name not in MODELS:
+            raise XpnetError(f"unknown model {name!r}: choose from {', '.join(MODELS)}")
+    return list(dict.fromkeys(names))
+
+
+def parse_peers(text: str) -> list[str]:
+    text = str(text).strip().lower()
+    if text in ("none", ""):
+        return []
+    peers = []
+    for part in text.split(","):
+        part = part.strip()
+        if part not in PEER_ALIASES:
+            raise XpnetError(
+                f"unknown peer {part!r} in --peers: use torch, sklearn, "
+                "torch,sklearn or none"
+            )
+        peers.append(PEER_ALIASES[part])
+    return list(dict.fromkeys(peers))
+
+
+def parse_devices(text: str, notes: list[str] | None = None) -> list[str]:
+    """``auto | cpu | cuda | cuda:N | all`` (comma lists allowed) -> device names.
+
+    ``all`` is the CPU plus every GPU that CuPy can use; when there is none, the
+    reason is appended to ``notes``. Unusable explicit devices raise
+    :class:`~xpnet.errors.DeviceError`.
+    """
+    from .. import backend
+
+    devices: list[str] = []
+    for part in str(text).split(","):
+        part = part.strip().lower()
+        if part == "all":
+            devices.append("cpu")
+            # private in xpnet.backend: the lead makes it public (issue 9)
+            _cupy, count, reason = backend._cupy_gpu_count()
+            devices += [f"cuda:{i}" for i in range(count)]
+            if not count and notes is not None:
+                notes.append(f"cuda: not benchmarked ({reason})")
+        elif part == "auto":
+            devices.append(backend.resolve("auto").device_name)
+        elif part:
+            devices.append(backend.resolve(part).device_name)
+    if not devices:
+        raise XpnetError("--device is empty: use auto, cpu, cuda, cuda:N or all")
+    return list(dict.fromkeys(devices))
+
+
+def plan_from_args(args: argparse.Namespace) -> Plan:
+    """Validate the parsed options into a :class:`Plan` (XpnetError when bad)."""
+    models = parse_models(args.models)
+    repeats = args.repeats
+    if repeats < 3:
+        raise XpnetError(
+            f"--repeats must be at least 3 (median of >= 3), got {repeats}"
+        )
+    if args.quick:
+        default_sizes = list(QUICK["batch_sizes"])
+        base_rows = QUICK["rows"]
+    else:
+        default_sizes = list(BATCH_SIZES)
+        base_rows = ROWS
+    if args.rows is not None:
+        if args.rows < 1:
+            raise XpnetError(f"--rows must be >= 1, got {args.rows}")
+        base_rows = args.rows
+    sizes = (
+        _parse_int_list(args.batch_sizes, "--batch-sizes")
+        if args.batch_sizes
+        else default_sizes
+    )
+    batch_sizes = {m: list(sizes) for m in models}
+    rows = {m: base_rows for m in models}
+    if args.quick and "wide" in models:
+        if not args.batch_sizes:
+            batch_sizes["wide"] = list(QUICK["wide_batch_sizes"])
+        if args.rows is None:
+            rows["wide"] = QUICK["wide_rows"]
+    for item in args.batch_sizes_for or []:
+        name, sep, values = str(item).partition("=")
+        name = name.strip().lower()
+        if not sep or name not in MODELS:
+            raise XpnetError(
+                f"--batch-sizes-for takes MODEL=SIZES (e.g. wide=1024), got {item!r}"
+            )
+        if name in models:
+            batch_sizes[name] = _parse_int_list(
+                values, f"--batch-sizes-for {name}", keep_order=True
+            )
+    if args.max_retries < 0:
+        raise XpnetError(f"--max-retries must be >= 0, got {args.max_retries}")
+    if args.warmup < 0:
+        raise XpnetError(f"--warmup must be >= 0, got {args.warmup}")
+    if args.gemm_size is not None and args.gemm_size < 16:
+        raise XpnetError(f"--gemm-size must be >= 16, got {args.gemm_size}")
+    device_notes: list[str] = []
+    devices = parse_devices(args.device, device_notes)
+    gemm_size = {d: args.gemm_size or (2048 if d == "cpu" else 8192) for d in devices}
+    return Plan(
+        devices=devices,
+        models=models,
+        batch_sizes=batch_sizes,
+        rows=rows,
+        repeats=repeats,
+        warmup=args.warmup,
+        peers=parse_peers(args.peers),
+        synthetic=bool(args.synthetic),
+        quick=bool(args.quick),
+        gemm_size=gemm_size,
+        lr=LR,
+        note=args.note or "",
+        device_notes=device_notes,
+        isolate=not args.in_process,
+        append=bool(args.append),
+        max_retries=args.max_retries,
+        settle_s=SETTLE_S,
+    )

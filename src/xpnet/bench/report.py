@@ -1,0 +1,222 @@
+"""A result rendered for people: the text report, its markdown twin, the tables,
+and the files ``STEM.json``, ``STEM.md`` (and ``STEM.png``) written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..idx import atomic_write
+from .plan import MODELS, QUICK_TEXT
+from .results import DENORMAL_TEXT, FLOPS_TEXT, IN_PROCESS_TEXT, TIMING_TEXT
+
+Row = dict[str, Any]
+#: ``(model, device, rows)`` -> that group's rows, by batch size
+Groups = list[tuple[tuple[str, str, int], list[Row]]]
+
+TABLE_COLUMNS = (
+    "batch",
+    "xpnet s",
+    "samples/s",
+    "GFLOP/s",
+    "% GEMM",
+    "torch s",
+    "xpnet/torch",
+    "sklearn s",
+    "xpnet/sklearn",
+)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def table_cells(row: Row) -> list[str]:
+    """The cells of ``row`` under :data:`TABLE_COLUMNS` (``*``: contended)."""
+    s = row["systems"]
+    x = s.get("xpnet", {})
+    return [
+        str(row["batch_size"]) + ("*" if row.get("contended") else ""),
+        _fmt(x.get("median_s"), ".3f"),
+        _fmt(x.get("samples_per_s"), ",.0f"),
+        _fmt(x.get("gflops"), ".1f"),
+        _fmt(x.get("pct_gemm"), ".0f"),
+        _fmt(s.get("pytorch", {}).get("median_s"), ".3f"),
+        _fmt(row.get("ratio_xpnet_torch"), ".2f"),
+        _fmt(s.get("sklearn", {}).get("median_s"), ".3f"),
+        _fmt(row.get("ratio_xpnet_sklearn"), ".2f"),
+    ]
+
+
+def format_table(rows: Sequence[Row], markdown: bool = False) -> str:
+    """A text (or markdown) table of ``rows`` with :data:`TABLE_COLUMNS`."""
+    cells = [table_cells(r) for r in rows]
+    if markdown:
+        lines = [
+            "| " + " | ".join(TABLE_COLUMNS) + " |",
+            "|" + "|".join("---:" for _ in TABLE_COLUMNS) + "|",
+        ]
+        lines += ["| " + " | ".join(c) + " |" for c in cells]
+        return "\n".join(lines)
+    widths = [
+        max(len(h), *(len(c[i]) for c in cells)) if cells else len(h)
+        for i, h in enumerate(TABLE_COLUMNS)
+    ]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(TABLE_COLUMNS, widths, strict=True))]
+    lines += [
+        "  ".join(v.rjust(w) for v, w in zip(c, widths, strict=True)) for c in cells
+    ]
+    return "\n".join(lines)
+
+
+def _title(model: str, device: str, rows: int) -> str:
+    sizes = "-".join(str(s) for s in MODELS.get(model, ()))
+    return f"{model} ({sizes}) on {device}, {rows:,} rows per epoch"
+
+
+def groups(result: dict[str, Any]) -> Groups:
+    """The rows of ``result`` grouped by model, device and rows, in first-seen
+    order, each group sorted by batch size."""
+    found: dict[tuple[str, str, int], list[Row]] = {}
+    for row in result["rows"]:
+        found.setdefault((row["model"], row["device"], row["rows"]), []).append(row)
+    return [(k, sorted(v, key=lambda r: r["batch_size"])) for k, v in found.items()]
+
+
+def header_lines(result: dict[str, Any]) -> list[str]:
+    """What was run, how, and on what: the lines above the tables."""
+    cfg = result["config"]
+    lines = [
+        f"xpnet bench {result['environment']['date']}, "
+        f"devices {', '.join(cfg['devices'])}",
+        f"data: {cfg['data']}",
+        f"training: SGD lr {cfg['lr']} momentum {cfg['momentum']} (no Nesterov, no "
+        f"weight decay), {cfg['dtype']}, softmax cross-entropy, shuffle every epoch",
+        cfg.get("timing") or TIMING_TEXT.format(repeats=cfg["repeats"]),
+        cfg.get("isolation") or IN_PROCESS_TEXT,
+        cfg.get("contention") or "contention: not checked",
+        FLOPS_TEXT,
+        DENORMAL_TEXT,
+    ]
+    if cfg.get("quick"):
+        lines.append(QUICK_TEXT)
+    for device, libs in result["gemm"].items():
+        for lib, g in libs.items():
+            lines.append(
+                f"GEMM {device} {g['what']} {g['n']}^3 float32: "
+                f"{g['gflops']:.1f} GFLOP/s (best of {len(g['times'])}) [{lib}]"
+            )
+    earlier = result.get("earlier_runs", [])
+    prefix = "last run: " if earlier else ""
+    lines += [prefix + m for m in result.get("peer_messages", [])]
+    if earlier:
+        lines.append(f"last run: {_command_text(result.get('command'))}")
+    for i, run in enumerate(earlier, 1):
+        lines.append(
+            f"earlier run {i} (rows merged into this file): "
+            f"{_command_text(run.get('command'))}; skipped: "
+            + ("; ".join(run.get("peer_messages") or []) or "nothing")
+            + "; GEMM "
+            + ", ".join(
+                f"{dev} [{lib}] {g['gflops']:.1f}"
+                for dev, libs in (run.get("gemm") or {}).items()
+                for lib, g in libs.items()
+            )
+            + " GFLOP/s"
+        )
+    if cfg.get("note"):
+        # Appended runs carry their predecessors' notes: show each once.
+        for note in dict.fromkeys(cfg["note"].split(" | ")):
+            lines.append(f"note: {note}")
+    lines.append(
+        "ratios: xpnet time / peer time (below 1 = xpnet faster); "
+        "% GEMM = xpnet GFLOP/s / the device's measured GEMM rate"
+    )
+    return lines
+
+
+def _command_text(argv: Sequence[str] | None) -> str:
+    """The options of a recorded command line, without the ``--note`` text."""
+    if not argv:
+        return "?"
+    out, skip = [], False
+    for arg in list(argv)[1:]:
+        if skip:
+            skip = False
+            continue
+        if arg == "--note":
+            skip = True
+            continue
+        if not arg.startswith("--note="):
+            out.append(arg)
+    return "xpnet bench " + " ".join(out)
+
+
+def format_report(result: dict[str, Any], markdown: bool = False) -> str:
+    """The whole report: header lines, then one table per model and device."""
+    out = []
+    if markdown:
+        env = result["environment"]
+        v = env["versions"]
+        out.append(
+            f"# xpnet throughput benchmark: {', '.join(result['config']['devices'])}, "
+            f"{env['date'][:10]}\n"
+        )
+        out += [f"- {line}" for line in header_lines(result)]
+        gpus = "; ".join(
+            g.get("nvidia_smi") or g.get("name") or "?" for g in env.get("gpus", [])
+        )
+        out.append(
+            f"- machine: {env['cpu_model']}, {env['cpu_affinity']} CPU threads"
+            + (f", GPUs: {gpus}" if gpus else "")
+            + f"; numpy BLAS: {env.get('numpy_blas', '?')}; "
+            f"torch threads {env.get('torch_threads')}"
+        )
+        out.append(
+            "- versions: "
+            + ", ".join(f"{k} {val}" for k, val in v.items() if val is not None)
+        )
+        out.append("")
+    else:
+        out += header_lines(result)
+        out.append("")
+    for (model, device, rows), group in groups(result):
+        title = _title(model, device, rows)
+        out.append(f"## {title}\n" if markdown else title)
+        out.append(format_table(group, markdown=markdown))
+        out.append("")
+    for line in result.get("remarks", []):
+        out.append(f"- {line}" if markdown else line)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_write(path) as f:
+        f.write(text.encode("utf-8"))
+
+
+def write_outputs(
+    result: dict[str, Any], out_dir: Path, stem: str, plot: bool = True
+) -> dict[str, str]:
+    """Write ``stem.json`` and ``stem.md`` (and ``stem.png``); return the paths.
+
+    Each file is replaced atomically, so a reader (or a run stopped midway)
+    sees the previous complete file or the new one.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": str(out_dir / f"{stem}.json"), "md": str(out_dir / f"{stem}.md")}
+    _write_text(Path(paths["json"]), json.dumps(result, indent=1) + "\n")
+    _write_text(Path(paths["md"]), format_report(result, markdown=True))
+    if plot:
+        from .plot import plot_results
+
+        png = out_dir / f"{stem}.png"
+        message = plot_results(result, png)
+        if message is None:
+            paths["png"] = str(png)
+        else:
+            paths["plot"] = message
+    return paths

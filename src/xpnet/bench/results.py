@@ -1,0 +1,257 @@
+"""The results record (schema :data:`~xpnet.bench.plan.SCHEMA`): its header,
+its rows with the derived rates and ratios, merging into an earlier file, the
+remarks drawn from the rows and the ``--json`` digest.
+
+A result is a JSON-ready dict; :mod:`.report` renders it as text and markdown.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import XpnetError
+from .data import REAL_DATA_TEXT, SYNTHETIC_TEXT
+from .plan import DTYPE, MODELS, MOMENTUM, SCHEMA, Plan, epoch_flops
+from .timing import CONTENTION_CORES
+
+TIMING_TEXT = (
+    "timing: one warm-up epoch per system, then the median of {repeats} epochs, "
+    "systems interleaved; an epoch = shuffle + every step (last partial batch "
+    "included), data already on the device, device synchronised before the "
+    "clock is read; xpnet is timed around Sequential.fit(epochs=1, "
+    "check_inputs=False): the data was validated once when it was put on the "
+    "device, as a multi-epoch fit() validates once per call"
+)
+FLOPS_TEXT = (
+    "FLOPs count the matmuls only: forward 2*N*P, backward 4*N*P minus the "
+    "first layer's input gradient (2*N*784*h1), P = weights without biases"
+)
+ISOLATION_TEXT = (
+    "isolation: each system runs in its own worker process (spawned), so the "
+    "thread pools of OpenBLAS and of PyTorch's OpenMP/MKL never share a process"
+)
+IN_PROCESS_TEXT = "isolation: none, all systems ran in one process (--in-process)"
+CONTENTION_TEXT = (
+    "contention: an epoch during which other processes used more than {cores} "
+    "CPU cores (from /proc/stat) is discarded and re-run after the machine is "
+    "quiet, at most {retries} times per row; rows marked * kept a contended epoch"
+)
+DENORMAL_TEXT = (
+    "denormals: no system gets a CPU flush-to-zero switch (torch.set_flush_denormal "
+    "stays off); xpnet flushes its own optimizer state every "
+    "optimizers.FLUSH_EVERY updates as part of its normal training"
+)
+
+
+def new_result(
+    plan: Plan,
+    env: dict[str, Any],
+    peer_messages: list[str],
+    argv: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """An empty result for ``plan`` on the machine described by ``env``."""
+    max_rows = max(plan.rows.values())
+    data_text = (SYNTHETIC_TEXT if plan.synthetic else REAL_DATA_TEXT).format(
+        rows=max_rows
+    )
+    if len(set(plan.rows.values())) > 1:
+        data_text += " (fewer rows for some models: see the tables)"
+    return {
+        "schema": SCHEMA,
+        "command": list(argv) if argv is not None else None,
+        "config": {
+            "devices": plan.devices,
+            "models": {m: list(MODELS[m]) for m in plan.models},
+            "batch_sizes": plan.batch_sizes,
+            "rows": plan.rows,
+            "repeats": plan.repeats,
+            "warmup_epochs": plan.warmup,
+            "peers": plan.peers,
+            "lr": plan.lr,
+            "momentum": MOMENTUM,
+            "nesterov": False,
+            "weight_decay": 0.0,
+            "dtype": DTYPE,
+            "data": data_text,
+            "synthetic": plan.synthetic,
+            "quick": plan.quick,
+            "isolated_processes": plan.isolate,
+            "contention_cores": CONTENTION_CORES,
+            "max_retries_per_row": plan.max_retries,
+            "note": plan.note,
+            "timing": TIMING_TEXT.format(repeats=plan.repeats),
+            "isolation": ISOLATION_TEXT if plan.isolate else IN_PROCESS_TEXT,
+            "contention": CONTENTION_TEXT.format(
+                cores=CONTENTION_CORES, retries=plan.max_retries
+            ),
+            "flops": FLOPS_TEXT,
+            "denormals": DENORMAL_TEXT,
+        },
+        "environment": env,
+        "gemm": {},
+        "peer_messages": plan.device_notes + peer_messages,
+        "rows": [],
+        "remarks": [],
+        "complete": False,
+    }
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or not b:
+        return None
+    return a / b
+
+
+def make_row(
+    model: str,
+    sizes: Sequence[int],
+    device: str,
+    batch_size: int,
+    rows: int,
+    timings: dict[str, dict[str, Any]],
+    gemm: dict[str, dict[str, Any]],
+    extra: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """One results row: every system's times and the derived figures."""
+    flops = epoch_flops(sizes, rows)
+    systems: dict[str, Any] = {}
+    for name, t in timings.items():
+        median = t["median_s"]
+        gflops = flops["total"] / median / 1e9
+        rate = gemm.get("pytorch" if name == "pytorch" else "xpnet", {}).get("gflops")
+        entry = {
+            "median_s": median,
+            "times": t["times"],
+            "warmup_s": t.get("warmup_s", []),
+            "min_s": min(t["times"]),
+            "max_s": max(t["times"]),
+            "samples_per_s": rows / median,
+            "gflops": gflops,
+            "pct_gemm": 100.0 * gflops / rate if rate else None,
+            "final_loss": t["losses"][-1] if t.get("losses") else None,
+            "foreign_cores": t.get("foreign_cores", []),
+            "discarded": t.get("discarded", []),
+            "contended": bool(t.get("contended", False)),
+        }
+        entry.update((extra or {}).get(name, {}))
+        systems[name] = entry
+    x = systems.get("xpnet", {}).get("median_s")
+    return {
+        "model": model,
+        "sizes": list(sizes),
+        "device": device,
+        "batch_size": batch_size,
+        "rows": rows,
+        "steps_per_epoch": math.ceil(rows / batch_size),
+        "flops_per_epoch": flops["total"],
+        "systems": systems,
+        "ratio_xpnet_torch": _ratio(x, systems.get("pytorch", {}).get("median_s")),
+        "ratio_xpnet_sklearn": _ratio(x, systems.get("sklearn", {}).get("median_s")),
+        "contended": any(v["contended"] for v in systems.values()),
+    }
+
+
+def _row_key(row: dict[str, Any]) -> tuple[str, str, int, int]:
+    return (row["model"], row["device"], row["batch_size"], row["rows"])
+
+
+def add_row(result: dict[str, Any], row: dict[str, Any]) -> None:
+    """Add ``row``, replacing an earlier row of the same model, device, batch
+    size and rows."""
+    result["rows"] = [r for r in result["rows"] if _row_key(r) != _row_key(row)]
+    result["rows"].append(row)
+
+
+def merge_previous(result: dict[str, Any], prev: dict[str, Any]) -> None:
+    """Carry the rows and the record of earlier runs of ``prev`` into ``result``."""
+    if prev.get("schema") != SCHEMA:
+        raise XpnetError(
+            f"cannot append to results of schema {prev.get('schema')!r}: "
+            f"expected {SCHEMA}; use another --out folder"
+        )
+    earlier = prev.get("earlier_runs", [])
+    earlier.append(
+        {
+            "command": prev.get("command"),
+            "config": prev.get("config"),
+            "gemm": prev.get("gemm"),
+            "peer_messages": prev.get("peer_messages"),
+            "complete": prev.get("complete"),
+        }
+    )
+    result["earlier_runs"] = earlier
+    result["rows"] = list(prev.get("rows", []))
+    notes = [r["config"].get("note") for r in earlier if r.get("config")]
+    notes.append(result["config"]["note"])
+    parts = [p for n in notes if n for p in n.split(" | ")]
+    result["config"]["note"] = " | ".join(dict.fromkeys(parts))
+
+
+def remarks(result: dict[str, Any]) -> list[str]:
+    """Notes derived from the rows: large input-check shares, denormals."""
+    out = []
+    worst = None
+    for row in result["rows"]:
+        x = row["systems"].get("xpnet", {})
+        checks, median = x.get("input_checks_s"), x.get("median_s")
+        if checks is not None and median:
+            share = checks / median
+            if worst is None or share > worst[0]:
+                worst = (share, row, checks)
+    if worst is not None:
+        share, row, checks = worst
+        out.append(
+            f"xpnet fit's input checks (_prepare_x isfinite scan + _prepare_y "
+            f"label range) cost {checks * 1e3:.1f} ms per fit call; largest share "
+            f"{100 * share:.1f}% of an epoch ({row['model']} b={row['batch_size']} "
+            f"on {row['device']}); paid once per fit() call, not in the epoch "
+            "times"
+        )
+    worst_denormal: dict[str, tuple[float, dict[str, Any]]] = {}
+    for row in result["rows"]:
+        for name, s in row["systems"].items():
+            frac = s.get("optimizer_denormal_fraction")
+            if frac is not None and frac > worst_denormal.get(name, (-1.0,))[0]:
+                worst_denormal[name] = (frac, row)
+    if worst_denormal:
+        out.append(
+            "denormal share of optimizer state (momentum buffers) after a row, "
+            "worst row per system: "
+            + "; ".join(
+                f"{name} {100 * frac:.2f}% ({row['model']} b={row['batch_size']})"
+                for name, (frac, row) in worst_denormal.items()
+            )
+        )
+    return out
+
+
+def output_stem(devices: Sequence[str], date: str) -> str:
+    """``cpu-2026-11-22``, ``cuda0-...`` or ``cpu+cuda0-...``."""
+    tag = "+".join(d.replace(":", "") for d in devices)
+    return f"{tag}-{date}"
+
+
+def summary(result: dict[str, Any]) -> dict[str, Any]:
+    """A compact, JSON-ready digest of ``result`` (for ``--json``)."""
+    return {
+        "schema": SCHEMA,
+        "complete": result["complete"],
+        "paths": result.get("paths", {}),
+        "data": result["config"]["data"],
+        "skipped": result["peer_messages"],
+        "rows": [
+            {
+                "model": r["model"],
+                "device": r["device"],
+                "batch_size": r["batch_size"],
+                "rows": r["rows"],
+                **{f"{k}_s": v["median_s"] for k, v in r["systems"].items()},
+                "xpnet_pct_gemm": r["systems"]["xpnet"]["pct_gemm"],
+                "ratio_xpnet_torch": r["ratio_xpnet_torch"],
+                "ratio_xpnet_sklearn": r["ratio_xpnet_sklearn"],
+            }
+            for r in result["rows"]
+        ],
+    }

@@ -1,0 +1,127 @@
+"""The run: for each device start the systems, measure the GEMM ceiling, then
+time every model and batch size of the plan row by row, saving after each row.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import timing
+from .machine import environment
+from .peers import peer_messages, peer_skip_reason
+from .plan import MODELS, PEERS, Plan
+from .report import write_outputs
+from .results import add_row, make_row, merge_previous, new_result, output_stem
+from .results import remarks as derive_remarks
+from .timing import EpochTiming, time_runners
+from .workers import start_systems
+
+#: seconds a row (or a GEMM) waits for a quiet machine before it starts anyway
+QUIET_WAIT_S = 30.0
+
+
+def run_plan(
+    plan: Plan,
+    out_dir: Path | None = None,
+    plot: bool = True,
+    log: Callable[[str], None] | None = None,
+    argv: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Run every row of ``plan``; write results after each row when ``out_dir``.
+
+    With ``plan.isolate`` (the default) each system runs in its own worker
+    process; otherwise all run in this process.
+    """
+    say: Callable[[str], None] = log or (lambda _msg: None)
+    env = environment(plan.devices)
+    stem = output_stem(plan.devices, env["date"][:10])
+    result = new_result(plan, env, peer_messages(plan.peers, plan.devices), argv)
+    if plan.append and out_dir is not None and (out_dir / f"{stem}.json").is_file():
+        merge_previous(result, json.loads((out_dir / f"{stem}.json").read_text()))
+        say(f"appending to {out_dir / f'{stem}.json'}")
+    for line in result["peer_messages"]:
+        say(line)
+    paths: dict[str, str] = {}
+
+    def save(final: bool = False) -> None:
+        nonlocal paths
+        result["remarks"] = derive_remarks(result)
+        if out_dir is not None:
+            paths = write_outputs(result, out_dir, stem, plot=plot and final)
+
+    def on_contention(name: str, t: EpochTiming) -> None:
+        say(
+            f"  {name}: epoch of {t.seconds:.3f}s discarded (other processes used "
+            f"{t.foreign_cores:.2f} CPU cores); waiting for quiet and re-running"
+        )
+
+    for device in plan.devices:
+        systems = ["xpnet"] + [
+            p for p in PEERS if p in plan.peers and not peer_skip_reason(p, device)
+        ]
+        workers = start_systems(systems, device, plan)
+        try:
+            gemm: dict[str, dict[str, Any]] = {}
+            for lib in ("xpnet", "pytorch"):
+                if lib in workers:
+                    timing.wait_for_quiet(max_wait=QUIET_WAIT_S)
+                    gemm[lib] = workers[lib].gemm(plan.gemm_size[device])
+                    g = gemm[lib]
+                    say(f"GEMM {device} [{lib}] {g['n']}^3: {g['gflops']:.1f} GFLOP/s")
+            result["gemm"][device] = gemm
+            for model in plan.models:
+                sizes, rows = MODELS[model], plan.rows[model]
+                for batch in plan.batch_sizes[model]:
+                    start = time.perf_counter()
+                    waited = timing.wait_for_quiet(max_wait=QUIET_WAIT_S)
+                    kw = {
+                        "sizes": list(sizes),
+                        "rows": rows,
+                        "synthetic": plan.synthetic,
+                        "batch_size": batch,
+                        "lr": plan.lr,
+                    }
+                    try:
+                        state = workers["xpnet"].setup(state=None, **kw)
+                        for name in systems[1:]:
+                            workers[name].setup(state=state, **kw)
+                        del state
+                        timings = time_runners(
+                            workers,
+                            plan.repeats,
+                            plan.warmup,
+                            max_retries=plan.max_retries,
+                            settle_s=plan.settle_s,
+                            on_contention=on_contention,
+                        )
+                        extra = {k: w.extras() for k, w in workers.items()}
+                    finally:
+                        for w in workers.values():
+                            w.close()
+                    row = make_row(
+                        model, sizes, device, batch, rows, timings, gemm, extra
+                    )
+                    row["waited_for_quiet_s"] = round(waited, 2)
+                    add_row(result, row)
+                    save()
+                    say(
+                        f"{model} {device} b={batch}: "
+                        + ", ".join(
+                            f"{k} {v['median_s']:.3f}s"
+                            for k, v in row["systems"].items()
+                        )
+                        + f"  (row took {time.perf_counter() - start:.0f}s)"
+                    )
+                if plot and out_dir is not None:
+                    save(final=True)
+        finally:
+            for w in workers.values():
+                w.shutdown()
+    result["complete"] = True
+    save(final=plot)
+    result["paths"] = paths
+    return result

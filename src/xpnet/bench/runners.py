@@ -1,0 +1,351 @@
+"""The systems under test: xpnet, PyTorch eager and scikit-learn, each wrapped as
+a :class:`Runner` that trains one model on one device, one epoch per call.
+
+Every runner starts from xpnet's initial weights and uses SGD with momentum
+0.9 at a constant learning rate in float32. PyTorch and scikit-learn are
+imported only when their runner is built.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .. import backend as _backend
+from ..backend import Backend
+from ..errors import XpnetError
+from .peers import peer_skip_reason
+from .plan import CLASSES, DTYPE, LR, MOMENTUM, PEERS, SEED
+
+#: host copies of a model's parameters, keyed like ``Sequential.state_dict()``
+State = dict[str, np.ndarray]
+
+
+class Runner:
+    """One system ready to train one model on one device.
+
+    ``run_epoch()`` trains one epoch (synchronising the device) and returns the
+    epoch's mean training loss as a float. After :meth:`close` the runner is
+    spent.
+    """
+
+    system: str = "?"
+
+    def run_epoch(self) -> float:
+        raise NotImplementedError
+
+    def initial_state(self) -> State:
+        """The starting weights, for the peers to copy (only xpnet has them)."""
+        raise NotImplementedError(f"{self.system} does not provide initial weights")
+
+    def optimizer_denormal_fraction(self) -> float:
+        """Share of the optimizer state's values that are float denormals."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Drop references to large buffers."""
+
+
+class XpnetRunner(Runner):
+    """xpnet's own ``Sequential.fit(X, y, epochs=1, batch_size=b)``.
+
+    The data is validated once, when it is put on the device; each timed
+    epoch then calls ``fit(..., check_inputs=False)``, as a training run that
+    calls ``fit`` once for many epochs pays that scan once, not per epoch.
+    """
+
+    system = "xpnet"
+
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        X: np.ndarray,
+        y: np.ndarray,
+        batch_size: int,
+        backend: Backend,
+        lr: float = LR,
+        seed: int = SEED,
+    ):
+        import xpnet
+
+        self.backend = backend
+        self.model = xpnet.mlp(
+            list(sizes),
+            activation="relu",
+            device=backend,
+            seed=seed,
+            dtype=DTYPE,
+            optimizer=xpnet.SGD(lr=lr, momentum=MOMENTUM),
+        )
+        # private in xpnet.model: the lead makes them public (issue 9)
+        self.X: Any = self.model._prepare_x(X)
+        self.y: Any = self.model._prepare_y(y, self.X.shape[0])[0]
+        self.batch_size = int(batch_size)
+        self.loop_seconds: list[float] = []
+
+    def initial_state(self) -> State:
+        return self.model.state_dict()
+
+    def run_epoch(self) -> float:
+        history = self.model.fit(
+            self.X, self.y, epochs=1, batch_size=self.batch_size, check_inputs=False
+        )
+        self.backend.synchronize()
+        self.loop_seconds.append(float(history["seconds"][-1]))
+        return float(history["loss"][-1])
+
+    def input_check_seconds(self, repeats: int = 3) -> float:
+        """Median time of fit's input preparation (``_prepare_x`` + ``_prepare_y``)."""
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            X = self.model._prepare_x(self.X)
+            self.model._prepare_y(self.y, X.shape[0])
+            self.backend.synchronize()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    def optimizer_denormal_fraction(self) -> float:
+        slots = [
+            _backend.to_numpy(b) for s in self.model.optimizer.slots for b in s.values()
+        ]
+        return denormal_fraction(slots)
+
+    def close(self) -> None:
+        del self.X, self.y, self.model
+
+
+class TorchRunner(Runner):
+    """PyTorch eager: ``nn.Sequential`` + ``optim.SGD`` + ``F.cross_entropy``."""
+
+    system = "pytorch"
+
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        X: np.ndarray,
+        y: np.ndarray,
+        batch_size: int,
+        device: str,
+        state: State,
+        lr: float = LR,
+        seed: int = SEED,
+    ):
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+        layers: list[torch.nn.Module] = []
+        dense = []
+        for i, (a, b) in enumerate(zip(sizes, sizes[1:], strict=False)):
+            lin = torch.nn.Linear(a, b)
+            dense.append(lin)
+            layers.append(lin)
+            if i < len(sizes) - 2:
+                layers.append(torch.nn.ReLU())
+        self.net = torch.nn.Sequential(*layers)
+        with torch.no_grad():
+            for i, lin in enumerate(dense):
+                lin.weight.copy_(torch.from_numpy(state[f"{2 * i}.W"].T.copy()))
+                lin.bias.copy_(torch.from_numpy(state[f"{2 * i}.b"]))
+        self.net.to(device=self.device, dtype=torch.float32)
+        self.opt = torch.optim.SGD(self.net.parameters(), lr=lr, momentum=MOMENTUM)
+        self.X = torch.from_numpy(X).to(self.device)
+        self.y = torch.from_numpy(y).to(self.device)
+        self.n = int(X.shape[0])
+        self.batch_size = int(batch_size)
+        self.gen = torch.Generator(device=self.device).manual_seed(seed)
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize(self.device)
+
+    def run_epoch(self) -> float:
+        torch, n, b = self.torch, self.n, self.batch_size
+        F = torch.nn.functional
+        perm = torch.randperm(n, device=self.device, generator=self.gen)
+        total = torch.zeros((), device=self.device)
+        for lo in range(0, n, b):
+            idx = perm[lo : lo + b]
+            xb, yb = self.X[idx], self.y[idx]
+            self.opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(self.net(xb), yb)
+            loss.backward()
+            self.opt.step()
+            total += loss.detach() * idx.shape[0]
+        mean = float(total) / n  # one read-back per epoch, as in xpnet
+        self.synchronize()
+        return mean
+
+    def optimizer_denormal_fraction(self) -> float:
+        bufs = [
+            s["momentum_buffer"].detach().cpu().numpy()
+            for s in self.opt.state.values()
+            if s.get("momentum_buffer") is not None
+        ]
+        return denormal_fraction(bufs)
+
+    def close(self) -> None:
+        del self.X, self.y, self.net, self.opt
+
+
+class SklearnRunner(Runner):
+    """scikit-learn ``MLPClassifier``: one ``partial_fit(X, y)`` per epoch.
+
+    ``partial_fit`` runs ``_fit(incremental=True)``, whose stochastic solver makes
+    one pass over ``gen_batches(n, batch_size)`` (last partial batch included),
+    shuffling the indices first, and then leaves the epoch loop ("if
+    incremental: break"); the optimizer (and its velocities) is created only on
+    the first call. That first call, on a few rows, happens here, outside the
+    timing; then the initial weights are copied in and the velocities zeroed.
+    """
+
+    system = "sklearn"
+
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        X: np.ndarray,
+        y: np.ndarray,
+        batch_size: int,
+        state: State,
+        lr: float = LR,
+        seed: int = SEED,
+    ):
+        import warnings
+
+        from sklearn.neural_network import (  # type: ignore[import-untyped, import-not-found, unused-ignore]
+            MLPClassifier,
+        )
+
+        self.X, self.y = X, y
+        self.clf = MLPClassifier(
+            hidden_layer_sizes=tuple(sizes[1:-1]),
+            activation="relu",
+            solver="sgd",
+            alpha=0.0,
+            batch_size=int(batch_size),
+            learning_rate="constant",
+            learning_rate_init=lr,
+            momentum=MOMENTUM,
+            nesterovs_momentum=False,
+            shuffle=True,
+            # A RandomState instance (not an int) so that each partial_fit call
+            # draws a fresh permutation instead of re-seeding the same one.
+            random_state=np.random.RandomState(seed),
+        )
+        first = min(len(X), int(batch_size))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.clf.partial_fit(X[:first], y[:first], classes=np.arange(CLASSES))
+        n_dense = len(sizes) - 1
+        for i in range(n_dense):
+            self.clf.coefs_[i][...] = state[f"{2 * i}.W"]
+            self.clf.intercepts_[i][...] = state[f"{2 * i}.b"]
+        # scikit-learn has no public handle on the SGD velocities
+        opt = self.clf._optimizer
+        opt.velocities = [np.zeros_like(v) for v in opt.velocities]
+        if self.clf.coefs_[0].dtype != np.float32:
+            raise XpnetError("scikit-learn did not keep float32 weights")
+
+    def run_epoch(self) -> float:
+        self.clf.partial_fit(self.X, self.y)
+        return float(self.clf.loss_)
+
+    def optimizer_denormal_fraction(self) -> float:
+        return denormal_fraction(self.clf._optimizer.velocities)
+
+    def close(self) -> None:
+        del self.clf, self.X, self.y
+
+
+def denormal_fraction(arrays: Sequence[Any]) -> float:
+    """Share of all values in the host ``arrays`` that are nonzero denormals."""
+    total = sum(int(np.size(a)) for a in arrays)
+    if not total:
+        return 0.0
+    count = 0
+    for a in arrays:
+        a = np.abs(np.asarray(a))
+        tiny = np.finfo(a.dtype).tiny
+        count += int(np.count_nonzero((a > 0) & (a < tiny)))
+    return count / total
+
+
+def make_runner(
+    system: str,
+    sizes: Sequence[int],
+    X: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    backend: Backend,
+    state: State | None,
+    lr: float = LR,
+) -> Runner:
+    """The runner of one ``system``; a peer needs xpnet's initial ``state``."""
+    if system == "xpnet":
+        return XpnetRunner(sizes, X, y, batch_size, backend, lr=lr)
+    if state is None:
+        raise XpnetError(f"{system} needs xpnet's initial weights")
+    if system == "pytorch":
+        return TorchRunner(sizes, X, y, batch_size, backend.device_name, state, lr=lr)
+    if system == "sklearn":
+        return SklearnRunner(sizes, X, y, batch_size, state, lr=lr)
+    raise XpnetError(f"unknown system {system!r}")
+
+
+def make_runners(
+    sizes: Sequence[int],
+    X: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    backend: Backend,
+    peers: Sequence[str] = PEERS,
+    lr: float = LR,
+    seed: int = SEED,
+) -> tuple[dict[str, Runner], dict[str, str]]:
+    """Runners for xpnet and each available peer, all from xpnet's initial weights.
+
+    Returns ``(runners, skipped)`` where ``skipped`` maps a peer to its reason.
+    """
+    device = backend.device_name
+    runners: dict[str, Runner] = {}
+    skipped: dict[str, str] = {}
+    xr = XpnetRunner(sizes, X, y, batch_size, backend, lr=lr, seed=seed)
+    runners["xpnet"] = xr
+    state = xr.initial_state()
+    for peer in PEERS:
+        if peer not in peers:
+            skipped[peer] = "skipped (not requested with --peers)"
+            continue
+        reason = peer_skip_reason(peer, device)
+        if reason:
+            skipped[peer] = reason
+            continue
+        if peer == "pytorch":
+            runners[peer] = TorchRunner(
+                sizes, X, y, batch_size, device, state, lr=lr, seed=seed
+            )
+        else:
+            runners[peer] = SklearnRunner(
+                sizes, X, y, batch_size, state, lr=lr, seed=seed
+            )
+    return runners, skipped
+
+
+def runner_extras(runner: Runner) -> dict[str, Any]:
+    """Diagnostics after a row: denormal share of optimizer state; for xpnet the
+    loop-only seconds of fit and the cost of fit's input checks."""
+    entry: dict[str, Any] = {}
+    try:
+        entry["optimizer_denormal_fraction"] = runner.optimizer_denormal_fraction()
+    except Exception:
+        pass
+    if isinstance(runner, XpnetRunner):
+        entry["fit_loop_s"] = statistics.median(runner.loop_seconds[-3:])
+        entry["input_checks_s"] = runner.input_check_seconds()
+    return entry
