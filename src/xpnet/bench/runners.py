@@ -110,9 +110,7 @@ class XpnetRunner(Runner):
         return statistics.median(times)
 
     def optimizer_denormal_fraction(self) -> float:
-        slots = [
-            _backend.to_numpy(b) for s in self.model.optimizer.slots for b in s.values()
-        ]
+        slots = [_backend.to_numpy(b) for b in self.model.optimizer.slots.values()]
         return denormal_fraction(slots)
 
     def close(self) -> None:
