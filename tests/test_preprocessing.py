@@ -274,3 +274,27 @@ def test_cli_standardize_does_not_hurt_mnist_sample():
     losses = [row["loss"] for row in result["history"]]
     assert losses[-1] < 0.1 < losses[0] < 1
     assert result["history"][-1]["test_accuracy"] >= 0.9505 - 0.005
+
+
+def test_transform_takes_pixels_or_already_scaled_floats(sample):
+    """Issue 8.3: floats already in [0, 1] were divided by the scale again."""
+    from xpnet.preprocessing import transform
+
+    pixels = sample.x_test[:5]
+    expected = transform(pixels, scale=255.0, deskew=True, image_shape=(28, 28))
+    for same in (pixels / 255.0, pixels.astype(np.float64), pixels.astype(np.int64)):
+        got = transform(same, scale=255.0, deskew=True, image_shape=(28, 28))
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+    # A model scaled by 1 saw floats in [0, 1]: integers are 0-255 pixels.
+    np.testing.assert_allclose(transform(pixels, scale=1.0), pixels / 255.0)
+    np.testing.assert_array_equal(transform(pixels * 2.0), pixels * 2.0)  # no scale
+    for bad, match in [
+        (pixels / 255.0 - 0.5, r"values in \[-0.5, 0.5\] do not fit"),
+        (pixels * 2.0, r"\[0, 510\] do not fit .* expects pixels 0-255 or floats"),
+        (np.full((1, 3), np.nan), "NaN or infinity"),
+        (np.ones((1, 3), bool), "expected numbers"),
+    ]:
+        with pytest.raises(XpnetError, match=match):
+            transform(bad, scale=255.0)
+    with pytest.raises(XpnetError, match=r"expects values in \[0, 1\]$"):
+        transform(np.full((1, 3), 2.0), scale=1.0)

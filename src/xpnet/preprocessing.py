@@ -441,17 +441,61 @@ def transform(
 
     Same steps in the same order (deskew, divide by ``scale``, standardise
     with the stored train-set ``mean``/``std``), e.g. for prediction inputs
-    or for data reloaded to resume a run. ``x: (n, n_features)`` raw values.
+    or for data reloaded to resume a run.
+
+    Args:
+        x: ``(n, n_features)`` samples. With a ``scale`` they may come in either
+            unit, told apart by their values: floats that all lie in [0, 1] are
+            taken as already scaled and are not divided again; other values are
+            raw, in [0, scale], and are divided by ``scale`` (integers given to a
+            model with ``scale`` 1, which saw floats in [0, 1], are 0-255 pixels).
+            Negative values, values above that range and NaN raise
+            :class:`XpnetError`. Deskewing is unaffected by the unit: its
+            shear does not depend on the intensities' scale.
+        deskew, scale, mean, std: the recorded steps (``scale`` None: none).
+        image_shape: ``(h, w)`` of the images, for ``deskew``.
+        dtype: ``"float32"`` or ``"float64"`` of the result.
+
+    Returns:
+        ``(n, n_features)`` floats of ``dtype``, as the model was trained on.
     """
     dt = _float_dtype(dtype)
-    x = np.asarray(x).astype(dt)
+    x = np.asarray(x)
+    divisor = _input_divisor(x, scale) if scale else None
+    x = x.astype(dt)
     if deskew:
         x = _deskew(x, image_shape).reshape(len(x), -1)
-    if scale:
-        x /= dt.type(scale)
+    if divisor is not None and divisor != 1.0:
+        x /= dt.type(divisor)
     if mean is not None:
         x = _apply_standardize(x, mean, std).astype(dt, copy=False)
     return x
+
+
+def _input_divisor(x: np.ndarray, scale: float) -> float:
+    """What to divide ``x`` by to bring it to [0, 1]; see :func:`transform`."""
+    if x.dtype == bool or not np.issubdtype(x.dtype, np.number):
+        raise XpnetError(f"expected numbers, got an array of {x.dtype}")
+    if np.issubdtype(x.dtype, np.complexfloating):
+        raise XpnetError("expected real numbers, got complex ones")
+    if x.size == 0:
+        return 1.0
+    lo, hi = float(np.min(x)), float(np.max(x))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise XpnetError("the values include NaN or infinity")
+    integers = np.issubdtype(x.dtype, np.integer)
+    if not integers and 0 <= lo and hi <= 1:
+        return 1.0
+    top = 255.0 if integers and scale == 1 else float(scale)
+    if 0 <= lo and hi <= top:
+        return top
+    expected = (f"pixels 0-{top:g}" if top == 255 else f"values in [0, {top:g}]") + (
+        " or floats already scaled to [0, 1]" if top != 1 else ""
+    )
+    raise XpnetError(
+        f"values in [{lo:g}, {hi:g}] do not fit this model's preprocessing, "
+        f"which expects {expected}"
+    )
 
 
 # preprocess's and transform's keyword arguments shadow these functions.
