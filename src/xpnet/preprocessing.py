@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -100,18 +100,30 @@ class Standardized(NamedTuple):
 
 
 def standardize(
-    x_train: np.ndarray, x_test: np.ndarray, *, min_std: float | None = None
+    x_train: np.ndarray,
+    x_test: np.ndarray,
+    *,
+    min_std: float | Literal["pooled"] = 0.0,
 ) -> Standardized:
     """Per-feature zero mean and unit variance, with statistics from the train set.
+
+    Each feature is divided by ``max(std, min_std)``; a constant feature (std zero
+    up to rounding) is only centred. With the default ``min_std=0`` every other
+    feature gets unit variance, as scikit-learn's StandardScaler does: right for
+    features in different units. For features that share one unit (pixels),
+    ``min_std="pooled"`` floors each std at the pooled std of ``x_train`` (the
+    spread of all its values together): features that vary more than the data
+    as a whole still get unit variance, quieter ones are divided by the pooled
+    std, as a global ``(x - mean) / std`` would, so none is amplified beyond
+    that. Without it MNIST's border pixels, lit in a handful of the training
+    images, become z-scores up to 70 (1,600 on the test set) that the network
+    learns: on the bundled 5,000-image sample, 93% test accuracy instead of 94.5%.
 
     Args:
         x_train: ``(n_train, n_features)`` numbers (e.g. pixels scaled to [0, 1]).
         x_test: ``(n_test, n_features)``, transformed with the train statistics.
-        min_std: floor on the per-feature std, in the units of ``x``, so constant
-            or nearly constant features (MNIST's blank border pixels) are not
-            divided by ~0 and blown up on the test set. Default: 1% of the largest
-            per-feature std. Features that are exactly constant with a zero floor
-            are only centred.
+        min_std: floor on the per-feature std, in the units of ``x``, or
+            ``"pooled"`` for the pooled std of ``x_train``.
 
     Returns:
         ``Standardized(x_train, x_test, mean, std)``: float arrays (float32 unless
@@ -128,9 +140,17 @@ def standardize(
     dtype = np.dtype(np.float64 if x_train.dtype == np.float64 else np.float32)
     mean = np.mean(x_train, axis=0, dtype=np.float64)
     std = np.sqrt(_sum_sq_dev(x_train, mean) / len(x_train))
-    floor = 0.01 * float(std.max()) if min_std is None else float(min_std)
+    if isinstance(min_std, str) and min_std == "pooled":
+        # The variance of all values together: within plus between features.
+        floor = math.sqrt(float(np.mean(std**2) + np.var(mean)))
+    elif not isinstance(min_std, str) and min_std >= 0:
+        floor = float(min_std)
+    else:
+        raise XpnetError(f"min_std must be a number >= 0 or 'pooled', got {min_std!r}")
     std = np.maximum(std, floor)
-    std[std == 0] = 1.0
+    # A constant feature's std is 0 or rounding noise of its mean's size: no
+    # unit to divide by, so it is only centred.
+    std[std <= 16 * np.finfo(dtype).eps * np.abs(mean)] = 1.0
     mean, std = mean.astype(dtype), std.astype(dtype)
     return Standardized(
         _apply_standardize(x_train, mean, std),
@@ -365,7 +385,9 @@ def preprocess(
 
     Steps, in order: ``deskew`` (images only, on the raw intensities), ``scale``
     (pixels 0-255 -> [0, 1], see :func:`xpnet.preprocessing.scale`), then
-    ``standardize`` (per-feature statistics of the train set). Labels are kept.
+    ``standardize`` (per-feature statistics of the train set; scaled features
+    share one unit, so their std is floored at the pooled std, unscaled ones
+    get plain z-scores: see :func:`standardize`). Labels are kept.
 
     Args:
         ds: raw dataset, e.g. ``x: (n, 784) uint8 pixels 0-255``.
@@ -396,7 +418,11 @@ def preprocess(
         x_test /= dt.type(divisor)
     mean = std = None
     if standardize:
-        x_train, x_test, mean, std = _standardize(x_train, x_test)
+        # Scaled features are intensities sharing one unit: the default floor
+        # (the pooled std) applies. Unscaled ones may each have their own unit.
+        x_train, x_test, mean, std = _standardize(
+            x_train, x_test, min_std="pooled" if scale else 0.0
+        )
     info = {"deskew": deskew, "scale": divisor, "mean": mean, "std": std}
     return replace(ds, x_train=x_train, x_test=x_test, preprocessing=info)
 
@@ -415,17 +441,61 @@ def transform(
 
     Same steps in the same order (deskew, divide by ``scale``, standardise
     with the stored train-set ``mean``/``std``), e.g. for prediction inputs
-    or for data reloaded to resume a run. ``x: (n, n_features)`` raw values.
+    or for data reloaded to resume a run.
+
+    Args:
+        x: ``(n, n_features)`` samples. With a ``scale`` they may come in either
+            unit, told apart by their values: floats that all lie in [0, 1] are
+            taken as already scaled and are not divided again; other values are
+            raw, in [0, scale], and are divided by ``scale`` (integers given to a
+            model with ``scale`` 1, which saw floats in [0, 1], are 0-255 pixels).
+            Negative values, values above that range and NaN raise
+            :class:`XpnetError`. Deskewing is unaffected by the unit: its
+            shear does not depend on the intensities' scale.
+        deskew, scale, mean, std: the recorded steps (``scale`` None: none).
+        image_shape: ``(h, w)`` of the images, for ``deskew``.
+        dtype: ``"float32"`` or ``"float64"`` of the result.
+
+    Returns:
+        ``(n, n_features)`` floats of ``dtype``, as the model was trained on.
     """
     dt = _float_dtype(dtype)
-    x = np.asarray(x).astype(dt)
+    x = np.asarray(x)
+    divisor = _input_divisor(x, scale) if scale else None
+    x = x.astype(dt)
     if deskew:
         x = _deskew(x, image_shape).reshape(len(x), -1)
-    if scale:
-        x /= dt.type(scale)
+    if divisor is not None and divisor != 1.0:
+        x /= dt.type(divisor)
     if mean is not None:
         x = _apply_standardize(x, mean, std).astype(dt, copy=False)
     return x
+
+
+def _input_divisor(x: np.ndarray, scale: float) -> float:
+    """What to divide ``x`` by to bring it to [0, 1]; see :func:`transform`."""
+    if x.dtype == bool or not np.issubdtype(x.dtype, np.number):
+        raise XpnetError(f"expected numbers, got an array of {x.dtype}")
+    if np.issubdtype(x.dtype, np.complexfloating):
+        raise XpnetError("expected real numbers, got complex ones")
+    if x.size == 0:
+        return 1.0
+    lo, hi = float(np.min(x)), float(np.max(x))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise XpnetError("the values include NaN or infinity")
+    integers = np.issubdtype(x.dtype, np.integer)
+    if not integers and 0 <= lo and hi <= 1:
+        return 1.0
+    top = 255.0 if integers and scale == 1 else float(scale)
+    if 0 <= lo and hi <= top:
+        return top
+    expected = (f"pixels 0-{top:g}" if top == 255 else f"values in [0, {top:g}]") + (
+        " or floats already scaled to [0, 1]" if top != 1 else ""
+    )
+    raise XpnetError(
+        f"values in [{lo:g}, {hi:g}] do not fit this model's preprocessing, "
+        f"which expects {expected}"
+    )
 
 
 # preprocess's and transform's keyword arguments shadow these functions.
