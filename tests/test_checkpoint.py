@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import zipfile
 from contextlib import redirect_stderr, redirect_stdout
 
@@ -335,8 +336,13 @@ def test_read_checkpoint_validates_too(good, tmp_path):
 def test_cli_evaluate_exits_2_with_one_line(good, tmp_path, edit):
     path = _edited(good, tmp_path, edit)
     out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = main(["evaluate", str(path), "--device", "cpu"])
+    logger = logging.getLogger("xpnet")
+    handlers, propagate = list(logger.handlers), logger.propagate
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            code = main(["evaluate", str(path), "--device", "cpu"])
+    finally:  # main() adds a handler and stops propagation (caplog needs it)
+        logger.handlers[:], logger.propagate = handlers, propagate
     assert code == 2, err.getvalue()
     lines = err.getvalue().splitlines()
     assert len(lines) == 1 and lines[0].startswith("xpnet: error: checkpoint")

@@ -15,6 +15,12 @@ the archive is authoritative. Both are written to a temporary name and then
 renamed, so an interrupted save never replaces a good file with a bad one.
 A checkpoint saved on the GPU loads on the CPU: arrays are stored as host
 NumPy arrays.
+
+Reading trusts nothing in the file (:func:`read_checkpoint`): the metadata's
+types and required keys, then the stored arrays' shapes against the
+architecture, are checked before any array data is read or any model built;
+non-finite weights, optimizer state or statistics are refused. Every problem
+is one :class:`CheckpointError` line (CLI exit status 2).
 """
 
 from __future__ import annotations

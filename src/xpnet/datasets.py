@@ -9,6 +9,8 @@ MNIST and Fashion-MNIST are downloaded on first use into a cache directory (see
 files. Every file is checked against its published md5 checksum; downloads go to a
 temporary file that is only moved under the final name once the checksum matches,
 so an interrupted or corrupt transfer never leaves a bad file in the cache.
+A download is abandoned (and the next mirror tried) when it exceeds the file's
+known size plus 10% or takes longer than its deadline (600 s by default).
 Mirrors are tried in order; ``XPNET_MIRRORS`` (comma-separated base URLs) or the
 ``mirrors=`` argument replace the built-in list, e.g. to use a local server.
 
@@ -484,7 +486,8 @@ def load_npz(path: str | os.PathLike) -> Dataset:
     number of features, ``y_test`` ``(n_test,)``. Trailing sample dimensions are
     flattened, so ``(n, 28, 28)`` images become ``(n, 784)`` with
     ``image_shape=(28, 28)``. An optional ``class_names`` array of strings names the
-    classes. ``num_classes`` is the largest label + 1.
+    classes. ``num_classes`` is the largest label + 1, which may be at most
+    :data:`MAX_CLASSES` and at most the number of samples (train + test).
 
     Raises:
         DatasetError: one line naming the file and the offending key.
