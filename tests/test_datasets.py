@@ -2,12 +2,14 @@
 sample, and bring-your-own .npz files. Nothing here touches the internet."""
 
 import http.server
+import io
 import logging
 import os
 import socket
 import threading
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +67,9 @@ class _MirrorHandler(http.server.BaseHTTPRequestHandler):
             return
         if mode == "slow":
             time.sleep(1.0)
+        if mode in ("endless", "huge", "drip"):
+            self._misbehave(mode, data)
+            return
         if mode == "corrupt":
             flipped = bytearray(data)
             flipped[len(flipped) // 2] ^= 0xFF
@@ -77,6 +82,28 @@ class _MirrorHandler(http.server.BaseHTTPRequestHandler):
             # Promise the whole file, send half, and let HTTP/1.0 close the socket.
             data = data[: len(data) // 2]
         self.wfile.write(data)
+
+    def _misbehave(self, mode, data):
+        """endless: zeros with no length, forever; huge: announce 2 GiB;
+        drip: the real length, then one byte every 20 ms. Each stops when the
+        client hangs up, or after 20 s at most."""
+        self.send_response(200)
+        if mode == "huge":
+            self.send_header("Content-Length", str(2**31))
+        elif mode == "drip":
+            self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        stop = time.monotonic() + 20
+        try:
+            while time.monotonic() < stop:
+                if mode == "drip":
+                    self.wfile.write(b"\0")
+                    self.wfile.flush()
+                    time.sleep(0.02)
+                else:
+                    self.wfile.write(bytes(1 << 16))
+        except OSError:
+            pass  # the client gave up, as it should
 
     def log_message(self, *args):
         pass
@@ -205,6 +232,50 @@ def test_404_refused_and_timeout_fall_back(tmp_path, mirror, closed_port_url, ca
     assert "timed out after 0.2 s" in caplog.text
     assert ds.y_test.shape == (10000,)
     assert sorted(os.listdir(tmp_path / "mnist")) == sorted(IDX_FILES)
+
+
+def test_endless_stream_is_cut_at_the_size_cap(tmp_path, mirror, caplog):
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    ds = _load(
+        tmp_path, [mirror.base("endless"), mirror.base("good")], max_bytes=2 * 10**6
+    )
+    assert "sent more than the 2,000,000 bytes expected" in caplog.text
+    assert len(mirror.hits("endless")) == 4 and len(mirror.hits("good")) == 4
+    assert sorted(os.listdir(tmp_path / "mnist")) == sorted(IDX_FILES)
+    assert ds.x_train.shape == (5000, 784)
+
+
+def test_default_cap_is_the_known_size_plus_a_margin(tmp_path, mirror):
+    with pytest.raises(DatasetError) as info:
+        _load(tmp_path, [mirror.base("endless")])
+    cap = int(datasets.MNIST_SIZES["train-images-idx3-ubyte.gz"] * 1.1)
+    assert f"sent more than the {cap:,} bytes expected" in str(info.value)
+    assert os.listdir(tmp_path / "mnist") == []  # nothing left in the cache
+
+
+def test_announced_size_over_the_cap_is_refused_unread(tmp_path, mirror):
+    with pytest.raises(DatasetError, match="announces 2,147,483,648 bytes"):
+        _load(tmp_path, [mirror.base("huge")])
+    assert os.listdir(tmp_path / "mnist") == []
+
+
+def test_slow_drip_hits_the_deadline_and_falls_back(tmp_path, mirror, caplog):
+    # Each byte comes well within the 5 s read timeout; only the overall
+    # deadline stops it (before: 65,536 bytes at 20 ms each per read).
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    urls = [mirror.base("drip"), mirror.base("good")]
+    ds = _load(tmp_path, urls, timeout=5, deadline=0.2)
+    assert "download deadline of 0.2 s passed" in caplog.text
+    assert len(mirror.hits("drip")) == 4 and len(mirror.hits("good")) == 4
+    assert ds.y_train.shape == (5000,)
+
+
+@pytest.mark.parametrize(
+    "kw", [{"deadline": 0}, {"deadline": float("nan")}, {"max_bytes": -1}]
+)
+def test_limits_must_be_positive(tmp_path, kw):
+    with pytest.raises(DatasetError, match="must be a positive number"):
+        _load(tmp_path, ["http://127.0.0.1:9/"], **kw)
 
 
 def test_all_mirrors_fail_gives_one_clear_error(tmp_path, mirror, closed_port_url):
@@ -474,6 +545,44 @@ def test_npz_not_an_archive(tmp_path):
         np.save(f, np.zeros(3))
     _npz_error(single, "holds a single array")
     _npz_error(tmp_path / "absent.npz", "no such file")
+
+
+def test_npz_zip_without_npy_members(tmp_path):
+    path = tmp_path / "notes.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("readme.txt", "hello")
+        z.writestr("x_train", "no .npy suffix: numpy.load returns the raw bytes")
+    msg = _npz_error(path, "missing key 'x_train'")
+    assert "found: readme.txt, x_train" in msg
+    with zipfile.ZipFile(path, "w") as z:
+        for key in ("x_train", "y_train", "x_test", "y_test"):
+            z.writestr(f"{key}.npy", b"not an array")
+    _npz_error(path, "cannot read the header of array 'x_train'")
+
+
+def test_npz_header_declaring_more_than_the_file_holds(tmp_path):
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (10**7, 10**5)}
+    )
+    path = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("x_train.npy", header.getvalue() + bytes(10**5))
+    _npz_error(path, "declares shape \\(10000000, 100000\\) float64")
+
+
+@pytest.mark.parametrize(
+    ("labels", "match"),
+    [
+        (np.array([0, 1, 10**9, 2, 0, 1]), "label 1000000000, but at most 65,536"),
+        (np.array([0, 1, 2**64 - 1, 2, 0, 1], np.uint64), "label 18446744073709551615"),
+        (np.array([0, 1, 40, 2, 0, 1]), "41 classes for only 18 samples"),
+    ],
+)
+def test_npz_absurd_labels(tmp_path, labels, match):
+    # Before: a label of 10**9 made a 10**9-output model (MemoryError).
+    msg = _npz_error(_npz(tmp_path / "m.npz", y_test=labels), match)
+    assert "renumber" in msg
 
 
 def test_npz_path_object_and_big_endian_data(tmp_path):

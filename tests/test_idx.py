@@ -2,6 +2,8 @@
 
 import gzip
 import os
+import tracemalloc
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +136,44 @@ def test_cut_gzip_stream(tmp_path):
     path = tmp_path / "cut.gz"
     path.write_bytes(good[: len(good) // 2])
     _raise_one_line(path, "corrupt gzip data")
+
+
+def _gzip_bomb(path, head: bytes, zeros: int) -> None:
+    """``head`` then ``zeros`` zero bytes, gzip-compressed as a stream."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: gzip container
+    with open(path, "wb") as f:
+        f.write(packer.compress(head))
+        block = bytes(1 << 20)
+        for _ in range(zeros >> 20):
+            f.write(packer.compress(block))
+        f.write(packer.flush())
+
+
+def test_gzip_bomb_is_not_decompressed_past_the_declared_size(tmp_path):
+    # A 10-image header followed by 256 MiB of zeros (a 250 kB file): before,
+    # the whole stream was decompressed in memory before the size check.
+    path = tmp_path / "bomb-idx3-ubyte.gz"
+    _gzip_bomb(path, _idx_bytes(np.zeros((10, 28, 28), np.uint8)), 256 << 20)
+    tracemalloc.start()
+    try:
+        msg = _raise_one_line(path, "trailing garbage")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "header says 10x28x28 = 7840 bytes of data, file has more" in msg
+    assert peak < 16 << 20
+
+
+def test_gzip_trailing_data_and_huge_declared_size(tmp_path):
+    path = tmp_path / "labels.gz"
+    path.write_bytes(gzip.compress(_idx_bytes(np.arange(6, dtype=np.int16)) + b"x"))
+    _raise_one_line(path, "trailing garbage: header says 6 = 12 bytes")
+    # A header declaring 4 GB over 100 bytes of data: truncated, nothing huge
+    # allocated on the way.
+    path.write_bytes(
+        gzip.compress(bytes([0, 0, 8, 1]) + (2**32 - 1).to_bytes(4, "big") + bytes(100))
+    )
+    _raise_one_line(path, "truncated: header says 4294967295 = 4294967295 bytes")
 
 
 def test_missing_file(tmp_path):

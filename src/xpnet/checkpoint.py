@@ -15,25 +15,33 @@ the archive is authoritative. Both are written to a temporary name and then
 renamed, so an interrupted save never replaces a good file with a bad one.
 A checkpoint saved on the GPU loads on the CPU: arrays are stored as host
 NumPy arrays.
+
+Reading trusts nothing in the file (:func:`read_checkpoint`): the metadata's
+types and required keys, then the stored arrays' shapes against the
+architecture, are checked before any array data is read or any model built;
+non-finite weights, optimizer state or statistics are refused. Every problem
+is one :class:`CheckpointError` line (CLI exit status 2).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import __version__
-from .backend import Backend, resolve, to_numpy
+from .backend import DTYPES, Backend, resolve, to_numpy
 from .errors import XpnetError
 from .idx import atomic_write
+from .layers import Dense
 from .losses import LOSSES
 from .model import Sequential, layer_from_config
+from .npz import NpzArchive, NpzFormatError
 from .optimizers import OPTIMIZERS, Optimizer
 from .schedules import schedule_from_config, schedule_name
 
@@ -132,36 +140,346 @@ def _json_default(value: Any) -> Any:
 def read_checkpoint(
     path: str | os.PathLike,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """(metadata, arrays) of a checkpoint, validated; raises CheckpointError."""
+    """(metadata, arrays) of a checkpoint, validated; raises CheckpointError.
+
+    Nothing in the file is trusted: the metadata's types and required keys,
+    then the stored arrays' shapes (read from their headers) are checked
+    against the architecture before any array data is read, so a small file
+    cannot make us allocate what its metadata claims; parameters, optimizer
+    state and preprocessing statistics must be finite.
+    """
     path = Path(path)
+    where = str(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+        raise CheckpointError(f"checkpoint {where!r} does not exist")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        archive = NpzArchive(path)
+    except NpzFormatError as exc:
         raise CheckpointError(
-            f"checkpoint {str(path)!r} is corrupt or not an xpnet .npz file "
-            f"({type(exc).__name__}: {exc}); save it again"
+            f"checkpoint {where!r} is corrupt or not an xpnet .npz file ({exc}); "
+            "save it again"
         ) from None
-    if "meta" not in arrays:
+    with archive:
+        meta = _read_meta(archive, where)
+        _check_meta(meta, where)
+        expected = _expected_shapes(meta, where)
+        _check_shapes(archive, expected, where)
+        arrays = {}
+        for name in archive.headers:
+            try:
+                arrays[name] = archive.read(name)
+            except NpzFormatError as exc:
+                raise CheckpointError(
+                    f"checkpoint {where!r}: cannot read array {name!r} ({exc}); "
+                    "the file is damaged: save it again"
+                ) from None
+            if name.startswith(_CHECKED) and not np.isfinite(arrays[name]).all():
+                raise CheckpointError(
+                    f"checkpoint {where!r}: array {name!r} contains NaN or infinite "
+                    "values (a diverged model); use an earlier checkpoint or retrain"
+                )
+            if name == "prep/std" and not (arrays[name] > 0).all():
+                raise CheckpointError(
+                    f"checkpoint {where!r}: array 'prep/std' has values <= 0, "
+                    "which standardisation would divide by; save it again"
+                )
+    del arrays["meta"]
+    return meta, arrays
+
+
+# Arrays whose values are checked: they feed the model and its inputs.
+_CHECKED = ("param/", "opt/", "prep/")
+# Generous: a million-epoch history is about 200 MB.
+_MAX_META_BYTES = 256 << 20
+_MAX_COUNT = 2**63 - 1  # what the counters may reach (int64 everywhere else)
+
+
+def _bad(where: str, what: str) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint {where!r} has invalid metadata: {what}; the file is damaged "
+        "or not written by xpnet: save it again"
+    )
+
+
+def _read_meta(archive: NpzArchive, where: str) -> dict[str, Any]:
+    """The decoded JSON metadata; a dict with the xpnet format markers."""
+    header = archive.headers.get("meta")
+    if header is None:
         raise CheckpointError(
-            f"{str(path)!r} is an .npz file but not an xpnet checkpoint (no metadata)"
+            f"{where!r} is an .npz file but not an xpnet checkpoint (no metadata)"
         )
+    if header.dtype != np.uint8 or len(header.shape) != 1:
+        raise _bad(where, f"meta is {header.shape} {header.dtype}, not UTF-8 bytes")
+    if header.nbytes > _MAX_META_BYTES:
+        raise _bad(where, f"meta is {header.nbytes:,} bytes long")
     try:
-        meta = json.loads(arrays.pop("meta").tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = archive.read("meta").tobytes().decode("utf-8")
+        meta = json.loads(text)
+    except NpzFormatError as exc:
+        raise _bad(where, f"cannot read it ({exc})") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # ValueError: bad JSON, or integers beyond Python's digit limit.
         raise CheckpointError(
-            f"checkpoint {str(path)!r} has corrupt metadata ({exc})"
+            f"checkpoint {where!r} has corrupt metadata ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:200]}); save it again"
         ) from None
+    if not isinstance(meta, dict):
+        raise _bad(where, f"it is a JSON {type(meta).__name__}, not an object")
     if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{str(path)!r} is not an xpnet checkpoint")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{where!r} is not an xpnet checkpoint")
+    version = meta.get("format_version")
+    if not _is_int(version) or version < 1:
+        raise _bad(where, f"format_version is {_show(version)}")
+    if version > FORMAT_VERSION:
         raise CheckpointError(
-            f"checkpoint {str(path)!r} has format version {meta['format_version']}; "
+            f"checkpoint {where!r} has format version {version}; "
             f"this xpnet {__version__} reads up to {FORMAT_VERSION}: upgrade xpnet"
         )
-    return meta, arrays
+    return meta
+
+
+def _show(value: Any) -> str:
+    """A short repr of a JSON value, for messages."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _get(
+    obj: dict[str, Any], key: str, kind: type | tuple, where: str, path: str
+) -> Any:
+    """``obj[key]``, which must exist and be a ``kind``; else CheckpointError."""
+    if key not in obj:
+        raise _bad(where, f"{path}{key} is missing")
+    value = obj[key]
+    if isinstance(value, bool) and kind in (int, float):
+        raise _bad(where, f"{path}{key} is {_show(value)}")
+    if not isinstance(value, kind):
+        raise _bad(where, f"{path}{key} is {_show(value)}")
+    return value
+
+
+def _nonfinite(value: Any, path: str) -> str | None:
+    """The path of the first NaN/infinity in a JSON value, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _nonfinite(item, f"{path}.{key}" if path else str(key))
+        if found:
+            return found
+    return None
+
+
+def _check_meta(meta: dict[str, Any], where: str) -> None:
+    """Types and required keys of everything xpnet reads from the metadata."""
+    # history only reports past epochs; a NaN there harms nothing.
+    found = _nonfinite({k: v for k, v in meta.items() if k != "history"}, "")
+    if found:
+        raise _bad(where, f"{found} is not a finite number")
+    arch = _get(meta, "architecture", dict, where, "")
+    layers = _get(arch, "layers", list, where, "architecture.")
+    if not layers or not all(isinstance(c, dict) for c in layers):
+        raise _bad(where, "architecture.layers must be a non-empty list of objects")
+    _get(arch, "loss", dict, where, "architecture.")
+    dtype = _get(arch, "dtype", str, where, "architecture.")
+    if dtype not in DTYPES:
+        raise _bad(where, f"architecture.dtype is {_show(dtype)}")
+    if "task" in arch and not isinstance(arch["task"], str | None):
+        raise _bad(where, f"architecture.task is {_show(arch['task'])}")
+    opt = _get(meta, "optimizer", dict, where, "")
+    _get(opt, "name", str, where, "optimizer.")
+    _get(opt, "config", dict, where, "optimizer.")
+    _get(opt, "schedule", dict, where, "optimizer.")
+    for key, obj, path in (
+        ("iterations", opt, "optimizer."),
+        ("epochs_trained", meta, ""),
+    ):
+        value = _get(obj, key, int, where, path)
+        if not 0 <= value <= _MAX_COUNT:
+            raise _bad(where, f"{path}{key} is {_show(value)}")
+    seed = meta.get("seed")
+    if seed is not None and not (_is_int(seed) and 0 <= seed <= 2**128):
+        raise _bad(where, f"seed is {_show(seed)}")
+    rng_state = _get(meta, "rng_state", dict, where, "")
+    try:
+        # The shuffling generator is a PCG64 (numpy.random.default_rng).
+        np.random.PCG64().state = rng_state
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:
+        raise _bad(where, f"rng_state is unusable ({type(exc).__name__})") from None
+    _check_sections(meta, where)
+
+
+def _check_sections(meta: dict[str, Any], where: str) -> None:
+    """The optional sections the CLI reads: dataset, options, preprocessing."""
+    for key, kind in (
+        ("dataset", dict),
+        ("train_options", dict),
+        ("preprocessing", dict),
+        ("history", list),
+        ("saved_from", dict),
+    ):
+        if key in meta and not isinstance(meta[key], kind):
+            raise _bad(where, f"{key} is {_show(meta[key])}")
+    if not all(isinstance(r, dict) for r in meta.get("history", [])):
+        raise _bad(where, "history must be a list of objects")
+    dataset = meta.get("dataset", {})
+    if not isinstance(dataset.get("name", ""), str):
+        raise _bad(where, f"dataset.name is {_show(dataset['name'])}")
+    shape = dataset.get("image_shape")
+    if shape is not None and not (
+        isinstance(shape, list)
+        and len(shape) == 2
+        and all(_is_int(d) and 1 <= d <= 2**31 for d in shape)
+    ):
+        raise _bad(where, f"dataset.image_shape is {_show(shape)}")
+    names = dataset.get("class_names")
+    if names is not None and not (
+        isinstance(names, list) and all(isinstance(n, str) for n in names)
+    ):
+        raise _bad(where, "dataset.class_names must be a list of strings")
+    options = meta.get("train_options", {})
+    kinds: dict[str, tuple[type, ...]] = {
+        "dataset": (str,),
+        "activation": (str,),
+        "loss": (str,),
+        "optimizer": (str,),
+        "dtype": (str,),
+        "hidden": (list,),
+        "batch_size": (int,),
+        "seed": (int, type(None)),
+        "lr": (int, float, type(None)),
+        "momentum": (int, float),
+        "weight_decay": (int, float, type(None)),
+        "lr_decay": (int, float, type(None)),
+        "nesterov": (bool,),
+        "deskew": (bool,),
+        "standardize": (bool,),
+        "no_scale": (bool,),
+    }
+    for key, kind in kinds.items():
+        value = options.get(key)
+        if key not in options:
+            continue
+        if (isinstance(value, bool) and bool not in kind) or not isinstance(
+            value, kind
+        ):
+            raise _bad(where, f"train_options.{key} is {_show(value)}")
+    if "batch_size" in options and options["batch_size"] < 1:
+        raise _bad(where, f"train_options.batch_size is {options['batch_size']}")
+    if "hidden" in options and not all(
+        _is_int(h) and h >= 1 for h in options["hidden"]
+    ):
+        raise _bad(where, f"train_options.hidden is {_show(options['hidden'])}")
+    prep = meta.get("preprocessing", {})
+    for key in ("deskew", "standardize"):
+        if not isinstance(prep.get(key, False), bool):
+            raise _bad(where, f"preprocessing.{key} is {_show(prep[key])}")
+    scale = prep.get("scale")
+    if scale is not None and not (_is_number(scale) and scale > 0):
+        raise _bad(where, f"preprocessing.scale is {_show(scale)}")
+
+
+def _expected_shapes(meta: dict[str, Any], where: str) -> dict[str, tuple]:
+    """Array name -> the shape the architecture needs (``None``: any shape).
+
+    Builds the (parameter-free) layer, loss and optimizer objects to validate
+    their settings; nothing here allocates arrays.
+    """
+    arch = meta["architecture"]
+    try:
+        layers = [layer_from_config(c) for c in arch["layers"]]
+        loss_type = arch["loss"].get("type")
+        loss_cls = next(c for c in LOSSES.values() if c.__name__ == loss_type)
+        loss = loss_cls(**{k: v for k, v in arch["loss"].items() if k != "type"})
+        optimizer = optimizer_from_config(meta["optimizer"])
+    except StopIteration:
+        raise _bad(where, f"unknown loss {_show(loss_type)}") from None
+    except (XpnetError, KeyError, TypeError, ValueError, OverflowError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise _bad(where, f"unusable architecture or optimizer ({reason})") from None
+    for obj in (*layers, loss, optimizer, optimizer.schedule):
+        for key, value in vars(obj).items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise _bad(where, f"{type(obj).__name__} {key} is {value}")
+    dense = [(i, layer) for i, layer in enumerate(layers) if isinstance(layer, Dense)]
+    if not dense:
+        raise _bad(where, "the architecture has no Dense layer")
+    for (_, a), (_, b) in zip(dense, dense[1:], strict=False):
+        if a.out_features != b.in_features:
+            raise _bad(
+                where,
+                f"layer sizes do not chain ({a.out_features} outputs feed "
+                f"{b.in_features} inputs)",
+            )
+    params = []
+    for i, layer in dense:
+        params += [
+            (f"{i}.W", (layer.in_features, layer.out_features)),
+            (f"{i}.b", (layer.out_features,)),
+        ]
+    expected: dict[str, tuple | None] = {"meta": None}
+    expected.update((f"param/{key}", shape) for key, shape in params)
+    for j, (_, shape) in enumerate(params):
+        for slot in optimizer.slot_names:
+            expected[f"opt/slot{j}.{slot}"] = shape
+    n_features = dense[0][1].in_features
+    expected["prep/mean"] = expected["prep/std"] = (n_features,)
+    dataset = meta.get("dataset", {})
+    shape = dataset.get("image_shape")
+    if shape and meta.get("preprocessing", {}).get("deskew"):
+        if shape[0] * shape[1] != n_features:
+            raise _bad(
+                where,
+                f"dataset.image_shape {shape} does not hold the model's "
+                f"{n_features} inputs",
+            )
+    return expected
+
+
+def _check_shapes(
+    archive: NpzArchive, expected: dict[str, tuple | None], where: str
+) -> None:
+    """Stored arrays against the architecture, before reading their data."""
+    headers = archive.headers
+    known = ("param/", "opt/", "prep/")
+    unexpected = sorted(n for n in headers if n.startswith(known) and n not in expected)
+    params = [n for n in expected if n.startswith("param/")]
+    slots = [n for n in expected if n.startswith("opt/")]
+    missing = [n for n in params if n not in headers]
+    # No optimizer state at all is fine (saved before the first update).
+    if any(n in headers for n in slots):
+        missing += [n for n in slots if n not in headers]
+    if ("prep/mean" in headers) != ("prep/std" in headers):
+        missing += [n for n in ("prep/mean", "prep/std") if n not in headers]
+    if unexpected or missing:
+        raise CheckpointError(
+            f"checkpoint {where!r} does not match its architecture: missing "
+            f"{', '.join(missing) or 'nothing'}, unexpected "
+            f"{', '.join(unexpected[:5]) or 'nothing'}; save it again"
+        )
+    for name, shape in expected.items():
+        header = headers.get(name)
+        if header is None or shape is None:
+            continue
+        if header.shape != shape or header.dtype.kind != "f":
+            raise CheckpointError(
+                f"checkpoint {where!r}: array {name!r} is {header.shape} "
+                f"{header.dtype} but the architecture needs {shape} floats; the "
+                "file is damaged or was edited: save it again"
+            )
 
 
 def load_checkpoint(
@@ -169,8 +487,10 @@ def load_checkpoint(
 ) -> tuple[Sequential, dict[str, Any]]:
     """Rebuild the model saved at ``path`` on ``device`` and restore its state.
 
-    Returns ``(model, metadata)``; the model continues training exactly where
-    the saved one stopped (same optimizer state and shuffling RNG).
+    The file is validated first (:func:`read_checkpoint`): bad files raise
+    :class:`CheckpointError` before anything is built. Returns
+    ``(model, metadata)``; the model continues training exactly where the
+    saved one stopped (same optimizer state and shuffling RNG).
     """
     meta, arrays = read_checkpoint(path)
     where = str(path)
@@ -185,14 +505,20 @@ def load_checkpoint(
         raise CheckpointError(
             f"checkpoint {where!r} has an unreadable architecture ({exc!r})"
         ) from None
-    model = Sequential(
-        layers,
-        loss=loss_cls(**loss_config),
-        optimizer=optimizer,
-        device=resolve(device, backend),
-        dtype=arch["dtype"],
-        seed=meta.get("seed"),
-    )
+    device = resolve(device, backend)
+    try:
+        model = Sequential(
+            layers,
+            loss=loss_cls(**loss_config),
+            optimizer=optimizer,
+            device=device,
+            dtype=arch["dtype"],
+            seed=meta.get("seed"),
+        )
+    except XpnetError as exc:
+        raise CheckpointError(
+            f"checkpoint {where!r} has an unusable architecture: {exc}"
+        ) from None
     params = {
         k[len("param/") :]: v for k, v in arrays.items() if k.startswith("param/")
     }

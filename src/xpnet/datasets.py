@@ -9,6 +9,8 @@ MNIST and Fashion-MNIST are downloaded on first use into a cache directory (see
 files. Every file is checked against its published md5 checksum; downloads go to a
 temporary file that is only moved under the final name once the checksum matches,
 so an interrupted or corrupt transfer never leaves a bad file in the cache.
+A download is abandoned (and the next mirror tried) when it exceeds the file's
+known size plus 10% or takes longer than its deadline (600 s by default).
 Mirrors are tried in order; ``XPNET_MIRRORS`` (comma-separated base URLs) or the
 ``mirrors=`` argument replace the built-in list, e.g. to use a local server.
 
@@ -27,7 +29,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,14 +37,18 @@ import numpy as np
 
 from xpnet.errors import XpnetError
 from xpnet.idx import atomic_write, read_idx
+from xpnet.npz import NpzArchive, NpzFormatError
 
 __all__ = [
     "DATASET_NAMES",
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_MD5",
+    "FASHION_MNIST_SIZES",
     "IDX_FILES",
     "MNIST_CLASSES",
+    "MAX_CLASSES",
     "MNIST_MD5",
+    "MNIST_SIZES",
     "Dataset",
     "DatasetError",
     "build_mnist_sample",
@@ -84,6 +89,30 @@ FASHION_MNIST_MD5: dict[str, str] = {
     "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
 }
 
+#: Sizes in bytes of the official MNIST files (what the mirrors serve).
+MNIST_SIZES: dict[str, int] = {
+    "train-images-idx3-ubyte.gz": 9_912_422,
+    "train-labels-idx1-ubyte.gz": 28_881,
+    "t10k-images-idx3-ubyte.gz": 1_648_877,
+    "t10k-labels-idx1-ubyte.gz": 4_542,
+}
+
+#: Sizes in bytes of the official Fashion-MNIST files.
+FASHION_MNIST_SIZES: dict[str, int] = {
+    "train-images-idx3-ubyte.gz": 26_421_880,
+    "train-labels-idx1-ubyte.gz": 29_515,
+    "t10k-images-idx3-ubyte.gz": 4_422_102,
+    "t10k-labels-idx1-ubyte.gz": 5_148,
+}
+
+#: A download may exceed the known size by this fraction (mirrors of modified
+#: files, given with ``checksums=``); beyond it the mirror is abandoned, so a
+#: misbehaving server cannot fill the cache.
+SIZE_MARGIN = 0.1
+
+#: Default seconds one file's download from one mirror may take in all.
+DOWNLOAD_DEADLINE = 600.0
+
 MNIST_CLASSES = tuple(str(d) for d in range(10))
 FASHION_MNIST_CLASSES = (
     "T-shirt/top",
@@ -111,6 +140,15 @@ _SAMPLE_RESOURCE = "data/mnist-sample.npz"
 _SAMPLE_HINT = "or use the bundled offline sample with --dataset mnist-sample"
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
+#: Most classes a bring-your-own dataset may have (labels 0 .. MAX_CLASSES - 1):
+#: far beyond any MLP classifier's use, far below the memory a label of 10**9
+#: would take as model outputs.
+MAX_CLASSES = 2**16
+_RENUMBER_HINT = (
+    "labels must be 0, 1, ..., num_classes - 1 (renumber them with "
+    "np.unique(y, return_inverse=True))"
+)
+
 
 @dataclass(frozen=True)
 class _RemoteSpec:
@@ -118,6 +156,7 @@ class _RemoteSpec:
 
     mirrors: tuple[str, ...]
     md5: Mapping[str, str]
+    sizes: Mapping[str, int]
     class_names: tuple[str, ...]
 
 
@@ -129,6 +168,7 @@ _REMOTE: dict[str, _RemoteSpec] = {
             "http://yann.lecun.com/exdb/mnist/",
         ),
         md5=MNIST_MD5,
+        sizes=MNIST_SIZES,
         class_names=MNIST_CLASSES,
     ),
     "fashion-mnist": _RemoteSpec(
@@ -138,6 +178,7 @@ _REMOTE: dict[str, _RemoteSpec] = {
             "data/fashion/",
         ),
         md5=FASHION_MNIST_MD5,
+        sizes=FASHION_MNIST_SIZES,
         class_names=FASHION_MNIST_CLASSES,
     ),
 }
@@ -246,6 +287,8 @@ def load_dataset(
     download: bool = True,
     mirrors: Sequence[str] | None = None,
     timeout: float = 30.0,
+    deadline: float = DOWNLOAD_DEADLINE,
+    max_bytes: int | None = None,
     progress: bool = False,
     checksums: Mapping[str, str] | None = None,
 ) -> Dataset:
@@ -260,7 +303,14 @@ def load_dataset(
         download: fetch missing or corrupt files; if False, only use the cache.
         mirrors: base URLs tried in order; default ``$XPNET_MIRRORS``
             (comma-separated) or the dataset's public mirrors.
-        timeout: seconds to wait on a connection before moving to the next mirror.
+        timeout: seconds to wait for a connection, or for the next bytes of a
+            download, before moving to the next mirror.
+        deadline: seconds one file's download from one mirror may take in all
+            (checked between reads, so it can run over by up to ``timeout``);
+            then the next mirror is tried. Default 600.
+        max_bytes: the most bytes accepted for one file; default: its known
+            size plus 10% (:data:`MNIST_SIZES`, :data:`FASHION_MNIST_SIZES`).
+            A larger download is abandoned and the next mirror tried.
         progress: print download progress to stderr.
         checksums: md5 per file name, replacing the official ones (for tests and
             private mirrors of modified files).
@@ -284,6 +334,8 @@ def load_dataset(
             download=download,
             mirrors=mirrors,
             timeout=timeout,
+            deadline=deadline,
+            max_bytes=max_bytes,
             progress=progress,
             checksums=checksums,
         )
@@ -434,7 +486,8 @@ def load_npz(path: str | os.PathLike) -> Dataset:
     number of features, ``y_test`` ``(n_test,)``. Trailing sample dimensions are
     flattened, so ``(n, 28, 28)`` images become ``(n, 784)`` with
     ``image_shape=(28, 28)``. An optional ``class_names`` array of strings names the
-    classes. ``num_classes`` is the largest label + 1.
+    classes. ``num_classes`` is the largest label + 1, which may be at most
+    :data:`MAX_CLASSES` and at most the number of samples (train + test).
 
     Raises:
         DatasetError: one line naming the file and the offending key.
@@ -450,7 +503,7 @@ def load_npz(path: str | os.PathLike) -> Dataset:
         )
     y_train = _check_y(arrays["y_train"], len(x_train), where, "y_train")
     y_test = _check_y(arrays["y_test"], len(x_test), where, "y_test")
-    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    num_classes = _check_num_classes(y_train, y_test, where)
     image_shape = shape_train if len(shape_train) == 2 else None
     if image_shape is not None and shape_test != shape_train:
         image_shape = None
@@ -468,40 +521,40 @@ def load_npz(path: str | os.PathLike) -> Dataset:
 
 
 def _read_npz(path: Path, where: str) -> tuple[dict[str, np.ndarray], object]:
-    """The four required arrays (and ``class_names`` or None) of an .npz file."""
+    """The four required arrays (and ``class_names`` or None) of an .npz file.
+
+    Headers are read before any data (see :mod:`xpnet.npz`), so a file cannot
+    make us allocate more than it physically holds.
+    """
     if not path.is_file():
         raise DatasetError(f"{where}: no such file")
     try:
-        npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        # Anything that is neither zip nor .npy makes NumPy try (and refuse) pickle.
-        reason = " ".join(str(e).split())
-        raise DatasetError(f"{where}: not a readable .npz file ({reason})") from None
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise DatasetError(
-            f"{where}: holds a single array; expected an .npz archive with arrays "
-            "x_train, y_train, x_test, y_test (np.savez)"
-        )
+        npz = NpzArchive(path)
+    except NpzFormatError as e:
+        raise DatasetError(f"{where}: not a readable .npz file ({e})") from None
     with npz:
-        missing = [k for k in _NPZ_KEYS if k not in npz.files]
+        missing = [k for k in _NPZ_KEYS if k not in npz.headers]
         if missing:
-            found = ", ".join(npz.files) or "none"
+            found = ", ".join([*npz.headers, *npz.others]) or "none"
             raise DatasetError(
                 f"{where}: missing key {missing[0]!r} (needs x_train, y_train, "
-                f"x_test, y_test; found: {found})"
+                f"x_test, y_test, saved with np.savez; found: {found})"
             )
         arrays = {k: _npz_array(npz, k, where) for k in _NPZ_KEYS}
-        names = _npz_array(npz, "class_names", where) if "class_names" in npz else None
+        names = (
+            _npz_array(npz, "class_names", where)
+            if "class_names" in npz.headers
+            else None
+        )
     return arrays, names
 
 
-def _npz_array(npz: np.lib.npyio.NpzFile, key: str, where: str) -> np.ndarray:
+def _npz_array(npz: NpzArchive, key: str, where: str) -> np.ndarray:
     """One array from an open .npz; object arrays are refused (they need pickle)."""
     try:
-        return npz[key]
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        reason = " ".join(str(e).split())
-        raise DatasetError(f"{where}: cannot read key {key!r} ({reason})") from None
+        return npz.read(key)
+    except NpzFormatError as e:
+        raise DatasetError(f"{where}: cannot read key {key!r} ({e})") from None
 
 
 def _check_x(x: np.ndarray, where: str, key: str) -> tuple[np.ndarray, tuple]:
@@ -544,7 +597,25 @@ def _check_y(y: np.ndarray, n: int, where: str, key: str) -> np.ndarray:
             f"{where}: {key} has negative labels (min {int(y.min())}); labels must be "
             "0, 1, ..., num_classes - 1"
         )
+    # Checked before the int64 cast, which would wrap huge uint64 labels.
+    if y.max() >= MAX_CLASSES:
+        raise DatasetError(
+            f"{where}: {key} has label {int(y.max())}, but at most {MAX_CLASSES:,} "
+            f"classes are supported; {_RENUMBER_HINT}"
+        )
     return y.astype(np.int64)
+
+
+def _check_num_classes(y_train: np.ndarray, y_test: np.ndarray, where: str) -> int:
+    """Largest label + 1, refused when most of those classes cannot have samples."""
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    n = len(y_train) + len(y_test)
+    if num_classes > n:
+        raise DatasetError(
+            f"{where}: the largest label is {num_classes - 1}, so the model would "
+            f"get {num_classes:,} classes for only {n:,} samples; {_RENUMBER_HINT}"
+        )
+    return num_classes
 
 
 def _check_class_names(
@@ -603,6 +674,8 @@ def fetch_dataset(
     download: bool = True,
     mirrors: Sequence[str] | None = None,
     timeout: float = 30.0,
+    deadline: float = DOWNLOAD_DEADLINE,
+    max_bytes: int | None = None,
     progress: bool = False,
     checksums: Mapping[str, str] | None = None,
 ) -> Path:
@@ -620,6 +693,11 @@ def fetch_dataset(
         raise DatasetError(
             f"no download for dataset {name!r}; downloadable: {', '.join(_REMOTE)}"
         )
+    for what, value in (("timeout", timeout), ("deadline", deadline)):
+        if not value > 0:
+            raise DatasetError(f"{what} must be a positive number of seconds")
+    if max_bytes is not None and not max_bytes > 0:
+        raise DatasetError("max_bytes must be a positive number of bytes")
     spec = _REMOTE[key]
     md5 = dict(spec.md5 if checksums is None else checksums)
     if unknown := [f for f in IDX_FILES if f not in md5]:
@@ -648,7 +726,16 @@ def fetch_dataset(
             missing.append(fname)
             continue
         _make_dir(directory)
-        _download_from_mirrors(fname, directory, md5[fname], urls, timeout, progress)
+        limits = _Limits(
+            timeout=timeout,
+            deadline=deadline,
+            max_bytes=(
+                max_bytes
+                if max_bytes is not None
+                else int(spec.sizes[fname] * (1 + SIZE_MARGIN))
+            ),
+        )
+        _download_from_mirrors(fname, directory, md5[fname], urls, limits, progress)
     if missing:
         what = "" if len(missing) == len(IDX_FILES) else f" ({', '.join(missing)})"
         raise DatasetError(
@@ -703,12 +790,25 @@ class _MirrorFailed(Exception):
     """One mirror could not deliver a good file; the message says why."""
 
 
+@dataclass(frozen=True)
+class _Limits:
+    """How long and how much one file's download from one mirror may take.
+
+    ``timeout``: seconds of silence per read; ``deadline``: seconds in all;
+    ``max_bytes``: the most bytes accepted.
+    """
+
+    timeout: float
+    deadline: float
+    max_bytes: int
+
+
 def _download_from_mirrors(
     fname: str,
     directory: Path,
     expected_md5: str,
     mirrors: Sequence[str],
-    timeout: float,
+    limits: _Limits,
     progress: bool,
 ) -> None:
     """Download ``fname`` into ``directory`` from the first mirror that works."""
@@ -716,7 +816,7 @@ def _download_from_mirrors(
     for base in mirrors:
         url = base.rstrip("/") + "/" + fname
         try:
-            _download(url, directory / fname, expected_md5, timeout, progress)
+            _download(url, directory / fname, expected_md5, limits, progress)
             return
         except _MirrorFailed as e:
             logger.info("download of %s failed: %s", url, e)
@@ -729,30 +829,50 @@ def _download_from_mirrors(
 
 
 def _download(
-    url: str, dest: Path, expected_md5: str, timeout: float, progress: bool
+    url: str, dest: Path, expected_md5: str, limits: _Limits, progress: bool
 ) -> None:
     """Stream ``url`` into a temp file beside ``dest``; keep it only if md5 matches.
 
     Raises:
-        _MirrorFailed: HTTP error, timeout, dropped connection or bad checksum.
+        _MirrorFailed: HTTP error, timeout, deadline passed, too many bytes,
+            dropped connection or bad checksum.
     """
     from xpnet import __version__
 
     agent = f"xpnet/{__version__}"
     request = urllib.request.Request(url, headers={"User-Agent": agent})
+    timeout = max(min(limits.timeout, limits.deadline), 1e-3)
+    end = time.monotonic() + limits.deadline
     try:
         with (
             atomic_write(dest) as f,
             urllib.request.urlopen(request, timeout=timeout) as response,
         ):
             total = _content_length(response)
+            if total is not None and total > limits.max_bytes:
+                raise _MirrorFailed(
+                    f"it announces {total:,} bytes, more than the "
+                    f"{limits.max_bytes:,} expected"
+                )
             digest = hashlib.md5(usedforsecurity=False)
             received = 0
             report = _Progress(dest.name, total) if progress else None
-            while chunk := response.read(1 << 16):
+            # read1 returns what one socket read brings, so a server dripping
+            # bytes slowly cannot hold a read (and the deadline check) forever.
+            read = getattr(response, "read1", response.read)
+            while chunk := read(1 << 16):
+                received += len(chunk)
+                if received > limits.max_bytes:
+                    raise _MirrorFailed(
+                        f"it sent more than the {limits.max_bytes:,} bytes expected"
+                    )
+                if time.monotonic() > end:
+                    raise _MirrorFailed(
+                        f"download deadline of {limits.deadline:g} s passed after "
+                        f"{received:,} bytes"
+                    )
                 f.write(chunk)
                 digest.update(chunk)
-                received += len(chunk)
                 if report:
                     report.update(received)
             if report:

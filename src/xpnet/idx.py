@@ -75,12 +75,73 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             or its gzip stream is corrupt. The message is one line naming the file.
     """
     name = str(path)
-    raw = _read_bytes(path, name)
-    dtype, shape, offset = _parse_header(raw, name)
-    _check_length(raw, offset, dtype, shape, name)
-    data = np.frombuffer(raw, dtype=dtype, offset=offset).reshape(shape)
-    # Copy into native byte order: callers get a writable, ordinary array.
-    return data.astype(dtype.newbyteorder("="))
+    try:
+        f = open(path, "rb")  # noqa: SIM115 (closed below, after the gzip check)
+    except FileNotFoundError:
+        raise IdxError(f"{name}: file not found") from None
+    except OSError as e:
+        raise IdxError(f"{name}: cannot read: {e.strerror or e}") from None
+    try:
+        with f:
+            compressed = f.read(len(_GZIP_MAGIC)) == _GZIP_MAGIC
+            f.seek(0)
+            if not compressed:
+                return _read_stream(f, name, os.fstat(f.fileno()).st_size)
+            try:
+                with gzip.GzipFile(fileobj=f, mode="rb") as gz:
+                    return _read_stream(gz, name, None)
+            except (OSError, EOFError, zlib.error) as e:
+                # gzip reports truncation as EOFError, bit rot as BadGzipFile or
+                # zlib.error.
+                reason = " ".join(str(e).split()) or type(e).__name__
+                raise IdxError(
+                    f"{name}: corrupt gzip data ({reason}) {_FIX_HINT}"
+                ) from None
+    except OSError as e:
+        raise IdxError(f"{name}: cannot read: {e.strerror or e}") from None
+
+
+def _read_stream(f: BinaryIO, name: str, size: int | None) -> np.ndarray:
+    """Header, then exactly the data it declares, from an open (decompressed) file.
+
+    ``size``: the file's length when known (uncompressed files); else at most
+    one byte more than the header declares is read, to detect trailing data,
+    so a gzip bomb cannot decompress past the declared size.
+    """
+    head = _read_upto(f, 4)
+    dtype, ndim = _parse_magic(head, name)
+    dims = _read_upto(f, 4 * ndim)
+    offset = 4 + len(dims)
+    if len(dims) < 4 * ndim:
+        raise IdxError(
+            f"{name}: truncated: header declares {ndim} dimensions but the file "
+            f"ends after {offset} bytes {_FIX_HINT}"
+        )
+    shape = struct.unpack(f">{ndim}I", dims)
+    expected = math.prod(shape) * dtype.itemsize
+    if size is not None:
+        # Uncompressed: the length is known before reading any data.
+        _check_length(size - offset, expected, shape, name)
+        data = _read_upto(f, expected)
+        _check_length(len(data), expected, shape, name)
+    else:
+        data = _read_upto(f, expected + 1)
+        _check_length(len(data), expected, shape, name, exact=False)
+    array = np.frombuffer(data, dtype=dtype).reshape(shape)
+    # Native byte order: callers get a writable, ordinary array (the buffer is
+    # a fresh bytearray, so single-byte types need no copy).
+    return array.astype(dtype.newbyteorder("="), copy=False)
+
+
+def _read_upto(f: BinaryIO, n: int) -> bytearray:
+    """At most ``n`` bytes of ``f``: fewer only at its end; read in chunks."""
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = f.read(min(n - len(buf), 1 << 24))
+        if not chunk:
+            break
+        buf += chunk
+    return buf
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray) -> Path:
@@ -145,36 +206,17 @@ def _type_code(dtype: np.dtype) -> int:
     raise IdxError(f"IDX cannot store dtype {dtype}; use one of {names}")
 
 
-def _read_bytes(path: str | os.PathLike, name: str) -> bytes:
-    """The file's contents, decompressed when it starts with the gzip magic bytes."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise IdxError(f"{name}: file not found") from None
-    except OSError as e:
-        raise IdxError(f"{name}: cannot read: {e.strerror or e}") from None
-    if not raw.startswith(_GZIP_MAGIC):
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as e:
-        # gzip reports truncation as EOFError and bit rot as BadGzipFile/zlib.error.
-        reason = " ".join(str(e).split()) or type(e).__name__
-        raise IdxError(f"{name}: corrupt gzip data ({reason}) {_FIX_HINT}") from None
-
-
-def _parse_header(raw: bytes, name: str) -> tuple[np.dtype, tuple[int, ...], int]:
-    """Validate the header; return (on-disk dtype, shape, offset of the data)."""
-    if len(raw) < 4:
+def _parse_magic(head: bytes, name: str) -> tuple[np.dtype, int]:
+    """Validate the 4-byte magic number; return (on-disk dtype, dimension count)."""
+    if len(head) < 4:
         raise IdxError(
-            f"{name}: truncated: {len(raw)} bytes, too short for an IDX header "
+            f"{name}: truncated: {len(head)} bytes, too short for an IDX header "
             f"{_FIX_HINT}"
         )
-    zero0, zero1, code, ndim = raw[:4]
+    zero0, zero1, code, ndim = head[:4]
     if zero0 != 0 or zero1 != 0:
         raise IdxError(
-            f"{name}: not an IDX file: magic number is 0x{raw[:4].hex()}, "
+            f"{name}: not an IDX file: magic number is 0x{bytes(head[:4]).hex()}, "
             "expected 0x0000 followed by type code and dimension count"
         )
     if code not in IDX_TYPES:
@@ -182,29 +224,25 @@ def _parse_header(raw: bytes, name: str) -> tuple[np.dtype, tuple[int, ...], int
         raise IdxError(f"{name}: unknown IDX type code 0x{code:02X} (known: {known})")
     if ndim == 0:
         raise IdxError(f"{name}: IDX header declares 0 dimensions")
-    offset = 4 + 4 * ndim
-    if len(raw) < offset:
-        raise IdxError(
-            f"{name}: truncated: header declares {ndim} dimensions but the file "
-            f"ends after {len(raw)} bytes {_FIX_HINT}"
-        )
-    shape = struct.unpack(f">{ndim}I", raw[4:offset])
-    return IDX_TYPES[code], shape, offset
+    return IDX_TYPES[code], ndim
 
 
 def _check_length(
-    raw: bytes, offset: int, dtype: np.dtype, shape: tuple[int, ...], name: str
+    actual: int, expected: int, shape: tuple[int, ...], name: str, exact: bool = True
 ) -> None:
-    """Require the data section to be exactly as long as the header says."""
-    expected = math.prod(shape) * dtype.itemsize
-    actual = len(raw) - offset
+    """Require the data section to be exactly as long as the header says.
+
+    ``exact=False``: ``actual`` only says whether there is more (reading stopped
+    one byte past the declared size).
+    """
     if actual == expected:
         return
     dims = "x".join(str(d) for d in shape)
-    what = f"header says {dims} = {expected} bytes of data, file has {actual}"
+    what = f"header says {dims} = {expected} bytes of data"
     if actual < expected:
-        raise IdxError(f"{name}: truncated: {what} {_FIX_HINT}")
+        raise IdxError(f"{name}: truncated: {what}, file has {actual} {_FIX_HINT}")
+    extra = f"{actual - expected} extra bytes" if exact else "reading stopped there"
     raise IdxError(
-        f"{name}: trailing garbage: {what} ({actual - expected} extra bytes) "
-        f"{_FIX_HINT}"
+        f"{name}: trailing garbage: {what}, file has "
+        f"{actual if exact else 'more'} ({extra}) {_FIX_HINT}"
     )
