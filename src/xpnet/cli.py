@@ -1132,15 +1132,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
                     )
                 )
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "command": "predict",
-                    "model": args.model,
-                    "device": _device_facts(backend),
-                    "results": results,
-                }
-            )
+        _print_json(
+            {
+                "command": "predict",
+                "model": args.model,
+                "device": _device_facts(backend),
+                "results": results,
+            }
         )
     return 0
 
@@ -1273,22 +1271,30 @@ def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("xpnet: %(message)s"))
     logger = logging.getLogger("xpnet")
+    saved_logging = logger.handlers, logger.propagate
     logger.handlers = [handler]
     logger.propagate = False
+
+    def restore_logging() -> None:
+        logger.handlers, logger.propagate = saved_logging
+
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv:
         parser.print_help()
+        restore_signals()
+        restore_logging()
         return 0
     try:
         args = parser.parse_args(argv)
     except SystemExit:
         restore_signals()
+        restore_logging()
         raise
     rest = argv[argv.index(args.command) + 1 :]
     args.given = _given_options(parser.commands[args.command], rest, args)
     args.report = {}
-    args.cleanup = [restore_signals]
+    args.cleanup = [restore_signals, restore_logging]
     try:
         return int(args.func(args) or 0)
     except _Exit as exc:
