@@ -465,13 +465,15 @@ def test_divergence_reference_never_falls_near_zero(numpy_backend):
     X, y = _xor()
     model = xpnet.mlp([2, 16, 16, 2], device=numpy_backend, seed=0)
     model.fit(X, y, epochs=60, batch_size=16)
-    limit, reference = model._divergence_limit(model.to_device(X), model.to_device(y))
+    limit, reference = model._divergence_limit(
+        model.to_device(X), model.to_device(y), 16
+    )
     assert reference == pytest.approx(np.log(2)) and limit == 100 * reference
     # Zero outputs for zero targets: the floor.
     zero = xpnet.mlp([2, 3], loss="mse", device=numpy_backend)
     zero.load_state_dict({k: 0 * v for k, v in zero.state_dict().items()})
     Xd, yd = zero.to_device(X, "float32"), zero.to_device(np.zeros((400, 3)), "float32")
-    assert zero._divergence_limit(Xd, yd) == (1.0, 0.01)
+    assert zero._divergence_limit(Xd, yd, 32) == (1.0, 0.01)
 
 
 def test_one_output_cross_entropy_and_double_mappings_are_refused():

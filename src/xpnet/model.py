@@ -35,7 +35,7 @@ DIVERGENCE_FACTOR = 100.0
 #: the reference loss is at least this, so a start near 0 cannot make the
 #: limit tiny (e.g. MSE on all-zero targets)
 DIVERGENCE_FLOOR = 0.01
-#: samples the reference loss is measured on (the first ones of X)
+#: at most this many samples (the first of X) measure the reference loss
 DIVERGENCE_SAMPLES = 1024
 
 
@@ -234,6 +234,13 @@ class Sequential:
         return X
 
     def _prepare_y(
+        self, y: Any, n: int, what: str = "y", check: bool = True
+    ) -> tuple[Any, Any]:
+        """Targets on the device and integer labels for accuracy (or None)."""
+        y, labels, _ = self._prepare_targets(y, n, what, check)
+        return y, labels
+
+    def _prepare_targets(
         self,
         y: Any,
         n: int,
@@ -380,14 +387,15 @@ class Sequential:
         :class:`Sequential`); for a regressor the history's accuracies are
         ``None``.
 
-        Divergence: before the first step, the reference loss is measured on
-        the first (up to 1024) samples, one forward pass and one read-back: the
-        larger of the model's loss there and the loss of all-zero outputs
-        (``ln K`` for K-class cross-entropy on logits, ``ln 2`` for BCE on
-        logits, half the mean squared target norm for MSE), and at least 0.01
-        (so a start near 0, e.g. an already trained model, cannot make the
-        limit tiny). After each epoch, before ``on_epoch_end`` (so a callback
-        that saves checkpoints never saves a diverged epoch), fit raises
+        Divergence: before the first step, a reference loss is measured on
+        the first batch (at least 256, at most 1024 samples; one forward pass
+        and one read-back): the larger of the model's loss there and the loss
+        of all-zero outputs (``ln K`` for K-class cross-entropy on logits,
+        ``ln 2`` for BCE on logits, half the mean squared target norm for MSE),
+        and at least 0.01, so that a start near 0 (an already trained model,
+        zero targets) cannot make the limit tiny. After each epoch, before
+        ``on_epoch_end`` (so a callback that saves checkpoints never saves a
+        diverged epoch), fit raises
         :class:`~xpnet.errors.DivergenceError` when the epoch's mean loss is
         NaN/inf or more than 100x the reference loss, any weight is NaN/inf, or
         the validation loss is NaN/inf. The model then holds the diverged
@@ -397,10 +405,10 @@ class Sequential:
         batch_size = _count("batch_size", batch_size, minimum=1)
         X = self._prepare_x(X, check=check_inputs)
         n = X.shape[0]
-        y, labels, task = self._prepare_y(y, n, check=check_inputs, task=self.task)
+        y, labels, task = self._prepare_targets(y, n, "y", check_inputs, self.task)
         if validation_data is not None:
             Xv = self._prepare_x(validation_data[0], "validation X", check_inputs)
-            yv, labels_v, _ = self._prepare_y(
+            yv, labels_v, _ = self._prepare_targets(
                 validation_data[1], Xv.shape[0], "validation y", check_inputs, task
             )
         if self.task is None:
@@ -408,7 +416,9 @@ class Sequential:
             self.target_ndim = y.ndim if task == "regression" else None
         history = History()
         xp = self.xp
-        limit, reference = self._divergence_limit(X, y) if epochs else (math.inf, 0)
+        limit, reference = (
+            self._divergence_limit(X, y, batch_size) if epochs else (math.inf, 0.0)
+        )
         for _ in range(epochs):
             start = time.perf_counter()
             if shuffle:
@@ -467,11 +477,12 @@ class Sequential:
                 on_epoch_end(record)
         return history
 
-    def _divergence_limit(self, X: Any, y: Any) -> tuple[float, float]:
+    def _divergence_limit(self, X: Any, y: Any, batch_size: int) -> tuple[float, float]:
         """``(limit, reference)`` for fit's divergence rule, from the first
-        samples: one forward pass, no backward, one read-back."""
+        batch (256 to 1024 samples, fewer if X has fewer): one forward pass, no
+        backward, one read-back."""
         xp = self.xp
-        m = min(X.shape[0], DIVERGENCE_SAMPLES)
+        m = min(X.shape[0], max(batch_size, 256), DIVERGENCE_SAMPLES)
         yb = y[:m, ...]
         out = self.forward(X[:m, ...])
         start = xp.maximum(self.loss(out, yb), self.loss(xp.zeros_like(out), yb))
@@ -513,7 +524,7 @@ class Sequential:
         """
         batch_size = _count("batch_size", batch_size, minimum=1)
         X = self._prepare_x(X)
-        y, labels, _ = self._prepare_y(y, X.shape[0], task=self.task)
+        y, labels, _ = self._prepare_targets(y, X.shape[0], task=self.task)
         return self._evaluate_prepared(X, y, labels, batch_size)
 
     def _evaluate_prepared(self, X, y, labels, batch_size) -> dict[str, Any]:
