@@ -260,6 +260,27 @@ def test_diverging_run_stops_with_advice(tmp_path):
     assert "lower the learning rate" in proc.stderr
 
 
+def test_loss_far_above_the_start_stops_the_run_and_keeps_the_last_good_save(
+    tmp_path,
+):
+    proc = _train(tmp_path, "--lr", "100", "--epochs", "3", "--save", "run.npz")
+    assert proc.returncode == 1
+    line = one_line_error(proc)
+    assert "training diverged in epoch 1: the loss" in line
+    assert "lower the learning rate (now 100)" in line
+    model, meta = load_checkpoint(tmp_path / "run.npz", "cpu")
+    assert meta["epochs_trained"] == 0
+    assert all(np.isfinite(v).all() for v in model.state_dict().values())
+
+
+def test_bce_trains_a_ten_class_model(tmp_path):
+    proc = _train(tmp_path, "--loss", "bce", "--lr", "1", "--epochs", "2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    last = last_json(proc.stdout)["history"][-1]
+    assert last["loss"] > 0 and last["test_loss"] > 0
+    assert last["test_accuracy"] > 0.6
+
+
 @pytest.mark.parametrize(
     "args,message",
     [

@@ -20,6 +20,7 @@ CASES = {
     "bce-logits": (BinaryCrossEntropy(), LOGITS, BINARY),
     "bce-probs": (BinaryCrossEntropy(from_logits=False), PROBS, BINARY),
     "bce-logits-1col": (BinaryCrossEntropy(), LOGITS[:, :1], LABELS % 2),
+    "bce-logits-labels": (BinaryCrossEntropy(), LOGITS, LABELS),
     "mse-targets": (MeanSquaredError(), LOGITS, SOFT),
     "mse-labels": (MeanSquaredError(), LOGITS, LABELS),
 }
@@ -85,6 +86,35 @@ def test_bce_on_logits_equals_bce_on_probabilities(numpy_backend):
     a = _value(BinaryCrossEntropy(), LOGITS, BINARY, numpy_backend)
     b = _value(BinaryCrossEntropy(from_logits=False), probs, BINARY, numpy_backend)
     assert a == pytest.approx(b, rel=1e-9)
+
+
+@pytest.mark.parametrize("from_logits", [True, False])
+def test_bce_integer_labels_are_one_hot_over_several_outputs(
+    numpy_backend, from_logits
+):
+    out = LOGITS if from_logits else PROBS
+    loss = BinaryCrossEntropy(from_logits=from_logits)
+    by_label = _value(loss, out, LABELS, numpy_backend)
+    assert by_label > 0
+    assert by_label == pytest.approx(_value(loss, out, ONE_HOT, numpy_backend))
+    # One output: the labels are the 0/1 targets themselves.
+    single = _value(loss, out[:, :1], LABELS % 2, numpy_backend)
+    assert single == pytest.approx(
+        _value(loss, out[:, :1], (LABELS % 2)[:, None] * 1.0, numpy_backend)
+    )
+
+
+def test_bce_correct_agrees_with_its_probabilities(numpy_backend):
+    loss = BinaryCrossEntropy()
+    loss.build(numpy_backend, "float64")
+    p = loss.probabilities(LOGITS)
+    for labels in (LABELS, np.argmax(LOGITS, axis=1)):
+        assert int(loss.correct(LOGITS, labels)) == np.sum(p.argmax(axis=1) == labels)
+    one = LOGITS[:, :1]
+    labels = LABELS % 2
+    assert int(loss.correct(one, labels)) == np.sum(
+        (loss.probabilities(one)[:, 0] > 0.5) == labels
+    )
 
 
 @pytest.mark.parametrize("loss", [CrossEntropy(), BinaryCrossEntropy()])

@@ -254,9 +254,97 @@ def test_mlp_regression_targets_with_mse(numpy_backend):
     model = xpnet.mlp(
         [3, 32, 2], "tanh", loss="mse", device=numpy_backend, optimizer=xpnet.Adam(0.01)
     )
-    history = model.fit(X, Y, epochs=40, batch_size=32)
-    assert history["accuracy"][-1] is not None  # 2 columns: arg-max "accuracy"
+    history = model.fit(X, Y, epochs=40, batch_size=32, validation_data=(X, Y))
     assert history["loss"][-1] < 0.05 * history["loss"][0]
+    # A regressor: no accuracy anywhere, predict returns the values.
+    assert model.task == "regression"
+    assert set(history["accuracy"]) == set(history["val_accuracy"]) == {None}
+    assert model.evaluate(X, Y)["accuracy"] is None
+    values = model.predict(X)
+    assert values.shape == (256, 2) and values.dtype == np.float32
+    assert np.mean((values - Y) ** 2) < 0.05 * np.mean(Y**2)
+    _one_line_error(lambda: model.predict_proba(X), "predict_proba is for classif")
+
+
+def test_regression_on_one_column_predicts_the_targets_shape(numpy_backend):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(64, 3))
+    flat = xpnet.mlp([3, 8, 1], loss="mse", device=numpy_backend)
+    flat.fit(X, X[:, 0], epochs=2)
+    assert flat.predict(X).shape == (64,)
+    column = xpnet.mlp([3, 8, 1], loss="mse", device=numpy_backend)
+    column.fit(X, X[:, :1], epochs=2)
+    assert column.predict(X).shape == (64, 1)
+    # BCE on float targets is a regressor too; predict gives the sigmoid.
+    bce = xpnet.mlp([3, 8, 1], loss="bce", device=numpy_backend)
+    bce.fit(X, (X[:, 0] > 0) * 0.8 + 0.1, epochs=2)
+    assert bce.task == "regression"
+    p = bce.predict(X)
+    assert p.shape == (64,) and np.all((p > 0) & (p < 1)) and len(np.unique(p)) > 2
+    np.testing.assert_allclose(
+        p, 1 / (1 + np.exp(-bce.forward(X.astype(np.float32))[:, 0])), rtol=1e-5
+    )
+
+
+@pytest.mark.parametrize("loss", ["mse", "bce"])
+def test_integer_labels_make_a_classifier_whatever_the_loss(numpy_backend, loss):
+    X, y = _xor(200)
+    model = xpnet.mlp([2, 16, 2], device=numpy_backend, loss=loss)
+    history = model.fit(X, y, epochs=5, batch_size=16)
+    assert model.task == "classification"
+    assert history["accuracy"][-1] is not None
+    assert model.predict(X).dtype == np.int64
+    np.testing.assert_array_equal(
+        model.predict(X), model.predict_proba(X).argmax(axis=1)
+    )
+
+
+def test_cross_entropy_probability_rows_stay_a_classifier(numpy_backend):
+    X, y = _xor(100)
+    model = xpnet.mlp([2, 8, 2], device=numpy_backend)
+    history = model.fit(X, np.eye(2)[y] * 0.9 + 0.05, epochs=2)
+    assert model.task == "classification" and history["accuracy"][-1] is not None
+    assert model.predict(X).shape == (100,)
+
+
+def test_targets_of_the_other_kind_are_refused(numpy_backend):
+    X, y = _xor(100)
+    classifier = xpnet.mlp([2, 8, 2], loss="mse", device=numpy_backend)
+    classifier.fit(X, y)
+    floats = np.eye(2)[y] * 1.0
+    _one_line_error(lambda: classifier.fit(X, floats), "y holds float values but")
+    _one_line_error(lambda: classifier.evaluate(X, floats), "is a classifier")
+    regressor = xpnet.mlp([2, 8, 2], loss="mse", device=numpy_backend)
+    _one_line_error(
+        lambda: regressor.fit(X, floats, validation_data=(X, y)),
+        "validation y holds integer labels but this model is a regressor",
+    )
+    regressor.fit(X, floats)
+    _one_line_error(lambda: regressor.fit(X, y), "is a regressor")
+    _one_line_error(lambda: regressor.evaluate(X, y), "pass float targets")
+
+
+def test_checkpoints_keep_the_task(numpy_backend, tmp_path, monkeypatch):
+    from xpnet.checkpoint import load_checkpoint, save_checkpoint
+
+    X = np.random.default_rng(2).normal(size=(32, 3))
+    model = xpnet.mlp([3, 4, 1], loss="mse", device=numpy_backend)
+    save_checkpoint(tmp_path / "new.npz", model)
+    assert load_checkpoint(tmp_path / "new.npz", "cpu")[0].task is None
+    model.fit(X, X[:, 0], epochs=1)
+    save_checkpoint(tmp_path / "r.npz", model)
+    loaded = load_checkpoint(tmp_path / "r.npz", "cpu")[0]
+    assert (loaded.task, loaded.target_ndim) == ("regression", 1)
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    # Checkpoints from before the task was recorded held classifiers.
+    old = Sequential.config
+    monkeypatch.setattr(
+        Sequential,
+        "config",
+        lambda self: {k: v for k, v in old(self).items() if k != "task"},
+    )
+    save_checkpoint(tmp_path / "old.npz", model)
+    assert load_checkpoint(tmp_path / "old.npz", "cpu")[0].task == "classification"
 
 
 def _one_line_error(call, match):
@@ -311,7 +399,7 @@ def test_bad_input_gets_a_clear_error(numpy_backend, bad, match):
 def test_diverging_run_stops_with_advice(numpy_backend):
     X, y = _xor(64)
     model = xpnet.mlp(
-        [2, 16, 2], device=numpy_backend, optimizer=xpnet.SGD(lr=1e6, momentum=0.9)
+        [2, 16, 2], device=numpy_backend, optimizer=xpnet.SGD(lr=1e20, momentum=0.9)
     )
     with np.errstate(all="ignore"):
         _one_line_error(
@@ -319,6 +407,122 @@ def test_diverging_run_stops_with_advice(numpy_backend):
             r"training diverged in epoch \d: the loss is (nan|inf).*lower the learning "
             "rate",
         )
+
+
+def test_loss_far_above_the_start_stops_the_run(numpy_backend):
+    X, y = _xor(200)
+    model = xpnet.mlp(
+        [2, 16, 2], device=numpy_backend, optimizer=xpnet.SGD(lr=100, momentum=0.9)
+    )
+    ends = []
+    with np.errstate(all="ignore"):
+        _one_line_error(
+            lambda: model.fit(X, y, epochs=3, on_epoch_end=ends.append),
+            r"training diverged in epoch 1: the loss [\d.e+]+ is over 100x the "
+            r"starting loss 0\.7\d*; lower the learning rate \(now 100\)",
+        )
+    assert ends == []
+
+
+def test_non_finite_weights_stop_the_run_before_on_epoch_end(numpy_backend):
+    X, y = _xor(64)
+    model = xpnet.mlp([2, 4, 2], device=numpy_backend)
+    ends = []
+
+    def poison(samples_done):
+        # After the epoch's last step: its loss is finite, a weight is not.
+        if samples_done == 64 and not ends:
+            model.layers[0].params["W"][0, 0] = np.nan
+
+    _one_line_error(
+        lambda: model.fit(X, y, epochs=2, on_batch=poison, on_epoch_end=ends.append),
+        "training diverged in epoch 1: the weights hold NaN or infinite values",
+    )
+    assert ends == []
+
+
+def test_non_finite_validation_loss_stops_the_run(numpy_backend):
+    X, y = _xor(64)
+    model = xpnet.mlp([2, 4, 2], device=numpy_backend)
+    ends = []
+    huge = np.full((8, 2), 3e38, dtype=np.float32)  # finite, but overflows
+    with np.errstate(all="ignore"):
+        _one_line_error(
+            lambda: model.fit(
+                X,
+                y,
+                epochs=2,
+                validation_data=(huge, y[:8]),
+                on_epoch_end=ends.append,
+            ),
+            "training diverged in epoch 1: the validation loss is nan",
+        )
+    assert ends == []
+
+
+def test_divergence_reference_never_falls_near_zero(numpy_backend):
+    # A well-trained classifier: its own loss is ~0, the reference stays ln K.
+    X, y = _xor()
+    model = xpnet.mlp([2, 16, 16, 2], device=numpy_backend, seed=0)
+    model.fit(X, y, epochs=60, batch_size=16)
+    limit, reference = model._divergence_limit(
+        model.to_device(X), model.to_device(y), 16
+    )
+    assert reference == pytest.approx(np.log(2)) and limit == 100 * reference
+    # Zero outputs for zero targets: the floor.
+    zero = xpnet.mlp([2, 3], loss="mse", device=numpy_backend)
+    zero.load_state_dict({k: 0 * v for k, v in zero.state_dict().items()})
+    Xd, yd = zero.to_device(X, "float32"), zero.to_device(np.zeros((400, 3)), "float32")
+    assert zero._divergence_limit(Xd, yd, 32) == (1.0, 0.01)
+
+
+def test_one_output_cross_entropy_and_double_mappings_are_refused():
+    _one_line_error(
+        lambda: xpnet.mlp([3, 4, 1], device="cpu"),
+        "cross-entropy needs at least 2 outputs.*use loss='bce'",
+    )
+    _one_line_error(
+        lambda: xpnet.mlp([3, 4], output_activation="softmax", device="cpu"),
+        r"ends with a Softmax layer but CrossEntropy applies the softmax itself.*"
+        r"remove the Softmax layer.*CrossEntropy\(from_logits=False\)",
+    )
+    _one_line_error(
+        lambda: Sequential(
+            [Dense(3, 1), xpnet.get_activation("sigmoid"), xpnet.Identity()],
+            loss="bce",
+            device="cpu",
+        ),
+        r"ends with a Sigmoid layer but BinaryCrossEntropy applies the sigmoid",
+    )
+    # The mappings are fine with losses that expect them.
+    from xpnet.losses import BinaryCrossEntropy, CrossEntropy
+
+    xpnet.mlp(
+        [3, 4],
+        output_activation="softmax",
+        loss=CrossEntropy(from_logits=False),
+        device="cpu",
+    )
+    xpnet.mlp(
+        [3, 1],
+        output_activation="sigmoid",
+        loss=BinaryCrossEntropy(from_logits=False),
+        device="cpu",
+    )
+    xpnet.mlp([3, 2], output_activation="sigmoid", loss="mse", device="cpu")
+
+
+def test_bce_on_integer_labels_trains_a_classifier(numpy_backend):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 4))
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5).astype(int)
+    model = xpnet.mlp([4, 8, 3], loss="bce", device=numpy_backend, seed=0)
+    history = model.fit(X, y, epochs=20, batch_size=32)
+    assert 0 < history["loss"][-1] < 0.5 * history["loss"][0]
+    assert history["accuracy"][-1] > 0.9
+    proba = model.predict_proba(X)
+    np.testing.assert_array_equal(model.predict(X), proba.argmax(axis=1))
+    assert model.evaluate(X, y)["accuracy"] == np.mean(model.predict(X) == y)
 
 
 def test_architecture_errors():

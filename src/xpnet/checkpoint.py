@@ -524,6 +524,7 @@ def load_checkpoint(
     }
     try:
         model.load_state_dict(params)
+        model._restore_task(arch)
     except XpnetError as exc:
         raise CheckpointError(f"checkpoint {where!r} is inconsistent: {exc}") from None
     opt = {k[len("opt/") :]: v for k, v in arrays.items() if k.startswith("opt/")}

@@ -92,7 +92,9 @@ class MeanSquaredError(Loss):
 class BinaryCrossEntropy(Loss):
     """Binary cross-entropy, averaged over all elements (batch x outputs).
 
-    ``L = -mean(y log p + (1 - y) log(1 - p))``.
+    ``L = -mean(y log p + (1 - y) log(1 - p))``. Integer labels ``(batch,)``
+    are 0/1 for one output and one-hot over ``K > 1`` outputs (one binary
+    "is it class k?" problem per output; the predicted class is the arg-max).
 
     Args:
         from_logits: ``True`` (default, stable): ``out`` are logits ``z`` and
@@ -119,9 +121,10 @@ class BinaryCrossEntropy(Loss):
         return loss / size, (p - y) / (p * (1.0 - p)) / size
 
     def targets(self, out: Any, y: Any) -> Any:
-        # Labels are 0/1 per output here, never one-hot class indices.
+        # Integer labels: 0/1 for one output, one-hot class indices for K > 1
+        # (each output is then the binary "is it class k?" problem).
         if y.ndim == 1:
-            return self.xp.reshape(self.xp.astype(y, self.dtype), (-1, 1))
+            return super().targets(out, y)
         return self.xp.astype(y, self.dtype)
 
     def probabilities(self, out: Any) -> Any:

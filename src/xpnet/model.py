@@ -15,12 +15,28 @@ from typing import Any
 import array_api_compat
 
 from . import backend as _backend
-from .activations import ACTIVATIONS, RELU_LIKE, Identity, Softmax, get_activation
+from .activations import (
+    ACTIVATIONS,
+    RELU_LIKE,
+    Identity,
+    Sigmoid,
+    Softmax,
+    get_activation,
+)
 from .errors import DivergenceError, XpnetError
 from .initializers import make_rngs, permutation
 from .layers import Dense, Layer
 from .losses import CrossEntropy, Loss, get_loss
 from .optimizers import SGD, Optimizer, get_optimizer
+
+#: fit stops when an epoch's mean loss exceeds this many times the reference
+#: loss measured before the first step (see Sequential.fit)
+DIVERGENCE_FACTOR = 100.0
+#: the reference loss is at least this, so a start near 0 cannot make the
+#: limit tiny (e.g. MSE on all-zero targets)
+DIVERGENCE_FLOOR = 0.01
+#: at most this many samples (the first of X) measure the reference loss
+DIVERGENCE_SAMPLES = 1024
 
 
 class History:
@@ -66,6 +82,19 @@ class Sequential:
         device, backend: see :func:`xpnet.backend.resolve` (or pass a Backend).
         dtype: ``"float32"`` (default) or ``"float64"``.
         seed: seeds the host RNG that draws initial weights and shuffles.
+
+    Task: ``model.task`` is ``None`` until the first ``fit``, then
+    ``"classification"`` or ``"regression"``, fixed from then on (later fits
+    and ``evaluate`` must pass targets of the same kind). The model is a
+    regressor when the targets are floats and the loss is not cross-entropy
+    (MSE, or BCE on float targets); integer or boolean targets are class labels
+    whatever the loss (one-hot for ``K > 1`` outputs), and cross-entropy's
+    float targets are class-probability rows, so it always classifies.
+
+    Raises :class:`~xpnet.errors.XpnetError` for set-ups that cannot learn:
+    cross-entropy on a 1-output model (its softmax is always 1, its loss 0),
+    and a Softmax or Sigmoid output layer before a loss that applies that
+    mapping itself (``from_logits=True``, the default).
     """
 
     def __init__(
@@ -95,9 +124,15 @@ class Sequential:
             SGD(lr=0.1, momentum=0.9) if optimizer is None else get_optimizer(optimizer)
         )
         self.in_features, self.out_features = self._check_architecture()
+        self._check_loss()
         self._init_rng, self.shuffle_rng = make_rngs(seed)
         self._build()
         self.epochs_trained = 0
+        #: None before fit, then "classification" or "regression"
+        self.task: str | None = None
+        #: ndim of the regression targets given to fit: predict returns (n,)
+        #: for 1, (n, outputs) for 2
+        self.target_ndim: int | None = None
 
     # -- construction ----------------------------------------------------------
     def _check_architecture(self) -> tuple[int, int]:
@@ -111,6 +146,28 @@ class Sequential:
                     f"feeds a Dense with {b.in_features} inputs"
                 )
         return dense[0].in_features, dense[-1].out_features
+
+    def _check_loss(self) -> None:
+        """Refuse loss and output set-ups that train without learning anything."""
+        loss = self.loss
+        if isinstance(loss, CrossEntropy) and self.out_features == 1:
+            raise XpnetError(
+                "cross-entropy needs at least 2 outputs: the softmax of 1 output is "
+                "always 1 and the loss always 0; use loss='bce' for a 1-output "
+                "binary model, or 2 outputs"
+            )
+        last = next(
+            (x for x in reversed(self.layers) if not isinstance(x, Identity)), None
+        )
+        if getattr(loss, "from_logits", False) and isinstance(last, Softmax | Sigmoid):
+            layer = type(last).__name__
+            mapping = "softmax" if isinstance(loss, CrossEntropy) else "sigmoid"
+            raise XpnetError(
+                f"the model ends with a {layer} layer but {type(loss).__name__} "
+                f"applies the {mapping} itself (from_logits=True): remove the "
+                f"{layer} layer (recommended), or use "
+                f"{type(loss).__name__}(from_logits=False)"
+            )
 
     def _build(self) -> None:
         for i, layer in enumerate(self.layers):
@@ -179,10 +236,24 @@ class Sequential:
     def _prepare_y(
         self, y: Any, n: int, what: str = "y", check: bool = True
     ) -> tuple[Any, Any]:
-        """Targets on the device and integer labels for accuracy (or None).
+        """Targets on the device and integer labels for accuracy (or None)."""
+        y, labels, _ = self._prepare_targets(y, n, what, check)
+        return y, labels
 
-        ``check=False`` skips the scans of the values (label range, finiteness);
-        shapes and dtypes are always checked.
+    def _prepare_targets(
+        self,
+        y: Any,
+        n: int,
+        what: str = "y",
+        check: bool = True,
+        task: str | None = None,
+    ) -> tuple[Any, Any, str]:
+        """Targets on the device, integer labels for accuracy (None for
+        regression and 1-column targets) and the task the targets imply.
+
+        ``task``: the task the targets must imply (``None``: any). ``check=False``
+        skips the scans of the values (label range, finiteness); shapes and
+        dtypes are always checked.
         """
         xp = self.xp
         shape = tuple(getattr(y, "shape", ()))
@@ -194,20 +265,28 @@ class Sequential:
                 f"{what} has {shape[0]} rows but X has {n}: pass one target per sample"
             )
         kind = _dtype_kind(y)
+        found = self._task_of(kind)
+        if task is not None and found != task:
+            raise XpnetError(_task_mismatch(what, task))
         if len(shape) == 1 and kind in "iub":
             y = self.to_device(y)
             y = xp.astype(y, xp.int64) if y.dtype != xp.int64 else y
             if not check:
-                return y, y
+                return y, y, found
             low, high = int(xp.min(y)), int(xp.max(y))
             classes = self.out_features if self.out_features > 1 else 2
             if low < 0 or high >= classes:
+                hint = (
+                    ""
+                    if isinstance(self.loss, CrossEntropy)
+                    else " (for regression, pass float targets)"
+                )
                 raise XpnetError(
                     f"{what} holds labels from {low} to {high}, outside [0, {classes}) "
                     f"for a model with {self.out_features} outputs: relabel the "
-                    "classes as 0..K-1 or change the output size"
+                    f"classes as 0..K-1 or change the output size{hint}"
                 )
-            return y, y
+            return y, y, found
         if len(shape) == 1 and isinstance(self.loss, CrossEntropy):
             raise XpnetError(
                 f"{what} must hold integer class labels for cross-entropy, got "
@@ -222,8 +301,29 @@ class Sequential:
         y = self.to_device(y, self.dtype_name)
         if check and not _all_finite(xp, y):
             raise XpnetError(f"{what} contains NaN or infinite values")
-        labels = xp.argmax(y, axis=1) if len(shape) == 2 and shape[1] > 1 else None
-        return y, labels
+        classify = found == "classification" and len(shape) == 2 and shape[1] > 1
+        return y, (xp.argmax(y, axis=1) if classify else None), found
+
+    def _task_of(self, kind: str) -> str:
+        """The task that targets of dtype kind ``kind`` ('f', 'i', ...) imply."""
+        if kind in "iub" or isinstance(self.loss, CrossEntropy):
+            return "classification"
+        return "regression"
+
+    def _restore_task(self, config: dict[str, Any]) -> None:
+        """Take ``task`` and ``target_ndim`` from a saved :meth:`config`; configs
+        saved before they were recorded are classifiers."""
+        task = config.get("task", "classification")
+        ndim = config.get("target_ndim")
+        if task not in (None, "classification", "regression") or ndim not in (
+            None,
+            1,
+            2,
+        ):
+            raise XpnetError(
+                f"unknown task {task!r} with target_ndim {ndim!r} in the architecture"
+            )
+        self.task, self.target_ndim = task, ndim
 
     # -- forward and backward --------------------------------------------------
     def forward(self, x: Any) -> Any:
@@ -283,21 +383,42 @@ class Sequential:
         that call ``fit`` repeatedly on data they already validated (like
         scikit-learn's ``check_input``); shapes are always checked.
 
-        Raises :class:`~xpnet.errors.DivergenceError` when the epoch's loss is
-        not finite.
+        The first ``fit`` fixes ``model.task`` from ``y`` (see
+        :class:`Sequential`); for a regressor the history's accuracies are
+        ``None``.
+
+        Divergence: before the first step, a reference loss is measured on
+        the first batch (at least 256, at most 1024 samples; one forward pass
+        and one read-back): the larger of the model's loss there and the loss
+        of all-zero outputs (``ln K`` for K-class cross-entropy on logits,
+        ``ln 2`` for BCE on logits, half the mean squared target norm for MSE),
+        and at least 0.01, so that a start near 0 (an already trained model,
+        zero targets) cannot make the limit tiny. After each epoch, before
+        ``on_epoch_end`` (so a callback that saves checkpoints never saves a
+        diverged epoch), fit raises
+        :class:`~xpnet.errors.DivergenceError` when the epoch's mean loss is
+        NaN/inf or more than 100x the reference loss, any weight is NaN/inf, or
+        the validation loss is NaN/inf. The model then holds the diverged
+        weights and counts that epoch in ``epochs_trained``.
         """
         epochs = _count("epochs", epochs, minimum=0)
         batch_size = _count("batch_size", batch_size, minimum=1)
         X = self._prepare_x(X, check=check_inputs)
         n = X.shape[0]
-        y, labels = self._prepare_y(y, n, check=check_inputs)
+        y, labels, task = self._prepare_targets(y, n, "y", check_inputs, self.task)
         if validation_data is not None:
             Xv = self._prepare_x(validation_data[0], "validation X", check_inputs)
-            yv, labels_v = self._prepare_y(
-                validation_data[1], Xv.shape[0], "validation y", check_inputs
+            yv, labels_v, _ = self._prepare_targets(
+                validation_data[1], Xv.shape[0], "validation y", check_inputs, task
             )
+        if self.task is None:
+            self.task = task
+            self.target_ndim = y.ndim if task == "regression" else None
         history = History()
         xp = self.xp
+        limit, reference = (
+            self._divergence_limit(X, y, batch_size) if epochs else (math.inf, 0.0)
+        )
         for _ in range(epochs):
             start = time.perf_counter()
             if shuffle:
@@ -320,16 +441,24 @@ class Sequential:
                     correct = correct + self.loss.correct(out, lb)
                 if on_batch is not None:
                     on_batch(hi)
-            # The one read-back per epoch (it also waits for the device).
-            mean_loss = float(loss_sum) / n
+            # One read-back for the loss and the weights' sum, which any NaN
+            # or inf weight makes non-finite (it also waits for the device).
+            loss_total, weight_sum = (
+                float(v)
+                for v in _backend.to_numpy(xp.stack([loss_sum, self._weight_sum()]))
+            )
+            mean_loss = loss_total / n
             seconds = time.perf_counter() - start
             self.epochs_trained += 1
             if not math.isfinite(mean_loss):
-                raise DivergenceError(
-                    f"training diverged in epoch {self.epochs_trained}: the loss is "
-                    f"{mean_loss}; lower the learning rate "
-                    f"(now {self.optimizer.lr:g}), e.g. by 10x"
+                raise self._diverged(f"the loss is {mean_loss}")
+            if mean_loss > limit:
+                raise self._diverged(
+                    f"the loss {mean_loss:.4g} is over {DIVERGENCE_FACTOR:g}x the "
+                    f"starting loss {reference:.4g}"
                 )
+            if not math.isfinite(weight_sum) and not self._weights_finite():
+                raise self._diverged("the weights hold NaN or infinite values")
             record: dict[str, Any] = {
                 "epoch": self.epochs_trained,
                 "loss": mean_loss,
@@ -339,6 +468,8 @@ class Sequential:
             }
             if validation_data is not None:
                 val = self._evaluate_prepared(Xv, yv, labels_v, 1024)
+                if not math.isfinite(val["loss"]):
+                    raise self._diverged(f"the validation loss is {val['loss']}")
                 record["val_loss"] = val["loss"]
                 record["val_accuracy"] = val["accuracy"]
             history.records.append(record)
@@ -346,14 +477,54 @@ class Sequential:
                 on_epoch_end(record)
         return history
 
+    def _divergence_limit(self, X: Any, y: Any, batch_size: int) -> tuple[float, float]:
+        """``(limit, reference)`` for fit's divergence rule, from the first
+        batch (256 to 1024 samples, fewer if X has fewer): one forward pass, no
+        backward, one read-back."""
+        xp = self.xp
+        m = min(X.shape[0], max(batch_size, 256), DIVERGENCE_SAMPLES)
+        yb = y[:m, ...]
+        out = self.forward(X[:m, ...])
+        start = xp.maximum(self.loss(out, yb), self.loss(xp.zeros_like(out), yb))
+        reference = max(float(start), DIVERGENCE_FLOOR)
+        # A start that is already NaN/inf leaves only the non-finite checks.
+        if not math.isfinite(reference):
+            return math.inf, reference
+        return DIVERGENCE_FACTOR * reference, reference
+
+    def _weight_sum(self) -> Any:
+        """Sum of every parameter (0-d, on the device): finite iff they all
+        are, unless finite values overflow it (see :func:`_all_finite`)."""
+        xp = self.xp
+        total = xp.zeros((), dtype=self.dtype, device=self.backend.device)
+        for layer in self._param_layers:
+            for value in layer.params.values():
+                total = total + xp.sum(value)
+        return total
+
+    def _weights_finite(self) -> bool:
+        return all(
+            _all_finite(self.xp, value)
+            for layer in self._param_layers
+            for value in layer.params.values()
+        )
+
+    def _diverged(self, why: str) -> DivergenceError:
+        return DivergenceError(
+            f"training diverged in epoch {self.epochs_trained}: {why}; lower the "
+            f"learning rate (now {self.optimizer.lr:g}), e.g. by 10x"
+        )
+
     def evaluate(self, X: Any, y: Any, batch_size: int = 1024) -> dict[str, Any]:
         """Mean loss and accuracy over ``X: (samples, features)``.
 
-        Returns ``{"loss": float, "accuracy": float | None}``.
+        Returns ``{"loss": float, "accuracy": float | None}``; the accuracy is
+        ``None`` for a regressor. ``y`` must be of the kind the model was fitted
+        on (see :class:`Sequential`).
         """
         batch_size = _count("batch_size", batch_size, minimum=1)
         X = self._prepare_x(X)
-        y, labels = self._prepare_y(y, X.shape[0])
+        y, labels, _ = self._prepare_targets(y, X.shape[0], task=self.task)
         return self._evaluate_prepared(X, y, labels, batch_size)
 
     def _evaluate_prepared(self, X, y, labels, batch_size) -> dict[str, Any]:
@@ -376,12 +547,28 @@ class Sequential:
         """Probabilities ``(samples, outputs)`` as a host NumPy array.
 
         Softmax of the logits for cross-entropy, sigmoid for BCE on logits.
+        Classifiers only (and models not fitted yet).
         """
+        if self.task == "regression":
+            raise XpnetError(
+                "predict_proba is for classifiers, and this model is a regressor "
+                "(fitted on float targets): use predict for its values"
+            )
         return _backend.to_numpy(self._probabilities(X, batch_size))
 
     def predict(self, X: Any, batch_size: int = 1024) -> Any:
-        """Predicted class labels ``(samples,)`` (int64) as a host NumPy array."""
+        """Predictions for ``X: (samples, features)`` as a host NumPy array.
+
+        A classifier (or a model not fitted yet) returns class labels
+        ``(samples,)`` (int64): the arg-max, or ``probability > 0.5`` for one
+        output. A regressor returns its values mapped as the loss maps outputs
+        (identity for MSE, sigmoid for BCE on logits): ``(samples,)`` when the
+        targets given to ``fit`` were 1-D, else ``(samples, outputs)``.
+        """
         out = self._probabilities(X, batch_size)
+        if self.task == "regression":
+            values = _backend.to_numpy(out)
+            return values[:, 0] if self.target_ndim == 1 else values
         xp = self.xp
         if out.shape[1] == 1:
             labels = xp.astype(out[:, 0] > 0.5, xp.int64)
@@ -446,6 +633,8 @@ class Sequential:
             ],
             "loss": {"type": type(self.loss).__name__, **self.loss.config()},
             "dtype": self.dtype_name,
+            "task": self.task,
+            "target_ndim": self.target_ndim,
         }
 
     def summary(self) -> str:
@@ -477,6 +666,20 @@ def _all_finite(xp: Any, x: Any) -> bool:
     if math.isfinite(float(xp.sum(x))):
         return True
     return bool(xp.all(xp.isfinite(x)))
+
+
+def _task_mismatch(what: str, task: str) -> str:
+    if task == "classification":
+        return (
+            f"{what} holds float values but this model is a classifier (fitted on "
+            "class labels): pass integer labels (y.astype(int)), or build a new "
+            "model for regression"
+        )
+    return (
+        f"{what} holds integer labels but this model is a regressor (fitted on "
+        "float targets): pass float targets (y.astype(float)), or build a new "
+        "model for classification"
+    )
 
 
 def _dtype_kind(y: Any) -> str:
