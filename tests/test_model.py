@@ -7,6 +7,7 @@ from gradcheck import assert_gradient, numeric_gradient
 
 import xpnet
 from xpnet import Dense, Sequential
+from xpnet.training import DivergenceGuard
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
@@ -465,15 +466,15 @@ def test_divergence_reference_never_falls_near_zero(numpy_backend):
     X, y = _xor()
     model = xpnet.mlp([2, 16, 16, 2], device=numpy_backend, seed=0)
     model.fit(X, y, epochs=60, batch_size=16)
-    limit, reference = model._divergence_limit(
-        model.to_device(X), model.to_device(y), 16
-    )
-    assert reference == pytest.approx(np.log(2)) and limit == 100 * reference
+    guard = DivergenceGuard(model, model.to_device(X), model.to_device(y), 16)
+    assert guard.reference == pytest.approx(np.log(2))
+    assert guard.limit == 100 * guard.reference
     # Zero outputs for zero targets: the floor.
     zero = xpnet.mlp([2, 3], loss="mse", device=numpy_backend)
     zero.load_state_dict({k: 0 * v for k, v in zero.state_dict().items()})
     Xd, yd = zero.to_device(X, "float32"), zero.to_device(np.zeros((400, 3)), "float32")
-    assert zero._divergence_limit(Xd, yd, 32) == (1.0, 0.01)
+    guard = DivergenceGuard(zero, Xd, yd, 32)
+    assert (guard.limit, guard.reference) == (1.0, 0.01)
 
 
 def test_one_output_cross_entropy_and_double_mappings_are_refused():
@@ -549,10 +550,10 @@ def test_huge_but_finite_inputs_are_accepted(numpy_backend):
     X = np.full((8, 2), 3e38, dtype=np.float32)
     model = xpnet.mlp([2, 2], device=numpy_backend)
     with np.errstate(over="ignore"):
-        assert model._prepare_x(X).shape == (8, 2)
+        assert model.prepare_inputs(X).shape == (8, 2)
     X[3, 1] = np.inf
     with np.errstate(over="ignore"), pytest.raises(xpnet.XpnetError, match="NaN or"):
-        model._prepare_x(X)
+        model.prepare_inputs(X)
 
 
 def test_check_inputs_false_skips_value_scans_only(strict_backend, monkeypatch):

@@ -71,6 +71,10 @@ class Ops:
             tiny = xp.finfo(buf.dtype).smallest_normal
             buffers[key] = xp.where(xp.abs(buf) < tiny, 0.0, buf)
 
+    def apply_update(self, optimizer: Any, params: Any, *, prescaled: bool) -> None:
+        """One optimizer update over the flat buffers (a backend may fuse it)."""
+        optimizer.apply(params, self, prescaled=prescaled)
+
     def make_step(self, model: Any, **options: Any) -> Any:
         """A backend-specific whole training step, or ``None`` for the generic."""
         return None

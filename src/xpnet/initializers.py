@@ -69,17 +69,3 @@ def initial_weights(
     if rng is None:
         rng = np.random.default_rng(0)
     return init(rng, fan_in, fan_out)
-
-
-def permutation(rng: np.random.Generator, n: int) -> np.ndarray:
-    """A random permutation of ``range(n)`` as int64 (one per epoch)."""
-    return rng.permutation(n).astype(np.int64)
-
-
-def make_rngs(seed: int | None) -> tuple[np.random.Generator, np.random.Generator]:
-    """Two independent host RNGs from one seed: (initial weights, shuffling).
-
-    Separate streams keep the weights of a seed the same whatever the data.
-    """
-    init_seq, shuffle_seq = np.random.SeedSequence(seed).spawn(2)
-    return np.random.default_rng(init_seq), np.random.default_rng(shuffle_seq)

@@ -1,14 +1,14 @@
-"""The model: :class:`Sequential`, :func:`mlp`, and the training loop.
+"""The model: :class:`Sequential` and :func:`mlp`.
 
-The device and namespace are resolved once, when the model is built; data is
-copied to the device once per ``fit`` call; the step loop reads nothing back
-from the device (loss and accuracy are summed there and read once per epoch).
+The model owns the layers, their forward and backward passes, the flat
+parameter buffers (:class:`~xpnet.parameters.Parameters`) and inference; the
+training loop and its step live in :mod:`xpnet.training`. The device and
+namespace are resolved once, when the model is built.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,50 +23,15 @@ from .activations import (
     Softmax,
     get_activation,
 )
-from .errors import DivergenceError, XpnetError
-from .initializers import make_rngs, permutation
+from .arraytypes import Array
+from .errors import XpnetError
 from .layers import Dense, Layer
 from .losses import CrossEntropy, Loss, get_loss
 from .optimizers import SGD, Optimizer, get_optimizer
-
-#: fit stops when an epoch's mean loss exceeds this many times the reference
-#: loss measured before the first step (see Sequential.fit)
-DIVERGENCE_FACTOR = 100.0
-#: the reference loss is at least this, so a start near 0 cannot make the
-#: limit tiny (e.g. MSE on all-zero targets)
-DIVERGENCE_FLOOR = 0.01
-#: at most this many samples (the first of X) measure the reference loss
-DIVERGENCE_SAMPLES = 1024
-
-
-class History:
-    """Per-epoch records of :meth:`Sequential.fit`, as Keras users know it.
-
-    ``history.records`` is a list of dicts with keys ``epoch`` (from 1),
-    ``loss``, ``accuracy`` (training, ``None`` without class labels),
-    ``val_loss``, ``val_accuracy`` (when validation data was given),
-    ``seconds`` (wall time of the epoch's training steps, device synchronised)
-    and ``samples_per_second``. ``history.history["loss"]`` gives one column.
-    """
-
-    def __init__(self) -> None:
-        self.records: list[dict[str, Any]] = []
-
-    @property
-    def history(self) -> dict[str, list[Any]]:
-        keys: list[str] = []
-        for record in self.records:
-            keys += [k for k in record if k not in keys]
-        return {k: [r.get(k) for r in self.records] for k in keys}
-
-    def __getitem__(self, key: str) -> list[Any]:
-        return self.history[key]
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __repr__(self) -> str:
-        return f"History({self.records!r})"
+from .parameters import Parameters
+from .rng import make_rngs
+from .training import History, check_count, make_train_step
+from .training import fit as _fit
 
 
 class Sequential:
@@ -187,6 +152,9 @@ class Sequential:
         # Layers before the first one with parameters need no backward pass.
         self._backward_layers = self.layers[first:][::-1]
         self._param_layers = [layer for layer in self.layers if layer.params]
+        #: every parameter in one flat buffer, every gradient in another
+        self.parameters = Parameters(self._param_layers, self.xp, self.backend.device)
+        self._step: Callable[[Array, Array], tuple[Array, Array]] | None = None
 
     # -- data in and out -------------------------------------------------------
     def to_device(self, x: Any, dtype: str | None = None) -> Any:
@@ -208,7 +176,7 @@ class Sequential:
             x = _backend.to_numpy(x)
         return self.backend.asarray(x, dtype)
 
-    def _prepare_x(self, X: Any, what: str = "X", check: bool = True) -> Any:
+    def prepare_inputs(self, X: Any, what: str = "X", check: bool = True) -> Any:
         shape = getattr(X, "shape", None)
         if shape is None:
             X = self.backend.asarray(X)
@@ -233,14 +201,7 @@ class Sequential:
             )
         return X
 
-    def _prepare_y(
-        self, y: Any, n: int, what: str = "y", check: bool = True
-    ) -> tuple[Any, Any]:
-        """Targets on the device and integer labels for accuracy (or None)."""
-        y, labels, _ = self._prepare_targets(y, n, what, check)
-        return y, labels
-
-    def _prepare_targets(
+    def prepare_targets(
         self,
         y: Any,
         n: int,
@@ -248,8 +209,10 @@ class Sequential:
         check: bool = True,
         task: str | None = None,
     ) -> tuple[Any, Any, str]:
-        """Targets on the device, integer labels for accuracy (None for
-        regression and 1-column targets) and the task the targets imply.
+        """``(targets on the device, integer labels for accuracy, task)``.
+
+        The labels are None for regression and 1-column targets; the task is
+        the one the targets imply (see :class:`Sequential`).
 
         ``task``: the task the targets must imply (``None``: any). ``check=False``
         skips the scans of the values (label range, finiteness); shapes and
@@ -339,21 +302,15 @@ class Sequential:
         for layer in self._backward_layers:
             grad = layer.backward(grad)
 
-    def train_step(self, xb: Any, yb: Any) -> tuple[Any, Any]:
+    def train_step(self, xb: Array, yb: Array) -> tuple[Array, Array]:
         """One update on a batch; returns (loss, outputs), both on the device.
 
-        For SGD the learning rate is folded into ``dL/dout`` (``(batch, outputs)``,
-        tiny) before backpropagation, so the layers' ``grads`` hold
-        ``lr * gradient`` and the optimizer skips a pass over every parameter.
+        The step is :func:`xpnet.training.make_train_step`'s (the backend's
+        own, or the generic :class:`~xpnet.training.TrainStep`), built once.
         """
-        out = self.forward(xb)
-        loss, grad = self.loss.value_and_grad(out, yb)
-        folded = self.optimizer.folds_lr
-        if folded:
-            grad = grad * self.optimizer.lr
-        self.backward(grad)
-        self.optimizer.step(self._param_layers, grads_scaled_by_lr=folded)
-        return loss, out
+        if self._step is None:
+            self._step = make_train_step(self)
+        return self._step(xb, yb)
 
     # -- training and inference ------------------------------------------------
     def fit(
@@ -401,119 +358,28 @@ class Sequential:
         the validation loss is NaN/inf. The model then holds the diverged
         weights and counts that epoch in ``epochs_trained``.
         """
-        epochs = _count("epochs", epochs, minimum=0)
-        batch_size = _count("batch_size", batch_size, minimum=1)
-        X = self._prepare_x(X, check=check_inputs)
-        n = X.shape[0]
-        y, labels, task = self._prepare_targets(y, n, "y", check_inputs, self.task)
-        if validation_data is not None:
-            Xv = self._prepare_x(validation_data[0], "validation X", check_inputs)
-            yv, labels_v, _ = self._prepare_targets(
-                validation_data[1], Xv.shape[0], "validation y", check_inputs, task
-            )
-        if self.task is None:
-            self.task = task
-            self.target_ndim = y.ndim if task == "regression" else None
-        history = History()
-        xp = self.xp
-        limit, reference = (
-            self._divergence_limit(X, y, batch_size) if epochs else (math.inf, 0.0)
-        )
-        for _ in range(epochs):
-            start = time.perf_counter()
-            if shuffle:
-                order = self.backend.asarray(permutation(self.shuffle_rng, n))
-            loss_sum = xp.zeros((), dtype=self.dtype, device=self.backend.device)
-            correct = xp.zeros((), dtype=xp.int64, device=self.backend.device)
-            for lo in range(0, n, batch_size):
-                hi = min(lo + batch_size, n)
-                if shuffle:
-                    idx = order[lo:hi]
-                    xb, yb = xp.take(X, idx, axis=0), xp.take(y, idx, axis=0)
-                else:
-                    xb, yb = X[lo:hi, ...], y[lo:hi, ...]
-                loss, out = self.train_step(xb, yb)
-                loss_sum = loss_sum + loss * (hi - lo)
-                if labels is y:
-                    correct = correct + self.loss.correct(out, yb)
-                elif labels is not None:
-                    lb = xp.take(labels, idx, axis=0) if shuffle else labels[lo:hi]
-                    correct = correct + self.loss.correct(out, lb)
-                if on_batch is not None:
-                    on_batch(hi)
-            # One read-back for the loss and the weights' sum, which any NaN
-            # or inf weight makes non-finite (it also waits for the device).
-            loss_total, weight_sum = (
-                float(v)
-                for v in _backend.to_numpy(xp.stack([loss_sum, self._weight_sum()]))
-            )
-            mean_loss = loss_total / n
-            seconds = time.perf_counter() - start
-            self.epochs_trained += 1
-            if not math.isfinite(mean_loss):
-                raise self._diverged(f"the loss is {mean_loss}")
-            if mean_loss > limit:
-                raise self._diverged(
-                    f"the loss {mean_loss:.4g} is over {DIVERGENCE_FACTOR:g}x the "
-                    f"starting loss {reference:.4g}"
-                )
-            if not math.isfinite(weight_sum) and not self._weights_finite():
-                raise self._diverged("the weights hold NaN or infinite values")
-            record: dict[str, Any] = {
-                "epoch": self.epochs_trained,
-                "loss": mean_loss,
-                "accuracy": int(correct) / n if labels is not None else None,
-                "seconds": seconds,
-                "samples_per_second": n / seconds if seconds > 0 else math.inf,
-            }
-            if validation_data is not None:
-                val = self._evaluate_prepared(Xv, yv, labels_v, 1024)
-                if not math.isfinite(val["loss"]):
-                    raise self._diverged(f"the validation loss is {val['loss']}")
-                record["val_loss"] = val["loss"]
-                record["val_accuracy"] = val["accuracy"]
-            history.records.append(record)
-            if on_epoch_end is not None:
-                on_epoch_end(record)
-        return history
-
-    def _divergence_limit(self, X: Any, y: Any, batch_size: int) -> tuple[float, float]:
-        """``(limit, reference)`` for fit's divergence rule, from the first
-        batch (256 to 1024 samples, fewer if X has fewer): one forward pass, no
-        backward, one read-back."""
-        xp = self.xp
-        m = min(X.shape[0], max(batch_size, 256), DIVERGENCE_SAMPLES)
-        yb = y[:m, ...]
-        out = self.forward(X[:m, ...])
-        start = xp.maximum(self.loss(out, yb), self.loss(xp.zeros_like(out), yb))
-        reference = max(float(start), DIVERGENCE_FLOOR)
-        # A start that is already NaN/inf leaves only the non-finite checks.
-        if not math.isfinite(reference):
-            return math.inf, reference
-        return DIVERGENCE_FACTOR * reference, reference
-
-    def _weight_sum(self) -> Any:
-        """Sum of every parameter (0-d, on the device): finite iff they all
-        are, unless finite values overflow it (see :func:`_all_finite`)."""
-        xp = self.xp
-        total = xp.zeros((), dtype=self.dtype, device=self.backend.device)
-        for layer in self._param_layers:
-            for value in layer.params.values():
-                total = total + xp.sum(value)
-        return total
-
-    def _weights_finite(self) -> bool:
-        return all(
-            _all_finite(self.xp, value)
-            for layer in self._param_layers
-            for value in layer.params.values()
+        return _fit(
+            self,
+            X,
+            y,
+            epochs,
+            batch_size,
+            validation_data=validation_data,
+            shuffle=shuffle,
+            on_batch=on_batch,
+            on_epoch_end=on_epoch_end,
+            check_inputs=check_inputs,
         )
 
-    def _diverged(self, why: str) -> DivergenceError:
-        return DivergenceError(
-            f"training diverged in epoch {self.epochs_trained}: {why}; lower the "
-            f"learning rate (now {self.optimizer.lr:g}), e.g. by 10x"
-        )
+    def weights_finite(self) -> bool:
+        """Whether every parameter is finite (one pass, one read-back)."""
+        return _all_finite(self.xp, self.parameters.flat)
+
+    def read_floats(self, *scalars: Array) -> list[float]:
+        """0-d device arrays as host floats, in one read-back (it also waits
+        for the device)."""
+        stacked = self.xp.stack([self.xp.astype(v, self.dtype) for v in scalars])
+        return [float(v) for v in _backend.to_numpy(stacked)]
 
     def evaluate(self, X: Any, y: Any, batch_size: int = 1024) -> dict[str, Any]:
         """Mean loss and accuracy over ``X: (samples, features)``.
@@ -522,12 +388,16 @@ class Sequential:
         ``None`` for a regressor. ``y`` must be of the kind the model was fitted
         on (see :class:`Sequential`).
         """
-        batch_size = _count("batch_size", batch_size, minimum=1)
-        X = self._prepare_x(X)
-        y, labels, _ = self._prepare_targets(y, X.shape[0], task=self.task)
-        return self._evaluate_prepared(X, y, labels, batch_size)
+        batch_size = check_count("batch_size", batch_size, minimum=1)
+        X = self.prepare_inputs(X)
+        y, labels, _ = self.prepare_targets(y, X.shape[0], task=self.task)
+        return self.evaluate_prepared(X, y, labels, batch_size)
 
-    def _evaluate_prepared(self, X, y, labels, batch_size) -> dict[str, Any]:
+    def evaluate_prepared(
+        self, X: Array, y: Array, labels: Array | None, batch_size: int = 1024
+    ) -> dict[str, Any]:
+        """:meth:`evaluate` on arrays from :meth:`prepare_inputs` and
+        :meth:`prepare_targets` (no checks, no copies)."""
         xp = self.xp
         n = X.shape[0]
         loss_sum = xp.zeros((), dtype=self.dtype, device=self.backend.device)
@@ -577,8 +447,8 @@ class Sequential:
         return _backend.to_numpy(labels)
 
     def _probabilities(self, X: Any, batch_size: int) -> Any:
-        batch_size = _count("batch_size", batch_size, minimum=1)
-        X = self._prepare_x(X)
+        batch_size = check_count("batch_size", batch_size, minimum=1)
+        X = self.prepare_inputs(X)
         n = X.shape[0]
         parts = []
         for lo in range(0, n, batch_size):
@@ -615,14 +485,17 @@ class Sequential:
                 raise XpnetError(
                     f"state {key} has shape {got}, the model needs {shape}"
                 )
-        for i, layer in enumerate(self.layers):
-            for name in layer.params:
-                # Always a copy: training must never write into the caller's dict.
-                layer.params[name] = self.backend.asarray(
-                    _backend.to_numpy(state[f"{i}.{name}"]), self.dtype_name
+        keys = {id(layer): i for i, layer in enumerate(self.layers)}
+        # Always a copy: training must never write into the caller's arrays.
+        self.parameters.load(
+            [
+                self.backend.asarray(
+                    _backend.to_numpy(state[f"{keys[id(slot.layer)]}.{slot.name}"]),
+                    self.dtype_name,
                 )
-        # Optimizer slots refer to parameters by position; rebind on next step.
-        self.optimizer.reset_binding()
+                for slot in self.parameters.slots
+            ]
+        )
 
     def config(self) -> dict[str, Any]:
         """The architecture as JSON-ready data (for checkpoints)."""
@@ -696,12 +569,6 @@ def _dtype_kind(y: Any) -> str:
     if "int" in text:
         return "i"
     return "f"
-
-
-def _count(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise XpnetError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 LAYER_TYPES: dict[str, type[Layer]] = {

@@ -203,7 +203,7 @@ def remarks(result: dict[str, Any]) -> list[str]:
     if worst is not None:
         share, row, checks = worst
         out.append(
-            f"xpnet fit's input checks (_prepare_x isfinite scan + _prepare_y "
+            f"xpnet fit's input checks (prepare_inputs isfinite scan + prepare_targets "
             f"label range) cost {checks * 1e3:.1f} ms per fit call; largest share "
             f"{100 * share:.1f}% of an epoch ({row['model']} b={row['batch_size']} "
             f"on {row['device']}); paid once per fit() call, not in the epoch "

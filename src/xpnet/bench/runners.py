@@ -81,9 +81,8 @@ class XpnetRunner(Runner):
             dtype=DTYPE,
             optimizer=xpnet.SGD(lr=lr, momentum=MOMENTUM),
         )
-        # private in xpnet.model: the lead makes them public (issue 9)
-        self.X: Any = self.model._prepare_x(X)
-        self.y: Any = self.model._prepare_y(y, self.X.shape[0])[0]
+        self.X: Any = self.model.prepare_inputs(X)
+        self.y: Any = self.model.prepare_targets(y, self.X.shape[0])[0]
         self.batch_size = int(batch_size)
         self.loop_seconds: list[float] = []
 
@@ -99,12 +98,13 @@ class XpnetRunner(Runner):
         return float(history["loss"][-1])
 
     def input_check_seconds(self, repeats: int = 3) -> float:
-        """Median time of fit's input preparation (``_prepare_x`` + ``_prepare_y``)."""
+        """Median time of fit's input preparation (``prepare_inputs`` and
+        ``prepare_targets``)."""
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
-            X = self.model._prepare_x(self.X)
-            self.model._prepare_y(self.y, X.shape[0])
+            X = self.model.prepare_inputs(self.X)
+            self.model.prepare_targets(self.y, X.shape[0])
             self.backend.synchronize()
             times.append(time.perf_counter() - start)
         return statistics.median(times)

@@ -1,0 +1,284 @@
+"""The training loop and its step, apart from the model.
+
+:class:`TrainStep` is one optimisation step on a batch; :func:`fit` runs the
+epochs around it (shuffling, batches, metrics, callbacks, divergence checks).
+The model (:class:`~xpnet.model.Sequential`) owns the layers, forward and
+backward; :meth:`Sequential.fit` calls :func:`fit`.
+
+The step has three extension points, each with the generic Array-API path as
+the reference:
+
+1. **Gradient reduction.** ``TrainStep(model, reduce_gradients=f)`` calls
+   ``f(grads)`` once per step with the model's flat gradient buffer (every
+   gradient of the step, :attr:`Parameters.grads`), e.g. to all-reduce it
+   across processes; ``f`` returns the buffer to use.
+2. **The update.** ``backend.ops.apply_update(optimizer, params, prescaled)``:
+   the generic one runs the optimizer's rule (written once, see
+   :mod:`xpnet.optimizers`) over the flat buffers; a backend may fuse it.
+3. **The whole step.** ``backend.ops.make_step(model, ...)`` may return a
+   replacement for :class:`TrainStep` (e.g. a captured CUDA graph);
+   :func:`make_train_step` falls back to the generic step.
+
+Nothing in the loop reads the device per batch: loss and accuracy are summed
+on the device and read once per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .arraytypes import Array
+from .errors import DivergenceError, XpnetError
+from .rng import permutation
+
+if TYPE_CHECKING:
+    from .model import Sequential
+
+__all__ = [
+    "DIVERGENCE_FACTOR",
+    "DivergenceGuard",
+    "History",
+    "TrainStep",
+    "check_count",
+    "fit",
+    "make_train_step",
+]
+
+#: fit stops when an epoch's mean loss exceeds this many times the reference
+#: loss measured before the first step (see :class:`DivergenceGuard`)
+DIVERGENCE_FACTOR = 100.0
+#: the reference loss is at least this, so a start near 0 cannot make the
+#: limit tiny (e.g. MSE on all-zero targets)
+DIVERGENCE_FLOOR = 0.01
+#: at most this many samples (the first of X) measure the reference loss
+DIVERGENCE_SAMPLES = 1024
+
+GradientReducer = Callable[[Array], Array]
+
+
+class History:
+    """Per-epoch records of :func:`fit`, as Keras users know it.
+
+    ``history.records`` is a list of dicts with keys ``epoch`` (from 1),
+    ``loss``, ``accuracy`` (training, ``None`` without class labels),
+    ``val_loss``, ``val_accuracy`` (when validation data was given),
+    ``seconds`` (wall time of the epoch's training steps, device synchronised)
+    and ``samples_per_second``. ``history.history["loss"]`` gives one column.
+    """
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+
+    @property
+    def history(self) -> dict[str, list[Any]]:
+        keys: list[str] = []
+        for record in self.records:
+            keys += [k for k in record if k not in keys]
+        return {k: [r.get(k) for r in self.records] for k in keys}
+
+    def __getitem__(self, key: str) -> list[Any]:
+        return self.history[key]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __repr__(self) -> str:
+        return f"History({self.records!r})"
+
+
+class TrainStep:
+    """One update of ``model`` on a batch: forward, loss, backward, gradient
+    reduction, optimizer update.
+
+    ``step(xb, yb)`` takes ``xb: (batch, in_features)`` and targets on the
+    model's device and returns ``(loss, out)``: the batch's mean loss (0-d) and
+    the outputs ``(batch, out_features)``, both on the device, nothing read
+    back. For optimizers whose update is linear in ``lr * grad`` (SGD) the
+    learning rate is folded into ``dL/dout`` (tiny) before backpropagation, so
+    the gradients arrive scaled and the update skips a pass over every
+    parameter.
+    """
+
+    def __init__(
+        self, model: Sequential, reduce_gradients: GradientReducer | None = None
+    ) -> None:
+        self.model = model
+        self.reduce_gradients = reduce_gradients
+
+    def __call__(self, xb: Array, yb: Array) -> tuple[Array, Array]:
+        model = self.model
+        optimizer = model.optimizer
+        out = model.forward(xb)
+        loss, grad = model.loss.value_and_grad(out, yb)
+        folded = optimizer.folds_lr
+        if folded:
+            grad = grad * optimizer.lr
+        model.backward(grad)
+        params = model.parameters
+        if self.reduce_gradients is not None:
+            params.grads = self.reduce_gradients(params.gather_grads())
+        model.backend.ops.apply_update(optimizer, params, prescaled=folded)
+        return loss, out
+
+
+def make_train_step(
+    model: Sequential, reduce_gradients: GradientReducer | None = None
+) -> Callable[[Array, Array], tuple[Array, Array]]:
+    """The backend's own whole step if it has one, else :class:`TrainStep`."""
+    native = model.backend.ops.make_step(model, reduce_gradients=reduce_gradients)
+    return native if native is not None else TrainStep(model, reduce_gradients)
+
+
+class DivergenceGuard:
+    """Decides after each epoch whether training has diverged.
+
+    Before the first step, a reference loss is measured on the first batch
+    (at least 256, at most 1024 samples; one forward pass and one read-back):
+    the larger of the model's loss there and the loss of all-zero outputs
+    (``ln K`` for K-class cross-entropy on logits, ``ln 2`` for BCE on logits,
+    half the mean squared target norm for MSE), and at least 0.01, so that a
+    start near 0 (an already trained model, zero targets) cannot make the limit
+    tiny. An epoch diverged when its mean loss is NaN/inf or more than
+    :data:`DIVERGENCE_FACTOR` times the reference, any weight is NaN/inf, or
+    the validation loss is NaN/inf.
+    """
+
+    def __init__(self, model: Sequential, X: Array, y: Array, batch_size: int):
+        self.model = model
+        xp = model.xp
+        m = min(X.shape[0], max(batch_size, 256), DIVERGENCE_SAMPLES)
+        yb = y[:m, ...]
+        out = model.forward(X[:m, ...])
+        start = xp.maximum(model.loss(out, yb), model.loss(xp.zeros_like(out), yb))
+        self.reference = max(float(start), DIVERGENCE_FLOOR)
+        # A start that is already NaN/inf leaves only the non-finite checks.
+        finite = math.isfinite(self.reference)
+        self.limit = DIVERGENCE_FACTOR * self.reference if finite else math.inf
+
+    def check_epoch(self, mean_loss: float, weight_sum: float) -> None:
+        """Raise :class:`DivergenceError` if the epoch's numbers show divergence.
+
+        ``weight_sum``: the sum of all parameters, finite whenever they all are
+        (unless finite values overflow it, which then costs a full check).
+        """
+        if not math.isfinite(mean_loss):
+            raise self.error(f"the loss is {mean_loss}")
+        if mean_loss > self.limit:
+            raise self.error(
+                f"the loss {mean_loss:.4g} is over {DIVERGENCE_FACTOR:g}x the "
+                f"starting loss {self.reference:.4g}"
+            )
+        if not math.isfinite(weight_sum) and not self.model.weights_finite():
+            raise self.error("the weights hold NaN or infinite values")
+
+    def check_validation(self, val_loss: float) -> None:
+        if not math.isfinite(val_loss):
+            raise self.error(f"the validation loss is {val_loss}")
+
+    def error(self, why: str) -> DivergenceError:
+        model = self.model
+        return DivergenceError(
+            f"training diverged in epoch {model.epochs_trained}: {why}; lower the "
+            f"learning rate (now {model.optimizer.lr:g}), e.g. by 10x"
+        )
+
+
+def fit(
+    model: Sequential,
+    X: Any,
+    y: Any,
+    epochs: int = 1,
+    batch_size: int = 32,
+    *,
+    validation_data: tuple[Any, Any] | None = None,
+    shuffle: bool = True,
+    on_batch: Callable[[int], None] | None = None,
+    on_epoch_end: Callable[[dict[str, Any]], Any] | None = None,
+    check_inputs: bool = True,
+    step: Callable[[Array, Array], tuple[Array, Array]] | None = None,
+) -> History:
+    """Train ``model`` for ``epochs`` passes over ``X: (samples, features)``.
+
+    See :meth:`xpnet.model.Sequential.fit` for the arguments; ``step``
+    replaces the model's training step (default :func:`make_train_step`).
+    Divergence is checked after each epoch by :class:`DivergenceGuard`, before
+    ``on_epoch_end`` (so a callback that saves checkpoints never saves a
+    diverged epoch); the model then holds the diverged weights and counts that
+    epoch in ``epochs_trained``.
+    """
+    epochs = check_count("epochs", epochs, minimum=0)
+    batch_size = check_count("batch_size", batch_size, minimum=1)
+    X = model.prepare_inputs(X, check=check_inputs)
+    n = X.shape[0]
+    y, labels, task = model.prepare_targets(y, n, "y", check_inputs, model.task)
+    if validation_data is not None:
+        Xv = model.prepare_inputs(validation_data[0], "validation X", check_inputs)
+        yv, labels_v, _ = model.prepare_targets(
+            validation_data[1], Xv.shape[0], "validation y", check_inputs, task
+        )
+    if model.task is None:
+        model.task = task
+        model.target_ndim = y.ndim if task == "regression" else None
+    step = step or model.train_step
+    history = History()
+    if not epochs:
+        return history
+    xp, device = model.xp, model.backend.device
+    guard = DivergenceGuard(model, X, y, batch_size)
+    for _ in range(epochs):
+        start = time.perf_counter()
+        if shuffle:
+            order = model.backend.asarray(permutation(model.shuffle_rng, n))
+        loss_sum = xp.zeros((), dtype=model.dtype, device=device)
+        correct = xp.zeros((), dtype=xp.int64, device=device)
+        for lo in range(0, n, batch_size):
+            hi = min(lo + batch_size, n)
+            if shuffle:
+                idx = order[lo:hi]
+                xb, yb = xp.take(X, idx, axis=0), xp.take(y, idx, axis=0)
+            else:
+                xb, yb = X[lo:hi, ...], y[lo:hi, ...]
+            loss, out = step(xb, yb)
+            loss_sum = loss_sum + loss * (hi - lo)
+            if labels is y:
+                correct = correct + model.loss.correct(out, yb)
+            elif labels is not None:
+                lb = xp.take(labels, idx, axis=0) if shuffle else labels[lo:hi]
+                correct = correct + model.loss.correct(out, lb)
+            if on_batch is not None:
+                on_batch(hi)
+        # One read-back for the loss and the weights' sum, which any NaN or
+        # inf weight makes non-finite (it also waits for the device).
+        loss_total, weight_sum = model.read_floats(
+            loss_sum, xp.sum(model.parameters.flat)
+        )
+        mean_loss = loss_total / n
+        seconds = time.perf_counter() - start
+        model.epochs_trained += 1
+        guard.check_epoch(mean_loss, weight_sum)
+        record: dict[str, Any] = {
+            "epoch": model.epochs_trained,
+            "loss": mean_loss,
+            "accuracy": int(correct) / n if labels is not None else None,
+            "seconds": seconds,
+            "samples_per_second": n / seconds if seconds > 0 else math.inf,
+        }
+        if validation_data is not None:
+            val = model.evaluate_prepared(Xv, yv, labels_v, 1024)
+            guard.check_validation(val["loss"])
+            record["val_loss"] = val["loss"]
+            record["val_accuracy"] = val["accuracy"]
+        history.records.append(record)
+        if on_epoch_end is not None:
+            on_epoch_end(record)
+    return history
+
+
+def check_count(name: str, value: Any, minimum: int) -> int:
+    """``value`` if it is an integer >= ``minimum``, else a one-line XpnetError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise XpnetError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
