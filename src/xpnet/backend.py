@@ -194,7 +194,7 @@ def _import(module: str, extra_hint: str) -> Any:
         raise DeviceError(f"{module} is not installed ({exc}); {extra_hint}") from None
 
 
-def _cupy_gpu_count() -> tuple[Any, int, str]:
+def cupy_gpu_count() -> tuple[Any, int, str]:
     """(cupy module or None, usable GPU count, reason when none is usable)."""
     try:
         import cupy
@@ -214,7 +214,7 @@ def _cupy_gpu_count() -> tuple[Any, int, str]:
 def _resolve_cuda(backend: str, index: int) -> Backend:
     name = f"cuda:{index}"
     if backend == "cupy":
-        cupy, count, reason = _cupy_gpu_count()
+        cupy, count, reason = cupy_gpu_count()
         if cupy is None and "not installed" in reason:
             raise DeviceError(
                 f"device {name!r} needs CuPy, which is not installed; "
@@ -305,7 +305,7 @@ def resolve(device: str | Backend = "auto", backend: str | None = None) -> Backe
         return _resolve_cuda(name or "cupy", index)
     # auto: CUDA when it works, else the CPU with a notice.
     if name in (None, "cupy"):
-        cupy, count, reason = _cupy_gpu_count()
+        cupy, count, reason = cupy_gpu_count()
         if count > 0:
             return _resolve_cuda("cupy", 0)
         if name == "cupy":
@@ -325,6 +325,53 @@ def resolve(device: str | Backend = "auto", backend: str | None = None) -> Backe
     notice = f"device auto: {reason}; running on the CPU with {chosen.name}"
     log.warning(notice)
     return Backend(chosen.name, chosen.xp, chosen.device, "cpu", notice=notice)
+
+
+def gpu_facts(devices: list[str] | None = None) -> list[dict[str, Any]]:
+    """What CuPy reports of each CUDA device: the one GPU-facts function.
+
+    ``devices``: e.g. ``["cuda:0"]``; ``None`` lists every GPU CuPy sees. Each
+    entry has ``device``, ``name``, ``memory_total_gib``, ``memory_free_gib``,
+    ``compute_capability``, ``cuda_runtime`` and ``cuda_driver`` (versions as
+    ``"13.0"``), or ``device`` and ``error`` where the device cannot be used.
+    An empty list when CuPy is missing and no device was asked for.
+    """
+    cupy, count, reason = cupy_gpu_count()
+    if devices is None:
+        if cupy is None:
+            return []
+        devices = [f"cuda:{i}" for i in range(count)]
+        if not devices:
+            return [{"device": "cuda", "error": reason}]
+    facts: list[dict[str, Any]] = []
+    for device in devices:
+        entry: dict[str, Any] = {"device": device}
+        try:
+            if count == 0:
+                raise DeviceError(reason)
+            index = parse_device(device)[1]
+            runtime = cupy.cuda.runtime
+            props = runtime.getDeviceProperties(index)
+            with cupy.cuda.Device(index):
+                free, total = runtime.memGetInfo()
+            name = props["name"]
+            entry.update(
+                name=name.decode() if isinstance(name, bytes) else str(name),
+                memory_total_gib=round(total / 2**30, 2),
+                memory_free_gib=round(free / 2**30, 2),
+                compute_capability=f"{props['major']}.{props['minor']}",
+                cuda_runtime=_cuda_version(runtime.runtimeGetVersion()),
+                cuda_driver=_cuda_version(runtime.driverGetVersion()),
+            )
+        except Exception as exc:  # facts are reported, never fatal
+            entry["error"] = f"{type(exc).__name__}: {exc}"
+        facts.append(entry)
+    return facts
+
+
+def _cuda_version(code: int) -> str:
+    """CUDA's integer version (e.g. 12040) as ``"12.4"``."""
+    return f"{code // 1000}.{code % 1000 // 10}"
 
 
 def gpu_name(backend: Backend) -> str:

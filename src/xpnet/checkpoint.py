@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .atomic import atomic_write
 from .backend import DTYPES, Backend, resolve, to_numpy
 from .errors import XpnetError
-from .idx import atomic_write
 from .layers import Dense
 from .losses import LOSSES
 from .model import Sequential, layer_from_config

@@ -21,7 +21,14 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .backend import BACKENDS, Backend, available_backends, gpu_name, resolve
+from .backend import (
+    BACKENDS,
+    Backend,
+    available_backends,
+    gpu_facts,
+    gpu_name,
+    resolve,
+)
 from .errors import DivergenceError, XpnetError
 
 DEFAULT_LR = {"sgd": 0.1, "adam": 0.001, "adamw": 0.001}
@@ -1144,36 +1151,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 # -- info -----------------------------------------------------------------------
-def _gpu_facts() -> list[dict[str, Any]]:
-    try:
-        import cupy
-    except Exception:
-        return []
-    gpus = []
-    try:
-        for i in range(cupy.cuda.runtime.getDeviceCount()):
-            props = cupy.cuda.runtime.getDeviceProperties(i)
-            name = props["name"]
-            with cupy.cuda.Device(i):
-                free, total = cupy.cuda.runtime.memGetInfo()
-            gpus.append(
-                {
-                    "device": f"cuda:{i}",
-                    "name": name.decode() if isinstance(name, bytes) else str(name),
-                    "memory_total_gib": round(total / 2**30, 2),
-                    "memory_free_gib": round(free / 2**30, 2),
-                    "compute_capability": f"{props['major']}.{props['minor']}",
-                }
-            )
-        gpus and gpus[0].update(
-            cuda_runtime=cupy.cuda.runtime.runtimeGetVersion(),
-            cuda_driver=cupy.cuda.runtime.driverGetVersion(),
-        )
-    except Exception as exc:
-        gpus.append({"error": f"{type(exc).__name__}: {exc}"})
-    return gpus
-
-
 def cmd_info(args: argparse.Namespace) -> int:
     import array_api_compat
 
@@ -1187,7 +1164,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "cpu_count": os.cpu_count(),
         "array_api_compat": array_api_compat.__version__,
         "backends": available_backends(),
-        "gpus": _gpu_facts(),
+        "gpus": gpu_facts(),
         "auto_device": _device_facts(auto),
         "data_dir": str(default_data_dir()),
     }

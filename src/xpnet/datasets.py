@@ -35,8 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
+from xpnet.atomic import atomic_write
 from xpnet.errors import XpnetError
-from xpnet.idx import atomic_write, read_idx
+from xpnet.idx import read_idx
 from xpnet.npz import NpzArchive, NpzFormatError
 
 __all__ = [

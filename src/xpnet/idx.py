@@ -12,19 +12,17 @@ the file and says what is wrong, so a command-line tool can print it as it is.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import math
 import os
 import struct
-import tempfile
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
+from xpnet.atomic import atomic_write
 from xpnet.errors import XpnetError
 
 __all__ = ["IDX_TYPES", "IdxError", "atomic_write", "read_idx", "write_idx"]
@@ -41,18 +39,6 @@ IDX_TYPES: dict[int, np.dtype] = {
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _FIX_HINT = "(re-download it or delete it from the cache)"
-
-
-def _current_umask() -> int:
-    # os.umask can only be read by setting it; do that once, at import time.
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-# mkstemp creates files readable by the owner only; finished files get the usual
-# permissions instead (0o666 minus the umask), like open() would give them.
-_FILE_MODE = 0o666 & ~_current_umask()
 
 
 class IdxError(XpnetError):
@@ -173,28 +159,6 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> Path:
     with atomic_write(path) as f:
         f.write(payload)
     return path
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
-    """Open a temporary file beside ``path`` for binary writing; on success move it
-    onto ``path`` with :func:`os.replace`, on any error delete it.
-
-    Readers therefore see either the old file or the complete new one, never a
-    partial write (an interrupted download, a full disk, a crash).
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _type_code(dtype: np.dtype) -> int:

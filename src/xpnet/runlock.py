@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from types import TracebackType
 
+from .atomic import temp_prefix
 from .errors import XpnetError
 
 try:  # POSIX; elsewhere the lock is a no-op and the temp cleanup still runs
@@ -109,13 +110,13 @@ def remove_stale_temp_files(checkpoint: str | os.PathLike) -> list[Path]:
     """Delete the temp files that killed saves of ``checkpoint`` left behind.
 
     Only call this while holding the checkpoint's :class:`CheckpointLock`: the
-    temp names are those of :func:`xpnet.idx.atomic_write` for the checkpoint
+    temp names are those of :func:`xpnet.atomic.atomic_write` for the checkpoint
     and its ``.json`` copy. Returns the paths removed.
     """
     checkpoint = Path(checkpoint)
     removed = []
     for name in (checkpoint.name, checkpoint.name + ".json"):
-        for tmp in checkpoint.parent.glob(f".{_glob_escape(name)}.*.tmp"):
+        for tmp in checkpoint.parent.glob(_glob_escape(temp_prefix(name)) + "*.tmp"):
             try:
                 tmp.unlink()
             except OSError:

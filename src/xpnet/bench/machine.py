@@ -122,23 +122,11 @@ def blas_info() -> dict[str, Any]:
 
 
 def gpu_info(devices: Sequence[str]) -> list[dict[str, Any]]:
-    """Name, CUDA versions and ``nvidia-smi`` line of each GPU in ``devices``;
-    an ``error`` entry instead where the device cannot be used."""
-    gpus = []
-    for device in devices:
-        if device == "cpu":
-            continue
-        entry: dict[str, Any] = {"device": device}
-        try:
-            backend = _backend.resolve(device)
-            entry["name"] = _backend.gpu_name(backend)
-            import cupy  # type: ignore[import-not-found, unused-ignore]
-
-            rt = cupy.cuda.runtime
-            entry["cuda_driver_api"] = cuda_version(rt.driverGetVersion())
-            entry["cuda_runtime"] = cuda_version(rt.runtimeGetVersion())
-        except Exception as exc:
-            entry["error"] = f"{type(exc).__name__}: {exc}"
+    """:func:`xpnet.backend.gpu_facts` of each GPU in ``devices``, plus the
+    ``nvidia-smi`` line (driver version) where that tool answers."""
+    gpus = _backend.gpu_facts([d for d in devices if d != "cpu"])
+    for entry in gpus:
+        device = entry["device"]
         try:
             index = device.split(":")[1] if ":" in device else "0"
             result = subprocess.run(
@@ -157,13 +145,7 @@ def gpu_info(devices: Sequence[str]) -> list[dict[str, Any]]:
                 entry["nvidia_smi"] = result.stdout.strip()
         except (OSError, subprocess.SubprocessError):
             pass
-        gpus.append(entry)
     return gpus
-
-
-def cuda_version(code: int) -> str:
-    """CUDA's integer version (e.g. 12040) as ``"12.4"``."""
-    return f"{code // 1000}.{(code % 1000) // 10}"
 
 
 def _installed_version(name: str) -> str | None:

@@ -163,7 +163,7 @@ def parse_devices(text: str, notes: list[str] | None = None) -> list[str]:
         if part == "all":
             devices.append("cpu")
             # private in xpnet.backend: the lead makes it public (issue 9)
-            _cupy, count, reason = backend._cupy_gpu_count()
+            _cupy, count, reason = backend.cupy_gpu_count()
             devices += [f"cuda:{i}" for i in range(count)]
             if not count and notes is not None:
                 notes.append(f"cuda: not benchmarked ({reason})")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..idx import atomic_write
+from ..atomic import atomic_write
 from .plan import MODELS, ROWS
 from .report import groups
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..idx import atomic_write
+from ..atomic import atomic_write
 from .plan import MODELS, QUICK_TEXT
 from .results import DENORMAL_TEXT, FLOPS_TEXT, IN_PROCESS_TEXT, TIMING_TEXT
 
