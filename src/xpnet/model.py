@@ -273,7 +273,7 @@ class Sequential:
             return "classification"
         return "regression"
 
-    def _restore_task(self, config: dict[str, Any]) -> None:
+    def restore_task(self, config: dict[str, Any]) -> None:
         """Take ``task`` and ``target_ndim`` from a saved :meth:`config`; configs
         saved before they were recorded are classifiers."""
         task = config.get("task", "classification")

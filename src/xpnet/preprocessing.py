@@ -7,7 +7,7 @@ the model then moves the float arrays to its device.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -16,9 +16,11 @@ from xpnet.datasets import Dataset
 from xpnet.errors import XpnetError
 
 __all__ = [
+    "Preprocessing",
     "Standardized",
     "deskew",
     "preprocess",
+    "replay",
     "scale",
     "skew",
     "standardize",
@@ -495,6 +497,110 @@ def _input_divisor(x: np.ndarray, scale: float) -> float:
     raise XpnetError(
         f"values in [{lo:g}, {hi:g}] do not fit this model's preprocessing, "
         f"which expects {expected}"
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class Preprocessing:
+    """A recorded preprocessing, replayable on new samples.
+
+    Attributes:
+        deskew: images were deskewed (needs ``image_shape``).
+        scale: the divisor that mapped the raw values to [0, 1], or None.
+        mean, std: ``(n_features,)`` train-set standardisation statistics
+            (``std`` already floored), or None.
+        image_shape: ``(h, w)`` of the images, or None.
+    """
+
+    deskew: bool = False
+    scale: float | None = None
+    mean: np.ndarray | None = None
+    std: np.ndarray | None = None
+    image_shape: tuple[int, int] | None = None
+
+    @property
+    def standardize(self) -> bool:
+        return self.mean is not None
+
+    @classmethod
+    def of(cls, ds: Dataset) -> Preprocessing:
+        """What :func:`preprocess` (or :func:`replay`) did to ``ds``."""
+        info = ds.preprocessing
+        return cls(
+            deskew=bool(info.get("deskew")),
+            scale=info.get("scale"),  # type: ignore[arg-type]
+            mean=info.get("mean"),  # type: ignore[arg-type]
+            std=info.get("std"),  # type: ignore[arg-type]
+            image_shape=ds.image_shape,
+        )
+
+    def apply(self, x: np.ndarray, dtype: str = "float32") -> np.ndarray:
+        """``x: (n, n_features)`` raw samples as the model was trained on them
+        (see :func:`transform` for the units accepted)."""
+        return transform(
+            x,
+            deskew=self.deskew and self.image_shape is not None,
+            scale=self.scale,
+            mean=self.mean,
+            std=self.std,
+            image_shape=self.image_shape,
+            dtype=dtype,
+        )
+
+    def to_meta(self) -> dict[str, object]:
+        """The JSON part (the arrays go with :meth:`arrays`)."""
+        return {
+            "deskew": self.deskew,
+            "scale": self.scale,
+            "standardize": self.standardize,
+        }
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """``{"mean": ..., "std": ...}`` when standardised, else empty."""
+        if self.mean is None or self.std is None:
+            return {}
+        return {"mean": self.mean, "std": self.std}
+
+    @classmethod
+    def from_meta(
+        cls,
+        meta: dict[str, object],
+        arrays: dict[str, np.ndarray],
+        image_shape: tuple[int, int] | None = None,
+    ) -> Preprocessing:
+        """The inverse of :meth:`to_meta` and :meth:`arrays`."""
+        standardize = bool(meta.get("standardize")) and "mean" in arrays
+        scale = meta.get("scale")
+        return cls(
+            deskew=bool(meta.get("deskew")),
+            scale=float(scale) if isinstance(scale, int | float) else None,
+            mean=arrays["mean"] if standardize else None,
+            std=arrays["std"] if standardize else None,
+            image_shape=image_shape,
+        )
+
+
+def replay(ds: Dataset, steps: Preprocessing, dtype: str = "float32") -> Dataset:
+    """``ds`` (raw) preprocessed with recorded ``steps`` instead of fitting new
+    statistics, e.g. to resume or evaluate a saved run on the same data."""
+    if ds.preprocessing:
+        raise XpnetError(
+            f"dataset {ds.name!r} is already preprocessed ({sorted(ds.preprocessing)})"
+        )
+    if steps.deskew and ds.image_shape is None:
+        raise XpnetError(f"dataset {ds.name!r} has no image shape; cannot deskew")
+    steps = replace(steps, image_shape=ds.image_shape)
+    info = {
+        "deskew": steps.deskew,
+        "scale": steps.scale,
+        "mean": steps.mean,
+        "std": steps.std,
+    }
+    return replace(
+        ds,
+        x_train=steps.apply(ds.x_train, dtype),
+        x_test=steps.apply(ds.x_test, dtype),
+        preprocessing=info,
     )
 
 
