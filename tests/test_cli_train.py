@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from xpnet import cli, interrupts
+from xpnet.cli.common import print_json
 from xpnet.checkpoint import read_checkpoint
 from xpnet.runlock import CheckpointLock
 
@@ -456,5 +457,5 @@ def test_quiet_still_prints_the_final_line(tmp_path):
 
 
 def test_json_never_holds_nan_tokens(capsys):
-    cli._print_json({"loss": float("nan"), "rows": [float("inf"), 1.0]})
+    print_json({"loss": float("nan"), "rows": [float("inf"), 1.0]})
     assert strict_json(capsys.readouterr().out) == {"loss": None, "rows": [None, 1.0]}

@@ -1,0 +1,107 @@
+"""What the commands share: errors, output, facts, data loading."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any
+
+import numpy as np
+
+from ..backend import Backend, gpu_name
+from ..datasets import Dataset
+from ..errors import XpnetError
+from ..preprocessing import Preprocessing
+
+
+class UsageError(XpnetError):
+    """A bad combination of command-line options."""
+
+
+class CheckpointWriteError(XpnetError):
+    """The checkpoint could not be written (read-only disk, disk full, ...)."""
+
+
+class Exit(Exception):
+    """Leave a command with this exit code; its message was already printed."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def say(args: argparse.Namespace, text: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(text, flush=True)
+
+
+def finite_or_none(value: Any) -> Any:
+    """``value`` with every NaN/inf float replaced by None (strict JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_none(v) for v in value]
+    if isinstance(value, np.generic):
+        return finite_or_none(value.item())
+    return value
+
+
+def print_json(record: dict[str, Any]) -> None:
+    """One line of strict JSON (no NaN/Infinity tokens) on stdout."""
+    print(json.dumps(finite_or_none(record), allow_nan=False), flush=True)
+
+
+def dataset_facts(data) -> dict[str, Any]:
+    return {
+        "name": data.name,
+        "source": data.source,
+        "n_train": int(len(data.x_train)),
+        "n_test": int(len(data.x_test)),
+        "n_features": data.n_features,
+        "num_classes": int(data.num_classes),
+        "image_shape": list(data.image_shape) if data.image_shape else None,
+        "class_names": list(data.class_names) if data.class_names else None,
+    }
+
+
+def device_facts(backend: Backend) -> dict[str, Any]:
+    return {
+        "backend": backend.name,
+        "device": backend.device_name,
+        "gpu": gpu_name(backend) or None,
+    }
+
+
+def check_features(model, data, where: str) -> None:
+    if data.n_features != model.in_features:
+        raise UsageError(
+            f"{where} expects {model.in_features} features but dataset "
+            f"{data.name!r} has {data.n_features}: use the dataset it was trained on"
+        )
+
+
+def load_training_data(
+    name: str,
+    data_dir: str | None,
+    *,
+    steps: Preprocessing | None = None,
+    deskew: bool = False,
+    standardize: bool = False,
+    scale: bool = True,
+    dtype: str = "float32",
+) -> Dataset:
+    """The dataset ``name``, preprocessed: with recorded ``steps`` when given
+    (a resumed or evaluated run), else by fitting the chosen steps."""
+    from ..datasets import load_dataset
+    from ..preprocessing import preprocess, replay
+
+    raw = load_dataset(name, data_dir, progress=sys.stderr.isatty())
+    if steps is not None:
+        return replay(raw, steps, dtype)
+    return preprocess(
+        raw, deskew=deskew, scale=scale, standardize=standardize, dtype=dtype
+    )

@@ -1,0 +1,117 @@
+"""The entry point: parse, dispatch to a command, turn errors into exit codes.
+
+Exit codes: 0 success; 2 bad usage or input (one line on stderr); 1 a
+diverging run, Ctrl-C or an unexpected failure; 143 SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from .. import __version__
+from ..errors import DivergenceError, XpnetError
+from .common import Exit, print_json
+from .parser import build_parser
+
+
+def _given_options(
+    parser: argparse.ArgumentParser, argv: list[str], parsed: argparse.Namespace
+) -> set[str]:
+    """The destinations of the options that ``argv`` sets explicitly.
+
+    argparse fills in a default only where the namespace lacks the attribute,
+    so parsing into a namespace pre-filled with a marker leaves exactly the
+    options the user typed changed.
+    """
+    marker = object()
+    probe = argparse.Namespace(**{key: marker for key in vars(parsed)})
+    parser.parse_known_args(argv, namespace=probe)
+    return {key for key, value in vars(probe).items() if value is not marker}
+
+
+def _fail(args: argparse.Namespace, message: str, code: int) -> int:
+    print(f"xpnet: error: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print_json(
+            {
+                "command": args.command,
+                "xpnet_version": __version__,
+                **args.report,
+                "error": message,
+                "exit_code": code,
+            }
+        )
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..interrupts import Terminated, install
+
+    restore_signals = install()
+    # Notices from the library (e.g. the auto device's fallback) as one line each.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("xpnet: %(message)s"))
+    logger = logging.getLogger("xpnet")
+    saved_logging = logger.handlers, logger.propagate
+    logger.handlers = [handler]
+    logger.propagate = False
+
+    def restore_logging() -> None:
+        logger.handlers, logger.propagate = saved_logging
+
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:
+        parser.print_help()
+        restore_signals()
+        restore_logging()
+        return 0
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:
+        restore_signals()
+        restore_logging()
+        raise
+    rest = argv[argv.index(args.command) + 1 :]
+    args.given = _given_options(parser.commands[args.command], rest, args)
+    args.report = {}
+    args.cleanup = [restore_signals, restore_logging]
+    try:
+        return int(args.func(args) or 0)
+    except Exit as exc:
+        if getattr(args, "json", False):
+            print_json(
+                {
+                    "command": args.command,
+                    **args.report,
+                    "exit_code": exc.code,
+                }
+            )
+        return exc.code
+    except DivergenceError as exc:
+        return _fail(args, str(exc), 1)
+    except XpnetError as exc:
+        return _fail(args, str(exc), 2)
+    except KeyboardInterrupt:
+        print("\nxpnet: interrupted", file=sys.stderr)
+        return 1
+    except Terminated as exc:
+        print(f"\nxpnet: {exc}", file=sys.stderr)
+        return Terminated.exit_code
+    except BrokenPipeError:
+        return 1
+    except Exception as exc:  # the last resort: one line, details on request
+        if os.environ.get("XPNET_DEBUG"):
+            raise
+        return _fail(
+            args,
+            f"unexpected error: {type(exc).__name__}: {exc} "
+            "(set XPNET_DEBUG=1 for the traceback)",
+            1,
+        )
+    finally:
+        for release in reversed(args.cleanup):
+            release()

@@ -1,0 +1,323 @@
+"""The argument parser of every command (nothing heavy is imported here:
+``xpnet --help`` loads neither the benchmark nor an array library's GPU
+stack; each command's module is imported only when it runs)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Callable
+
+from .. import __version__
+from ..backend import BACKENDS
+
+DEFAULT_LR = {"sgd": 0.1, "adam": 0.001, "adamw": 0.001}
+
+LOSS_CHOICES = ("cross-entropy", "mse", "bce")
+
+ACTIVATION_CHOICES = (
+    "relu",
+    "leaky-relu",
+    "sigmoid",
+    "tanh",
+    "gelu",
+    "elu",
+    "softplus",
+    "silu",
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors instead of the whole usage block."""
+
+    #: the subcommand parsers by name (set on the top-level parser)
+    commands: dict[str, argparse.ArgumentParser]
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _command(name: str) -> Callable[[argparse.Namespace], int]:
+    """The ``run`` function of module ``xpnet.cli.<name>``, imported on use."""
+
+    def run(args: argparse.Namespace) -> int:
+        module = importlib.import_module(f"{__package__}.{name}")
+        return int(module.run(args) or 0)
+
+    return run
+
+
+def _hidden_sizes(text: str) -> list[int]:
+    if text.strip() in ("", "none"):
+        return []
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated layer widths such as 512,512, got {text!r}"
+        ) from None
+    if any(s < 1 for s in sizes):
+        raise argparse.ArgumentTypeError(f"layer widths must be positive, got {text!r}")
+    return sizes
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a non-negative integer, got {text!r}"
+        )
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"expected a non-negative number, got {text!r}"
+        )
+    return value
+
+
+def _add_device_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA if CuPy and a GPU work, else CPU), cpu, cuda or cuda:N "
+        "(default: auto)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="array library; default numpy on cpu, cupy on cuda",
+    )
+
+
+def _add_data_options(parser: argparse.ArgumentParser, default: str | None) -> None:
+    parser.add_argument(
+        "--dataset",
+        default=default,
+        metavar="NAME|PATH.npz",
+        help="mnist, fashion-mnist, mnist-sample (bundled, offline) or an .npz with "
+        "x_train, y_train, x_test, y_test"
+        + (
+            f" (default: {default})"
+            if default
+            else " (default: the checkpoint's dataset)"
+        ),
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        metavar="DIR",
+        help="dataset cache directory (default: $XPNET_DATA, else the user cache "
+        "dir, e.g. ~/.cache/xpnet)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="xpnet",
+        description="Train multilayer perceptrons on NumPy (CPU) or CuPy (CUDA) "
+        "with one Array-API code path.",
+    )
+    parser.add_argument("--version", action="version", version=f"xpnet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.commands = sub.choices  # filled in as the commands are added
+
+    train = sub.add_parser(
+        "train",
+        help="train an MLP (default: MNIST)",
+        description="Train an MLP with softmax cross-entropy "
+        "(by default) and report per-epoch loss, accuracy and "
+        "throughput.",
+    )
+    _add_device_options(train)
+    _add_data_options(train, "mnist")
+    train.add_argument(
+        "--hidden",
+        type=_hidden_sizes,
+        default=[256],
+        metavar="N,N,...",
+        help="hidden layer widths (default: 256)",
+    )
+    train.add_argument(
+        "--activation",
+        choices=ACTIVATION_CHOICES,
+        default="relu",
+        help="hidden-layer activation (default: relu)",
+    )
+    train.add_argument(
+        "--loss",
+        choices=LOSS_CHOICES,
+        default="cross-entropy",
+        help="cross-entropy (softmax fused), mse or bce (sigmoid "
+        "fused), all on the last layer's logits (default: "
+        "cross-entropy)",
+    )
+    train.add_argument(
+        "--optimizer", choices=tuple(DEFAULT_LR), default="sgd", help="default: sgd"
+    )
+    train.add_argument(
+        "--lr",
+        type=_non_negative_float,
+        default=None,
+        help="learning rate (default: 0.1 for sgd, 0.06 for sgd with "
+        "--standardize, 0.001 for adam and adamw)",
+    )
+    train.add_argument(
+        "--momentum",
+        type=_non_negative_float,
+        default=0.9,
+        help="SGD momentum (default: 0.9)",
+    )
+    train.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
+    train.add_argument(
+        "--weight-decay",
+        type=_non_negative_float,
+        default=None,
+        help="L2 (sgd, adam) or decoupled (adamw) weight decay on "
+        "weights (default: 0; adamw: 0.01)",
+    )
+    train.add_argument(
+        "--lr-decay",
+        type=_non_negative_float,
+        default=0.0,
+        help="inverse-time decay per update: lr / (1 + decay * step) "
+        "(default: 0, constant)",
+    )
+    train.add_argument(
+        "--batch-size", type=_positive_int, default=64, help="default: 64"
+    )
+    train.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=10,
+        help="total epochs to train; a resumed run stops there too, so re-running "
+        "the same command finishes the job (default: 10)",
+    )
+    train.add_argument(
+        "--seed",
+        type=_non_negative_int,
+        default=0,
+        help="seed of the weights and shuffling (default: 0)",
+    )
+    train.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        default="float32",
+        help="default: float32",
+    )
+    train.add_argument(
+        "--deskew",
+        action="store_true",
+        help="deskew images by their moments before training",
+    )
+    train.add_argument(
+        "--no-scale",
+        action="store_true",
+        help="keep feature values as they are (default: pixels "
+        "0-255 are scaled to [0, 1])",
+    )
+    train.add_argument(
+        "--standardize",
+        action="store_true",
+        help="standardise features with the training set's mean/std",
+    )
+    train.add_argument(
+        "--save",
+        metavar="PATH.npz",
+        default=None,
+        help="checkpoint file, rewritten atomically at the start and after every "
+        "epoch, so Ctrl-C keeps the last completed epoch; an existing file is "
+        "never replaced without --overwrite (default with --resume: the resumed "
+        "file)",
+    )
+    train.add_argument(
+        "--resume",
+        metavar="PATH.npz",
+        default=None,
+        help="continue a saved run (its model, optimizer, data options and RNG) "
+        "up to --epochs in total, saving to the same file unless --save names "
+        "another",
+    )
+    train.add_argument(
+        "--resume-if-exists",
+        action="store_true",
+        help="continue --save's checkpoint if it exists, else start it: one "
+        "command that survives being killed and re-run",
+    )
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="allow --save to replace an existing file that is not the run's own "
+        "checkpoint",
+    )
+    train.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (config, device, history) as "
+        "the last line of stdout",
+    )
+    train.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bar and no per-epoch lines (the final line stays)",
+    )
+    train.set_defaults(func=_command("train"))
+
+    evaluate = sub.add_parser("evaluate", help="test accuracy of a checkpoint")
+    evaluate.add_argument("model", metavar="MODEL", help="checkpoint .npz")
+    _add_data_options(evaluate, None)
+    _add_device_options(evaluate)
+    evaluate.add_argument(
+        "--json", action="store_true", help="print the result as one JSON object"
+    )
+    evaluate.set_defaults(func=_command("evaluate"))
+
+    predict = sub.add_parser(
+        "predict",
+        help="classify images",
+        description="Classify inputs: an image file (PNG/JPEG/PGM, read with Pillow), "
+        "a .npy array (one 28x28 image, a flat vector, or a batch), or "
+        "DATASET:INDEX for a test-set image (e.g. mnist-sample:7).",
+    )
+    predict.add_argument("model", metavar="MODEL", help="checkpoint .npz")
+    predict.add_argument("inputs", metavar="INPUT", nargs="+")
+    predict.add_argument(
+        "--data-dir",
+        default=None,
+        metavar="DIR",
+        help="dataset cache directory for DATASET:INDEX inputs",
+    )
+    _add_device_options(predict)
+    predict.add_argument(
+        "--json", action="store_true", help="print the results as one JSON object"
+    )
+    predict.set_defaults(func=_command("predict"))
+
+    info = sub.add_parser("info", help="backends, devices, GPU, versions")
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(func=_command("info"))
+
+    from ..bench.cli import add_bench_parser
+
+    add_bench_parser(sub)
+    return parser

@@ -1,0 +1,208 @@
+"""``xpnet predict``: classify images, arrays or dataset samples."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..checkpoint import Checkpoint
+from ..errors import XpnetError
+from .common import UsageError, device_facts, print_json
+from .evaluate import load_for_inference
+
+
+@functools.lru_cache(maxsize=4)
+def _dataset_once(name: str, data_dir: str | None):
+    """A dataset read once per process, however many inputs index into it."""
+    from ..datasets import load_dataset
+
+    return load_dataset(name, data_dir)
+
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pgm", ".bmp", ".gif")
+
+
+def _read_input(
+    text: str, ckpt: Checkpoint, data_dir: str | None, features: int
+) -> tuple[np.ndarray, int | None]:
+    """One predict argument as ``(samples (n, features), true label or None)``.
+
+    The samples keep the unit they came in (uint8 pixels from images and
+    datasets, a .npy file's own dtype): :func:`_prepare_inputs` tells them apart.
+    """
+    path = Path(text)
+    if (
+        not path.exists()
+        and ":" in text
+        and not text.lower().endswith((".npy", *_IMAGE_SUFFIXES))
+    ):
+        name, _, index = text.rpartition(":")
+        if not index.isdigit():
+            raise UsageError(
+                f"{text!r}: expected DATASET:INDEX with a number after "
+                "the colon, e.g. mnist-sample:7"
+            )
+        data = _dataset_once(name, data_dir)
+        i = int(index)
+        if i >= len(data.x_test):
+            raise UsageError(
+                f"{text!r}: index {i} is past the end of the "
+                f"{len(data.x_test):,}-image test set of {data.name}"
+            )
+        return data.x_test[i : i + 1], int(data.y_test[i])
+    if not path.is_file():
+        raise UsageError(f"input {text!r} is neither a file nor DATASET:INDEX")
+    shape = tuple(ckpt.dataset.get("image_shape") or (28, 28))
+    if path.suffix.lower() != ".npy":
+        return _read_image(path, shape).reshape(1, -1), None
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise UsageError(f"{text!r} is not a readable .npy file ({exc})") from None
+    if not isinstance(x, np.ndarray):  # np.load gives an NpzFile for a .npz
+        x.close()
+        raise UsageError(f"{text!r} is an .npz archive, not a .npy array")
+    # One sample (h, w) or (features,), or a batch (n, h, w) or (n, features).
+    if x.shape in (shape, (features,)):
+        return x.reshape(1, -1), None
+    if x.ndim in (2, 3) and x.shape[1:] in (shape, (features,)):
+        return x.reshape(len(x), -1), None
+    h, w = shape
+    raise UsageError(
+        f"{text!r} holds an array of shape {x.shape}; the model expects a {h}x{w} "
+        f"image ({h}, {w}) or ({features},), or n of them: (n, {h}, {w}) or "
+        f"(n, {features})"
+    )
+
+
+def _read_image(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """A greyscale image as MNIST stores digits: light strokes on black, ``(h, w)``
+    uint8 0-255. Transparent parts are filled with the colour that contrasts with
+    the strokes' (white behind dark strokes, black behind light ones)."""
+    import warnings
+
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        raise UsageError(
+            f"reading {path.name} needs Pillow: pip install 'xpnet[images]' "
+            "(or pass a .npy array)"
+        ) from None
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns below twice its pixel limit: refuse those too.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                grey_alpha = np.asarray(image.convert("LA"), dtype=np.float32)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        reason = str(exc).rstrip(".")
+        raise UsageError(
+            f"image {str(path)!r} is too large to read safely ({reason}): scale it "
+            f"down, a digit needs only {shape[1]}x{shape[0]} pixels"
+        ) from None
+    except (
+        UnidentifiedImageError,
+        OSError,
+        ValueError,
+        SyntaxError,
+        EOFError,
+        MemoryError,
+    ) as exc:
+        raise UsageError(f"cannot read image {str(path)!r}: {exc}") from None
+    grey, alpha = grey_alpha[..., 0], grey_alpha[..., 1] / 255
+    coverage = float(alpha.sum())
+    stroke = float((grey * alpha).sum()) / coverage if coverage else 0.0
+    background = 255.0 if stroke < 128 else 0.0
+    pixels = grey * alpha + background * (1 - alpha)
+    resized = Image.fromarray(pixels, mode="F").resize(
+        (shape[1], shape[0]), Image.Resampling.LANCZOS
+    )
+    pixels = np.clip(np.asarray(resized), 0, 255)
+    # Photos and drawings are usually dark ink on a light page: invert them.
+    if pixels.mean() > 127:
+        pixels = 255 - pixels
+    return np.rint(pixels).astype(np.uint8)
+
+
+def _prepare_inputs(x: np.ndarray, ckpt: Checkpoint, text: str) -> np.ndarray:
+    """Apply the checkpoint's preprocessing (deskew, scale, standardise) to ``x``.
+
+    For a model trained on scaled pixels, ``x`` may hold raw pixels 0-255 or
+    floats already in [0, 1] (see :func:`xpnet.preprocessing.transform`).
+    """
+    try:
+        return ckpt.preprocessing.apply(x, ckpt.model.dtype_name)
+    except XpnetError as exc:
+        raise UsageError(f"input {text!r}: {exc}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    ckpt, backend = load_for_inference(args)
+    model = ckpt.model
+    names = ckpt.dataset.get("class_names")
+    results: list[dict[str, Any]] = []
+    for text in args.inputs:
+        raw, truth = _read_input(text, ckpt, args.data_dir, model.in_features)
+        if raw.shape[1] != model.in_features:  # a dataset with other features
+            raise UsageError(
+                f"input {text!r} has {raw.shape[1]} values per sample, "
+                f"the model expects {model.in_features}"
+            )
+        x = _prepare_inputs(raw, ckpt, text)
+        if model.task == "regression":
+            for row_index, values in enumerate(
+                np.reshape(model.predict(x), (len(x), -1))
+            ):
+                item = {
+                    "input": text if len(x) == 1 else f"{text}[{row_index}]",
+                    "values": [float(v) for v in values],
+                }
+                results.append(item)
+                if not args.json:
+                    shown = "  ".join(f"{v:.6g}" for v in values)
+                    print(f"{item['input']}: {shown}")
+            continue
+        probs = model.predict_proba(x)
+        for row_index, p in enumerate(probs):
+            label = int(np.argmax(p)) if len(p) > 1 else int(p[0] > 0.5)
+            confidence = (
+                float(p[label]) if len(p) > 1 else float(p[0] if label else 1 - p[0])
+            )
+            name = names[label] if names and label < len(names) else str(label)
+            item = {
+                "input": text if len(probs) == 1 else f"{text}[{row_index}]",
+                "prediction": label,
+                "class_name": name,
+                "probability": confidence,
+                "probabilities": [round(float(v), 6) for v in p],
+                "true_label": truth,
+            }
+            results.append(item)
+            if not args.json:
+                article = "an" if name[:1].lower() in "aeiou8" else "a"
+                verdict = (
+                    f"{item['input']}: looks like {article} {name}, p={confidence:.2f}"
+                )
+                if truth is not None:
+                    verdict += f" (true label: {names[truth] if names else truth})"
+                print(verdict)
+                print(
+                    "  "
+                    + "  ".join(
+                        f"{names[k] if names else k}: {v:.3f}" for k, v in enumerate(p)
+                    )
+                )
+    if args.json:
+        print_json(
+            {
+                "command": "predict",
+                "model": args.model,
+                "device": device_facts(backend),
+                "results": results,
+            }
+        )
+    return 0

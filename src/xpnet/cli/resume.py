@@ -1,0 +1,185 @@
+"""How ``xpnet train`` resumes and where it saves: the rules of the README's
+"save, resume, overwrite" section, checked before any work is done."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from .common import UsageError
+
+# Options a resumed run must share with its checkpoint: they define the model
+# (architecture, dtype) or its data. Any other option that differs is refused
+# too (the optimizer state and RNG continue), except the batch size, honoured.
+_ARCHITECTURE_OPTIONS = ("hidden", "activation", "loss", "dtype")
+
+_DATA_OPTIONS = ("dataset", "deskew", "standardize", "no_scale")
+
+_CONTINUED_OPTIONS = (
+    "optimizer",
+    "lr",
+    "momentum",
+    "nesterov",
+    "weight_decay",
+    "lr_decay",
+    "seed",
+)
+
+TRAIN_OPTIONS = (
+    "dataset",
+    "hidden",
+    "activation",
+    "loss",
+    "optimizer",
+    "lr",
+    "momentum",
+    "nesterov",
+    "weight_decay",
+    "lr_decay",
+    "batch_size",
+    "seed",
+    "dtype",
+    "deskew",
+    "standardize",
+    "no_scale",
+)
+
+
+def looks_like_path(name: str) -> bool:
+    from ..datasets import DATASET_NAMES
+
+    return name.strip().lower() not in DATASET_NAMES and (
+        name.endswith(".npz") or Path(name).exists()
+    )
+
+
+def dataset_identity(name: str) -> str:
+    """A dataset name as stored: BYO files resolved, so resuming works anywhere."""
+    return str(Path(name).resolve()) if looks_like_path(name) else name
+
+
+def same_dataset(a: str, b: str) -> bool:
+    if looks_like_path(a) or looks_like_path(b):
+        return Path(a).resolve() == Path(b).resolve()
+    return a.strip().lower() == b.strip().lower()
+
+
+def _same_option(key: str, given: Any, saved: Any) -> bool:
+    if key == "dataset":
+        return same_dataset(str(given), str(saved))
+    if isinstance(given, float) or isinstance(saved, float):
+        return saved is not None and given is not None and float(given) == saved
+    if isinstance(given, list | tuple):
+        return list(given) == list(saved or [])
+    return bool(given == saved)
+
+
+def _flag(key: str, value: Any) -> str:
+    name = "--" + key.replace("_", "-")
+    if isinstance(value, bool):
+        return name if value else f"no {name}"
+    if isinstance(value, list):
+        value = ",".join(map(str, value)) or "none"
+    return f"{name} {value}"
+
+
+def reconcile_resume(
+    args: argparse.Namespace, saved: dict[str, Any], where: str
+) -> list[str]:
+    """Take the checkpoint's options; refuse given ones that contradict them.
+
+    Returns notices about options that are honoured although they differ.
+    """
+    notices = []
+    for key in TRAIN_OPTIONS:
+        if key not in saved:
+            continue
+        if key in args.given and not _same_option(key, getattr(args, key), saved[key]):
+            given, old = _flag(key, getattr(args, key)), _flag(key, saved[key])
+            if key == "batch_size":
+                notices.append(
+                    f"batch size {saved[key]} -> {args.batch_size} from this epoch on "
+                    "(the checkpoint will record the new one)"
+                )
+                continue
+            if key == "dataset" and looks_like_path(saved[key]):
+                if not Path(saved[key]).exists():
+                    # The data moved since it was trained on: follow it.
+                    notices.append(f"dataset {saved[key]} not found; using {given}")
+                    continue
+            if key in _ARCHITECTURE_OPTIONS or key in _DATA_OPTIONS:
+                why = "a resumed run keeps the model and data it was trained on"
+            else:
+                why = "a resumed run continues its optimizer and random state"
+            raise UsageError(
+                f"{given} contradicts checkpoint {where!r} ({old}): {why}; drop the "
+                "option, or start a new run without --resume"
+            )
+        setattr(args, key, saved[key])
+    return notices
+
+
+class SaveTarget:
+    """Where this run writes its checkpoint, checked before any work is done."""
+
+    def __init__(self, args: argparse.Namespace, resume: str | None) -> None:
+        self.path = Path(args.save) if args.save else None
+        self.epoch: int | None = None  # the epoch the file on disk holds
+        if self.path is None:
+            return
+        path = self.path
+        if path.suffix != ".npz":
+            raise UsageError(
+                f"--save {str(path)!r}: a checkpoint path must end in .npz"
+            )
+        if path.is_dir():
+            raise UsageError(
+                f"--save {str(path)!r} is a directory: give a file name such as "
+                f"{str(path / 'run.npz')!r}"
+            )
+        parent = next((p for p in path.parents if p.exists()), Path("."))
+        if not parent.is_dir():
+            raise UsageError(
+                f"--save {str(path)!r}: {str(parent)!r} is a file, not a directory"
+            )
+        dataset = getattr(args, "dataset", None)
+        if dataset and looks_like_path(dataset) and same_dataset(dataset, str(path)):
+            raise UsageError(
+                f"--save {str(path)!r} is the training data file: save the "
+                "checkpoint under another name"
+            )
+        own = resume is not None and Path(resume).resolve() == path.resolve()
+        if path.exists() and not own and not args.overwrite:
+            raise UsageError(
+                f"--save {str(path)!r} already exists: continue it with --resume "
+                f"{str(path)!r} (or --resume-if-exists), or replace it with --overwrite"
+            )
+        if own:
+            self.epoch = None  # set once the checkpoint is read
+
+    def holds(self) -> str:
+        if self.path is None:
+            return "nothing was saved (use --save PATH.npz to keep checkpoints)"
+        if self.epoch is None:
+            return f"{self.path} was not written"
+        return f"{self.path} holds epoch {self.epoch}"
+
+
+def resume_source(args: argparse.Namespace) -> str | None:
+    """The checkpoint to resume from, after --resume/--resume-if-exists/--save."""
+    if args.resume_if_exists:
+        if not args.save:
+            raise UsageError(
+                "--resume-if-exists needs --save PATH.npz (the checkpoint to continue)"
+            )
+        if args.resume:
+            raise UsageError(
+                "--resume-if-exists continues --save's file: drop --resume, or drop "
+                "--resume-if-exists"
+            )
+        return args.save if Path(args.save).exists() else None
+    if args.resume and not args.save:
+        # Resuming keeps saving to the checkpoint it continues.
+        args.save = args.resume
+    return args.resume
