@@ -308,7 +308,7 @@ def _read_meta(archive: NpzArchive, where: str) -> dict[str, Any]:
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{where!r} is not an xpnet checkpoint")
     version = meta.get("format_version")
-    if not _is_int(version) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise _bad(where, f"format_version is {_show(version)}")
     if version > FORMAT_VERSION:
         raise CheckpointError(
@@ -351,9 +351,9 @@ def _nonfinite(value: Any, path: str) -> str | None:
     if isinstance(value, float) and not math.isfinite(value):
         return path
     if isinstance(value, dict):
-        items = value.items()
+        items: list[tuple[Any, Any]] = list(value.items())
     elif isinstance(value, list):
-        items = enumerate(value)
+        items = list(enumerate(value))
     else:
         return None
     for key, item in items:
@@ -404,13 +404,14 @@ def _check_meta(meta: dict[str, Any], where: str) -> None:
 
 def _check_sections(meta: dict[str, Any], where: str) -> None:
     """The optional sections the CLI reads: dataset, options, preprocessing."""
-    for key, kind in (
+    sections: tuple[tuple[str, type], ...] = (
         ("dataset", dict),
         ("train_options", dict),
         ("preprocessing", dict),
         ("history", list),
         ("saved_from", dict),
-    ):
+    )
+    for key, kind in sections:
         if key in meta and not isinstance(meta[key], kind):
             raise _bad(where, f"{key} is {_show(meta[key])}")
     if not all(isinstance(r, dict) for r in meta.get("history", [])):
@@ -449,12 +450,12 @@ def _check_sections(meta: dict[str, Any], where: str) -> None:
         "standardize": (bool,),
         "no_scale": (bool,),
     }
-    for key, kind in kinds.items():
+    for key, allowed in kinds.items():
         value = options.get(key)
         if key not in options:
             continue
-        if (isinstance(value, bool) and bool not in kind) or not isinstance(
-            value, kind
+        if (isinstance(value, bool) and bool not in allowed) or not isinstance(
+            value, allowed
         ):
             raise _bad(where, f"train_options.{key} is {_show(value)}")
     if "batch_size" in options and options["batch_size"] < 1:
@@ -472,7 +473,9 @@ def _check_sections(meta: dict[str, Any], where: str) -> None:
         raise _bad(where, f"preprocessing.scale is {_show(scale)}")
 
 
-def _expected_shapes(meta: dict[str, Any], where: str) -> dict[str, tuple]:
+def _expected_shapes(
+    meta: dict[str, Any], where: str
+) -> dict[str, tuple[int, ...] | None]:
     """Array name -> the shape the architecture needs (``None``: any shape).
 
     Builds the (parameter-free) layer, loss and optimizer objects to validate

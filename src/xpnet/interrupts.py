@@ -25,7 +25,11 @@ class Terminated(BaseException):
     exit_code = 128 + signal.SIGTERM
 
 
-_state = {"depth": 0, "pending": None}
+class _State:
+    """How deep in :func:`deferred` blocks we are, and a signal held back."""
+
+    depth = 0
+    pending: int | None = None
 
 
 def _raise_for(signum: int) -> None:
@@ -35,8 +39,8 @@ def _raise_for(signum: int) -> None:
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
-    if _state["depth"]:
-        _state["pending"] = signum
+    if _State.depth:
+        _State.pending = signum
         return
     _raise_for(signum)
 
@@ -63,12 +67,12 @@ def install() -> Callable[[], None]:
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
     """Hold SIGINT/SIGTERM back until the block is done, then raise them."""
-    _state["depth"] += 1
+    _State.depth += 1
     try:
         yield
     finally:
-        _state["depth"] -= 1
-        pending = _state["pending"]
-        if not _state["depth"] and pending is not None:
-            _state["pending"] = None
+        _State.depth -= 1
+        pending = _State.pending
+        if not _State.depth and pending is not None:
+            _State.pending = None
             _raise_for(pending)

@@ -140,7 +140,7 @@ def standardize(
     if len(x_train) == 0:
         raise XpnetError("standardize needs at least one training sample")
     dtype = np.dtype(np.float64 if x_train.dtype == np.float64 else np.float32)
-    mean = np.mean(x_train, axis=0, dtype=np.float64)
+    mean = np.asarray(np.mean(x_train, axis=0, dtype=np.float64))
     std = np.sqrt(_sum_sq_dev(x_train, mean) / len(x_train))
     if isinstance(min_std, str) and min_std == "pooled":
         # The variance of all values together: within plus between features.
@@ -152,7 +152,8 @@ def standardize(
     std = np.maximum(std, floor)
     # A constant feature's std is 0 or rounding noise of its mean's size: no
     # unit to divide by, so it is only centred.
-    std[std <= 16 * np.finfo(dtype).eps * np.abs(mean)] = 1.0
+    eps = float(np.finfo(np.float64 if dtype == np.float64 else np.float32).eps)
+    std[std <= 16 * eps * np.abs(mean)] = 1.0
     mean, std = mean.astype(dtype), std.astype(dtype)
     return Standardized(
         _apply_standardize(x_train, mean, std),
@@ -425,7 +426,12 @@ def preprocess(
         x_train, x_test, mean, std = _standardize(
             x_train, x_test, min_std="pooled" if scale else 0.0
         )
-    info = {"deskew": deskew, "scale": divisor, "mean": mean, "std": std}
+    info: dict[str, object] = {
+        "deskew": deskew,
+        "scale": divisor,
+        "mean": mean,
+        "std": std,
+    }
     return replace(ds, x_train=x_train, x_test=x_test, preprocessing=info)
 
 
@@ -470,6 +476,8 @@ def transform(
     if divisor is not None and divisor != 1.0:
         x /= dt.type(divisor)
     if mean is not None:
+        if std is None:
+            raise XpnetError("standardisation needs both mean and std")
         x = _apply_standardize(x, mean, std).astype(dt, copy=False)
     return x
 
@@ -590,7 +598,7 @@ def replay(ds: Dataset, steps: Preprocessing, dtype: str = "float32") -> Dataset
     if steps.deskew and ds.image_shape is None:
         raise XpnetError(f"dataset {ds.name!r} has no image shape; cannot deskew")
     steps = replace(steps, image_shape=ds.image_shape)
-    info = {
+    info: dict[str, object] = {
         "deskew": steps.deskew,
         "scale": steps.scale,
         "mean": steps.mean,

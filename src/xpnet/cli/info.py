@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+from typing import Any
 
 from .. import __version__
 from ..backend import available_backends, gpu_facts, resolve
@@ -17,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
     from ..datasets import default_data_dir
 
     auto = resolve("auto")
-    facts = {
+    facts: dict[str, Any] = {
         "xpnet": __version__,
         "python": platform.python_version(),
         "platform": platform.platform(),

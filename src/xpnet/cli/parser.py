@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from .. import __version__
 from ..backend import BACKENDS
@@ -31,7 +31,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors instead of the whole usage block."""
 
     #: the subcommand parsers by name (set on the top-level parser)
-    commands: dict[str, argparse.ArgumentParser]
+    commands: Mapping[str, argparse.ArgumentParser]
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -132,7 +132,7 @@ def _add_data_options(parser: argparse.ArgumentParser, default: str | None) -> N
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
     parser = _Parser(
         prog="xpnet",
         description="Train multilayer perceptrons on NumPy (CPU) or CuPy (CUDA) "

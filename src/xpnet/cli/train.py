@@ -89,9 +89,8 @@ def run(args: argparse.Namespace) -> int:
     resume = resume_source(args)
     target = SaveTarget(args, resume)
     backend = resolve(args.device, args.backend)
-    lock = CheckpointLock(target.path) if target.path else None
-    if lock is not None:
-        lock.acquire()
+    if target.path is not None:
+        lock = CheckpointLock(target.path).acquire()
         args.cleanup.append(lock.release)
         remove_stale_temp_files(target.path)
     saved: Checkpoint | None = None
