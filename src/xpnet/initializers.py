@@ -69,3 +69,19 @@ def initial_weights(
     if rng is None:
         rng = np.random.default_rng(0)
     return init(rng, fan_in, fan_out)
+
+
+def __getattr__(name: str) -> object:
+    # Moved to xpnet.rng in 0.2: the old names still work, with a warning.
+    if name in ("make_rngs", "permutation"):
+        import warnings
+
+        from . import rng
+
+        warnings.warn(
+            f"xpnet.initializers.{name} moved to xpnet.rng.{name}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(rng, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
