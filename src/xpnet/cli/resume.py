@@ -26,23 +26,12 @@ _CONTINUED_OPTIONS = (
     "seed",
 )
 
+#: every option a checkpoint records
 TRAIN_OPTIONS = (
-    "dataset",
-    "hidden",
-    "activation",
-    "loss",
-    "optimizer",
-    "lr",
-    "momentum",
-    "nesterov",
-    "weight_decay",
-    "lr_decay",
+    *_DATA_OPTIONS,
+    *_ARCHITECTURE_OPTIONS,
+    *_CONTINUED_OPTIONS,
     "batch_size",
-    "seed",
-    "dtype",
-    "deskew",
-    "standardize",
-    "no_scale",
 )
 
 

@@ -260,29 +260,16 @@ def run(args: argparse.Namespace) -> int:
     if target.path is not None:
         say(args, f"saved {target.path}")
     final = records[-1] if records else {}
-    print(
-        f"done: {len(records)} epoch{'s' * (len(records) != 1)} in {total:.1f} s"
-        + (
-            f", test accuracy {100 * final['test_accuracy']:.2f}%"
-            if final.get("test_accuracy") is not None
-            else ""
-        ),
-        flush=True,
+    _finish(
+        args,
+        backend,
+        records=records,
+        seconds=total,
+        epochs_trained=model.epochs_trained,
+        config=train_options,
+        dataset=dataset_facts(data),
+        test_accuracy=final.get("test_accuracy"),
     )
-    if args.json:
-        print_json(
-            {
-                "command": "train",
-                "xpnet_version": __version__,
-                "config": train_options,
-                "device": device_facts(backend),
-                "dataset": dataset_facts(data),
-                "epochs_trained": model.epochs_trained,
-                "history": records,
-                "seconds": total,
-                "checkpoint": args.save,
-            }
-        )
     return 0
 
 
@@ -296,31 +283,54 @@ def _nothing_to_train(
         f"(--epochs {args.epochs} is the total): nothing to train",
         file=sys.stderr,
     )
-    test_accuracy = saved.history[-1].get("test_accuracy") if saved.history else None
-    print(
-        f"done: 0 epochs, {done} trained"
-        + (
-            f", test accuracy {100 * test_accuracy:.2f}%"
-            if isinstance(test_accuracy, float)
-            else ""
-        ),
-        flush=True,
+    _finish(
+        args,
+        backend,
+        records=[],
+        seconds=0.0,
+        epochs_trained=done,
+        config=saved.options,
+        dataset=saved.dataset,
+        test_accuracy=saved.history[-1].get("test_accuracy") if saved.history else None,
     )
+    return 0
+
+
+def _finish(
+    args: argparse.Namespace,
+    backend: Backend,
+    *,
+    records: list[dict[str, Any]],
+    seconds: float,
+    epochs_trained: int,
+    config: dict[str, Any],
+    dataset: dict[str, Any] | None,
+    test_accuracy: Any,
+) -> None:
+    """The final line (printed even with --quiet) and the --json line."""
+    ran = len(records)
+    line = (
+        f"done: {ran} epoch{'s' * (ran != 1)} in {seconds:.1f} s"
+        if ran
+        else f"done: 0 epochs, {epochs_trained} trained"
+    )
+    if isinstance(test_accuracy, float):
+        line += f", test accuracy {100 * test_accuracy:.2f}%"
+    print(line, flush=True)
     if args.json:
         print_json(
             {
                 "command": "train",
                 "xpnet_version": __version__,
-                "config": saved.options,
+                "config": config,
                 "device": device_facts(backend),
-                "dataset": saved.dataset,
-                "epochs_trained": done,
-                "history": [],
-                "seconds": 0.0,
+                "dataset": dataset,
+                "epochs_trained": epochs_trained,
+                "history": records,
+                "seconds": seconds,
                 "checkpoint": args.save,
             }
         )
-    return 0
 
 
 def _history_row(record: dict[str, Any]) -> dict[str, Any]:
