@@ -25,7 +25,12 @@ class Terminated(BaseException):
     exit_code = 128 + signal.SIGTERM
 
 
-_state = {"depth": 0, "pending": None}
+class _State:
+    depth = 0  # how many deferred() blocks are open
+    pending: int | None = None  # the signal that arrived inside one
+
+
+_state = _State()
 
 
 def _raise_for(signum: int) -> None:
@@ -35,8 +40,8 @@ def _raise_for(signum: int) -> None:
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
-    if _state["depth"]:
-        _state["pending"] = signum
+    if _state.depth:
+        _state.pending = signum
         return
     _raise_for(signum)
 
@@ -63,12 +68,12 @@ def install() -> Callable[[], None]:
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
     """Hold SIGINT/SIGTERM back until the block is done, then raise them."""
-    _state["depth"] += 1
+    _state.depth += 1
     try:
         yield
     finally:
-        _state["depth"] -= 1
-        pending = _state["pending"]
-        if not _state["depth"] and pending is not None:
-            _state["pending"] = None
+        _state.depth -= 1
+        pending = _state.pending
+        if not _state.depth and pending is not None:
+            _state.pending = None
             _raise_for(pending)

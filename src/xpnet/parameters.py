@@ -18,12 +18,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import array_api_compat
 
 from .arraytypes import Array, Device, Namespace
 from .errors import XpnetError
+
+if TYPE_CHECKING:
+    from .layers import Layer
 
 __all__ = ["Parameters", "Slot"]
 
@@ -32,7 +35,7 @@ __all__ = ["Parameters", "Slot"]
 class Slot:
     """Where one parameter lives in the flat buffers."""
 
-    layer: Any
+    layer: Layer
     name: str
     index: int  # position in the model's parameter order (checkpoint keys)
     start: int
@@ -56,7 +59,7 @@ class Parameters:
         writeable: whether the buffers are updated in place.
     """
 
-    def __init__(self, layers: Sequence[Any], xp: Namespace, device: Device) -> None:
+    def __init__(self, layers: Sequence[Layer], xp: Namespace, device: Device) -> None:
         entries = [
             (layer, name) for layer in layers for name in getattr(layer, "params", {})
         ]

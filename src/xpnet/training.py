@@ -30,8 +30,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .arraytypes import Array
+from .arraytypes import Array, ArrayLike
 from .errors import DivergenceError, XpnetError
+from .fastpaths import StepFn
 from .rng import permutation
 
 if TYPE_CHECKING:
@@ -126,7 +127,7 @@ class TrainStep:
 
 def make_train_step(
     model: Sequential, reduce_gradients: GradientReducer | None = None
-) -> Callable[[Array, Array], tuple[Array, Array]]:
+) -> StepFn:
     """The backend's own whole step if it has one, else :class:`TrainStep`."""
     native = model.backend.ops.make_step(model, reduce_gradients=reduce_gradients)
     return native if native is not None else TrainStep(model, reduce_gradients)
@@ -188,17 +189,17 @@ class DivergenceGuard:
 
 def fit(
     model: Sequential,
-    X: Any,
-    y: Any,
+    X: ArrayLike,
+    y: ArrayLike,
     epochs: int = 1,
     batch_size: int = 32,
     *,
-    validation_data: tuple[Any, Any] | None = None,
+    validation_data: tuple[ArrayLike, ArrayLike] | None = None,
     shuffle: bool = True,
     on_batch: Callable[[int], None] | None = None,
     on_epoch_end: Callable[[dict[str, Any]], Any] | None = None,
     check_inputs: bool = True,
-    step: Callable[[Array, Array], tuple[Array, Array]] | None = None,
+    step: StepFn | None = None,
 ) -> History:
     """Train ``model`` for ``epochs`` passes over ``X: (samples, features)``.
 
