@@ -11,7 +11,8 @@ the reference:
 1. **Gradient reduction.** ``TrainStep(model, reduce_gradients=f)`` calls
    ``f(grads)`` once per step with the model's flat gradient buffer (every
    gradient of the step, :attr:`Parameters.grads`), e.g. to all-reduce it
-   across processes; ``f`` returns the buffer to use.
+   across processes; ``f`` returns the buffer to use (the same one when it
+   reduces in place; see :meth:`Parameters.set_grads`).
 2. **The update.** ``backend.ops.apply_update(optimizer, params, prescaled)``:
    the generic one runs the optimizer's rule (written once, see
    :mod:`xpnet.optimizers`) over the flat buffers; a backend may fuse it.
@@ -120,7 +121,7 @@ class TrainStep:
         model.backward(grad)
         params = model.parameters
         if self.reduce_gradients is not None:
-            params.grads = self.reduce_gradients(params.gather_grads())
+            params.set_grads(self.reduce_gradients(params.gather_grads()))
         model.backend.ops.apply_update(optimizer, params, prescaled=folded)
         return loss, out
 
