@@ -1,18 +1,25 @@
-import importlib.util
+import sys
 
+import array_api_compat
+import array_api_compat.numpy
 import numpy as np
 import pytest
 
 import xpnet
 from xpnet.backend import available_backends, parse_device, resolve
 
-HAS_CUPY = importlib.util.find_spec("cupy") is not None
+
+@pytest.fixture
+def no_cupy(monkeypatch):
+    """Make ``import cupy`` fail, as on a machine without CuPy (GPU or not)."""
+    monkeypatch.setitem(sys.modules, "cupy", None)
 
 
 def test_cpu_means_numpy():
     backend = resolve("cpu")
-    assert backend.name == "numpy" and backend.device_name == "cpu"
-    assert not backend.is_gpu
+    assert backend.name == "numpy" and backend.xp is array_api_compat.numpy
+    assert type(backend.asarray([1.0])) is np.ndarray
+    assert not backend.is_gpu and backend.ops.on_cpu
 
 
 @pytest.mark.parametrize(
@@ -54,8 +61,7 @@ def test_backend_that_cannot_run_on_the_device():
         resolve("cuda", "numpy")
 
 
-@pytest.mark.skipif(HAS_CUPY, reason="CuPy is installed here")
-def test_cuda_without_cupy_names_the_extra():
+def test_cuda_without_cupy_names_the_extra(no_cupy):
     with pytest.raises(xpnet.DeviceError) as info:
         resolve("cuda")
     message = str(info.value)
@@ -63,11 +69,11 @@ def test_cuda_without_cupy_names_the_extra():
     assert "pip install 'xpnet[cuda12]'" in message and "\n" not in message
 
 
-@pytest.mark.skipif(HAS_CUPY, reason="CuPy is installed here")
-def test_auto_falls_back_to_cpu_with_a_notice(caplog):
+def test_auto_falls_back_to_cpu_with_a_notice(no_cupy, caplog):
     with caplog.at_level("WARNING", logger="xpnet"):
         backend = resolve("auto")
     assert backend.name == "numpy" and backend.device_name == "cpu"
+    assert not backend.is_gpu
     assert backend.notice.startswith(
         "device auto: CuPy is not installed; running on the CPU"
     )
@@ -83,6 +89,23 @@ def test_round_trip_through_every_backend(backend):
     host[0, 0] = 99  # the device copy is independent of the host array
     assert xpnet.to_numpy(dev)[0, 0] == 0
     assert xpnet.to_numpy(dev, copy=True) is not xpnet.to_numpy(dev, copy=True)
+
+
+def test_owns_compares_namespace_and_device(backend):
+    x = backend.asarray(np.ones(3))
+    assert backend.owns(x)
+    assert array_api_compat.device(x) == backend.device
+    assert backend.owns(np.ones(3)) == (backend.name == "numpy")
+    assert not backend.owns([1.0, 2.0])
+
+
+def test_owns_refuses_an_array_on_another_device(strict_backend):
+    strict = strict_backend.xp
+    other = strict.Device("device1")
+    assert other != strict_backend.device
+    x = strict.asarray([1.0, 2.0], device=other)
+    assert not strict_backend.owns(x)
+    assert strict_backend.owns(strict.asarray([1.0], device=strict_backend.device))
 
 
 def test_asarray_casts_on_the_host(backend):

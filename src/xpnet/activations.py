@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .arraytypes import Array, Namespace
 from .errors import XpnetError
 from .layers import Layer
 
@@ -18,21 +19,21 @@ from .layers import Layer
 class Identity(Layer):
     """``f(x) = x``: a linear output (logits for the fused softmax loss)."""
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         return x
 
-    def backward(self, grad: Any) -> Any:
+    def backward(self, grad: Array) -> Array:
         return grad
 
 
 class ReLU(Layer):
     """``f(x) = max(x, 0)``; ``f'(x) = 1 if x > 0 else 0`` (0 at the kink)."""
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         self._y = self.xp.maximum(x, 0.0)
         return self._y
 
-    def backward(self, grad: Any) -> Any:
+    def backward(self, grad: Array) -> Array:
         return self.ops.keep(grad, self._y > 0.0)
 
 
@@ -43,24 +44,24 @@ class LeakyReLU(Layer):
         super().__init__()
         self.alpha = float(alpha)
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         self._positive = x > 0.0
         return self.ops.select(self._positive, x, self.alpha * x)
 
-    def backward(self, grad: Any) -> Any:
+    def backward(self, grad: Array) -> Array:
         return self.ops.select(self._positive, grad, self.alpha * grad)
 
     def config(self) -> dict[str, Any]:
         return {"alpha": self.alpha}
 
 
-def sigmoid(xp: Any, x: Any) -> Any:
+def sigmoid(xp: Namespace, x: Array) -> Array:
     """Logistic function without overflow: uses ``e = exp(-|x|) <= 1``."""
     e = xp.exp(-xp.abs(x))
     return xp.where(x >= 0.0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
-def softmax(xp: Any, x: Any) -> Any:
+def softmax(xp: Namespace, x: Array) -> Array:
     """Row-wise softmax of ``x: (batch, classes)``, shifted by the row maximum."""
     e = xp.exp(x - xp.max(x, axis=1, keepdims=True))
     return e / xp.sum(e, axis=1, keepdims=True)
@@ -69,22 +70,22 @@ def softmax(xp: Any, x: Any) -> Any:
 class Sigmoid(Layer):
     """``f(x) = 1 / (1 + exp(-x))``; ``f' = f (1 - f)``."""
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         self._y = sigmoid(self.xp, x)
         return self._y
 
-    def backward(self, grad: Any) -> Any:
+    def backward(self, grad: Array) -> Array:
         return grad * self._y * (1.0 - self._y)
 
 
 class Tanh(Layer):
     """``f(x) = tanh(x)``; ``f' = 1 - f^2``."""
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         self._y = self.xp.tanh(x)
         return self._y
 
-    def backward(self, grad: Any) -> Any:
+    def backward(self, grad: Array) -> Array:
         return grad * (1.0 - self._y * self._y)
 
 
@@ -102,12 +103,12 @@ class GELU(Layer):
     ``f' = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)``.
     """
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         self._x = x
         self._t = self.xp.tanh(_GELU_C * (x + 0.044715 * x * x * x))
         return 0.5 * x * (1.0 + self._t)
 
-    def backward(self, grad: Any) -> Any:
+    def backward(self, grad: Array) -> Array:
         x, t = self._x, self._t
         du = _GELU_C * (1.0 + 3.0 * 0.044715 * x * x)
         return grad * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
@@ -120,7 +121,7 @@ class ELU(Layer):
         super().__init__()
         self.alpha = float(alpha)
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         xp = self.xp
         # max(x, 0) + alpha expm1(min(x, 0)): each term is zero on the other
         # side, and expm1 never sees a positive (overflowing) argument.
@@ -128,7 +129,7 @@ class ELU(Layer):
         self._neg = self.alpha * xp.expm1(xp.minimum(x, 0.0))
         return xp.maximum(x, 0.0) + self._neg
 
-    def backward(self, grad: Any) -> Any:
+    def backward(self, grad: Array) -> Array:
         # f' = 1 for x > 0, else alpha exp(x) = _neg + alpha.
         return self.ops.select(self._positive, grad, grad * (self._neg + self.alpha))
 
@@ -139,23 +140,23 @@ class ELU(Layer):
 class Softplus(Layer):
     """``f(x) = log(1 + exp(x))`` computed as ``logaddexp(0, x)``; ``f' = sigmoid``."""
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         self._x = x
         return self.xp.logaddexp(self.xp.zeros_like(x), x)
 
-    def backward(self, grad: Any) -> Any:
+    def backward(self, grad: Array) -> Array:
         return grad * sigmoid(self.xp, self._x)
 
 
 class SiLU(Layer):
     """SiLU / Swish: ``f(x) = x sigmoid(x)``; ``f' = s + x s (1 - s)``."""
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         self._x = x
         self._s = sigmoid(self.xp, x)
         return x * self._s
 
-    def backward(self, grad: Any) -> Any:
+    def backward(self, grad: Array) -> Array:
         s = self._s
         return grad * (s + self._x * s * (1.0 - s))
 
@@ -168,11 +169,11 @@ class Softmax(Layer):
     Backward: ``dx = s * (g - sum(g * s, axis=1))``.
     """
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         self._s = softmax(self.xp, x)
         return self._s
 
-    def backward(self, grad: Any) -> Any:
+    def backward(self, grad: Array) -> Array:
         s = self._s
         return s * (grad - self.xp.sum(grad * s, axis=1, keepdims=True))
 

@@ -114,7 +114,9 @@ class Backend:
             return False
         if xp is not self.xp:
             return False
-        return str(array_api_compat.device(x)) == str(self.device)
+        # Device objects compare with ==: "cpu" (NumPy), array_api_strict.Device,
+        # torch.device (always with an index here, "cuda:N"), cupy.cuda.Device.
+        return bool(array_api_compat.device(x) == self.device)
 
     def synchronize(self) -> None:
         """Wait for queued device work (for timing); a no-op on the CPU."""
@@ -137,7 +139,10 @@ class Backend:
 def ops_for(xp: Namespace, device: Device, on_cpu: bool | None = None) -> Ops:
     """The fast paths for namespace ``xp``: NumPy's native ones, else generic."""
     if on_cpu is None:
-        on_cpu = "cuda" not in str(device).lower()
+        # CuPy arrays live on a GPU; torch says where through device.type.
+        on_cpu = not array_api_compat.is_cupy_namespace(xp) and (
+            getattr(device, "type", "cpu") != "cuda"
+        )
     if array_api_compat.is_numpy_namespace(xp):
         from .native_numpy import NumpyOps
 
@@ -229,9 +234,9 @@ def _resolve_cuda(backend: str, index: int) -> Backend:
                 f"device {name!r} does not exist: this machine has "
                 f"{count} GPU(s), cuda:0..cuda:{count - 1}"
             )
-        import array_api_compat.cupy as xp
+        import array_api_compat.cupy as cupy_xp
 
-        return Backend("cupy", xp, cupy.cuda.Device(index), name)
+        return Backend("cupy", cupy_xp, cupy.cuda.Device(index), name)
     if backend == "torch":
         torch = _import("torch", "pip install torch (a CUDA build) for this backend")
         if not torch.cuda.is_available():
@@ -244,9 +249,9 @@ def _resolve_cuda(backend: str, index: int) -> Backend:
                 f"device {name!r} does not exist: PyTorch sees "
                 f"{torch.cuda.device_count()} GPU(s)"
             )
-        import array_api_compat.torch as xp
+        import array_api_compat.torch as torch_xp
 
-        return Backend("torch", xp, torch.device(name), name)
+        return Backend("torch", torch_xp, torch.device(name), name)
     raise DeviceError(
         f"backend {backend!r} cannot run on {name!r}: "
         "use backend cupy or torch for CUDA devices"
@@ -255,14 +260,14 @@ def _resolve_cuda(backend: str, index: int) -> Backend:
 
 def _resolve_cpu(backend: str) -> Backend:
     if backend == "numpy":
-        import array_api_compat.numpy as xp
+        import array_api_compat.numpy as numpy_xp
 
-        return Backend("numpy", xp, "cpu", "cpu")
+        return Backend("numpy", numpy_xp, "cpu", "cpu")
     if backend == "torch":
         torch = _import("torch", "pip install torch to use the torch backend")
-        import array_api_compat.torch as xp
+        import array_api_compat.torch as torch_xp
 
-        return Backend("torch", xp, torch.device("cpu"), "cpu")
+        return Backend("torch", torch_xp, torch.device("cpu"), "cpu")
     if backend == "array-api-strict":
         strict = _import(
             "array_api_strict", "pip install array-api-strict to use this backend"

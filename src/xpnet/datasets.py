@@ -32,6 +32,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -451,7 +452,8 @@ def build_mnist_sample(src_dir: str | os.PathLike, out_path: str | os.PathLike) 
             )
     x_train, _ = _read_images(src / "train-5k-images-idx3-ubyte.gz")
     x_test, _ = _read_images(src / "t10k-images-idx3-ubyte.gz")
-    arrays = {
+    # Any: numpy's stubs would match ndarray values against savez's keywords.
+    arrays: dict[str, Any] = {
         "x_train": x_train,
         "y_train": read_idx(src / "train-5k-labels-idx1-ubyte.gz"),
         "x_test": x_test,

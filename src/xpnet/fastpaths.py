@@ -16,11 +16,20 @@ generic :class:`~xpnet.training.TrainStep` runs where it returns ``None``.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .arraytypes import Array, Device, Namespace
 
-__all__ = ["Ops"]
+if TYPE_CHECKING:
+    from .model import Sequential
+    from .optimizers import Optimizer
+    from .parameters import Parameters
+
+#: a training step: ``(xb, yb) -> (loss, outputs)``, all on the device
+StepFn = Callable[[Array, Array], tuple[Array, Array]]
+
+__all__ = ["Ops", "StepFn"]
 
 
 class Ops:
@@ -71,11 +80,13 @@ class Ops:
             tiny = xp.finfo(buf.dtype).smallest_normal
             buffers[key] = xp.where(xp.abs(buf) < tiny, 0.0, buf)
 
-    def apply_update(self, optimizer: Any, params: Any, *, prescaled: bool) -> None:
+    def apply_update(
+        self, optimizer: Optimizer, params: Parameters, *, prescaled: bool
+    ) -> None:
         """One optimizer update over the flat buffers (a backend may fuse it)."""
         optimizer.apply(params, self, prescaled=prescaled)
 
-    def make_step(self, model: Any, **options: Any) -> Any:
+    def make_step(self, model: Sequential, **options: Any) -> StepFn | None:
         """A backend-specific whole training step, or ``None`` for the generic."""
         return None
 

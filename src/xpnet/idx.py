@@ -18,7 +18,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
-from typing import BinaryIO
+from typing import Protocol
 
 import numpy as np
 
@@ -38,6 +38,14 @@ IDX_TYPES: dict[int, np.dtype] = {
 }
 
 _GZIP_MAGIC = b"\x1f\x8b"
+
+
+class _Readable(Protocol):
+    """A binary file or a decompressing stream (``gzip.GzipFile``)."""
+
+    def read(self, size: int = ..., /) -> bytes: ...
+
+
 _FIX_HINT = "(re-download it or delete it from the cache)"
 
 
@@ -87,7 +95,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise IdxError(f"{name}: cannot read: {e.strerror or e}") from None
 
 
-def _read_stream(f: BinaryIO, name: str, size: int | None) -> np.ndarray:
+def _read_stream(f: _Readable, name: str, size: int | None) -> np.ndarray:
     """Header, then exactly the data it declares, from an open (decompressed) file.
 
     ``size``: the file's length when known (uncompressed files); else at most
@@ -119,7 +127,7 @@ def _read_stream(f: BinaryIO, name: str, size: int | None) -> np.ndarray:
     return array.astype(dtype.newbyteorder("="), copy=False)
 
 
-def _read_upto(f: BinaryIO, n: int) -> bytearray:
+def _read_upto(f: _Readable, n: int) -> bytearray:
     """At most ``n`` bytes of ``f``: fewer only at its end; read in chunks."""
     buf = bytearray()
     while len(buf) < n:
@@ -170,7 +178,7 @@ def _type_code(dtype: np.dtype) -> int:
     raise IdxError(f"IDX cannot store dtype {dtype}; use one of {names}")
 
 
-def _parse_magic(head: bytes, name: str) -> tuple[np.dtype, int]:
+def _parse_magic(head: bytes | bytearray, name: str) -> tuple[np.dtype, int]:
     """Validate the 4-byte magic number; return (on-disk dtype, dimension count)."""
     if len(head) < 4:
         raise IdxError(

@@ -8,7 +8,7 @@ respect to its input, filling ``grads`` for layers that have parameters.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import array_api_compat
 
@@ -17,6 +17,9 @@ from .backend import Backend
 from .errors import XpnetError
 from .fastpaths import Ops
 from .initializers import INITIALIZERS, initial_weights
+
+if TYPE_CHECKING:
+    from numpy.random import Generator  # the host RNG (layers never import numpy)
 
 
 class Layer:
@@ -45,7 +48,7 @@ class Layer:
         self.xp: Namespace = None
         self.inplace = True
 
-    def build(self, backend: Backend, dtype: str, rng: Any = None) -> None:
+    def build(self, backend: Backend, dtype: str, rng: Generator | None = None) -> None:
         """Bind the layer to a namespace; layers with parameters create them."""
         self.xp = backend.xp
         self.ops: Ops = backend.ops
@@ -107,7 +110,7 @@ class Dense(Layer):
         self,
         backend: Backend,
         dtype: str,
-        rng: Any = None,
+        rng: Generator | None = None,
         default_init: str = "glorot_uniform",
     ) -> None:
         """Draw ``W`` from ``rng`` (``default_init`` when ``init="auto"``)."""

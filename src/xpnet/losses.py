@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .activations import sigmoid, softmax
+from .arraytypes import Array
 from .backend import Backend
 from .errors import XpnetError
 
@@ -31,25 +32,25 @@ class Loss:
         self.xp = backend.xp
         self.device = backend.device
         self.dtype = backend.dtype(dtype)
-        self._arange: dict[int, Any] = {}
+        self._arange: dict[int, Array] = {}
 
-    def __call__(self, out: Any, y: Any) -> Any:
+    def __call__(self, out: Array, y: Array) -> Array:
         return self.value_and_grad(out, y)[0]
 
-    def value_and_grad(self, out: Any, y: Any) -> tuple[Any, Any]:
+    def value_and_grad(self, out: Array, y: Array) -> tuple[Array, Array]:
         raise NotImplementedError
 
-    def probabilities(self, out: Any) -> Any:
+    def probabilities(self, out: Array) -> Array:
         return out
 
-    def one_hot(self, y: Any, classes: int) -> Any:
+    def one_hot(self, y: Array, classes: int) -> Array:
         """Integer labels ``(batch,)`` -> one-hot ``(batch, classes)`` in the dtype."""
         xp = self.xp
         if classes not in self._arange:
             self._arange[classes] = xp.arange(classes, device=self.device)
         return xp.astype(y[:, None] == self._arange[classes][None, :], self.dtype)
 
-    def targets(self, out: Any, y: Any) -> Any:
+    def targets(self, out: Array, y: Array) -> Array:
         """Targets shaped like ``out``: one-hot when ``y`` holds labels."""
         if y.ndim == 1 and out.ndim == 2:
             if self.xp.isdtype(y.dtype, "integral") and out.shape[1] > 1:
@@ -57,7 +58,7 @@ class Loss:
             return self.xp.reshape(self.xp.astype(y, self.dtype), (-1, 1))
         return y
 
-    def correct(self, out: Any, labels: Any) -> Any:
+    def correct(self, out: Array, labels: Array) -> Array:
         """Number of rows whose arg-max output equals the integer label."""
         xp = self.xp
         if out.shape[1] == 1:
@@ -83,7 +84,7 @@ class MeanSquaredError(Loss):
     into one-hot targets.
     """
 
-    def value_and_grad(self, out: Any, y: Any) -> tuple[Any, Any]:
+    def value_and_grad(self, out: Array, y: Array) -> tuple[Array, Array]:
         diff = out - self.targets(out, y)
         n = out.shape[0]
         return 0.5 * self.xp.sum(diff * diff) / n, diff / n
@@ -108,7 +109,7 @@ class BinaryCrossEntropy(Loss):
         self.from_logits = bool(from_logits)
         self.eps = float(eps)
 
-    def value_and_grad(self, out: Any, y: Any) -> tuple[Any, Any]:
+    def value_and_grad(self, out: Array, y: Array) -> tuple[Array, Array]:
         xp = self.xp
         y = self.targets(out, y)
         size = out.shape[0] * out.shape[1]
@@ -120,14 +121,14 @@ class BinaryCrossEntropy(Loss):
         loss = -xp.sum(y * xp.log(p) + (1.0 - y) * xp.log1p(-p))
         return loss / size, (p - y) / (p * (1.0 - p)) / size
 
-    def targets(self, out: Any, y: Any) -> Any:
+    def targets(self, out: Array, y: Array) -> Array:
         # Integer labels: 0/1 for one output, one-hot class indices for K > 1
         # (each output is then the binary "is it class k?" problem).
         if y.ndim == 1:
             return super().targets(out, y)
         return self.xp.astype(y, self.dtype)
 
-    def probabilities(self, out: Any) -> Any:
+    def probabilities(self, out: Array) -> Array:
         return sigmoid(self.xp, out) if self.from_logits else out
 
     def config(self) -> dict[str, Any]:
@@ -152,7 +153,7 @@ class CrossEntropy(Loss):
         self.from_logits = bool(from_logits)
         self.eps = float(eps)
 
-    def value_and_grad(self, out: Any, y: Any) -> tuple[Any, Any]:
+    def value_and_grad(self, out: Array, y: Array) -> tuple[Array, Array]:
         xp = self.xp
         y = self.targets(out, y)
         n = out.shape[0]
@@ -165,7 +166,7 @@ class CrossEntropy(Loss):
         p = xp.clip(out, self.eps, 1.0)
         return -xp.sum(y * xp.log(p)) / n, -y / p / n
 
-    def probabilities(self, out: Any) -> Any:
+    def probabilities(self, out: Array) -> Array:
         return softmax(self.xp, out) if self.from_logits else out
 
     def config(self) -> dict[str, Any]:

@@ -23,8 +23,9 @@ from .activations import (
     Softmax,
     get_activation,
 )
-from .arraytypes import Array
+from .arraytypes import Array, ArrayLike, HostArray, Namespace
 from .errors import XpnetError
+from .fastpaths import StepFn
 from .layers import Dense, Layer
 from .losses import CrossEntropy, Loss, get_loss
 from .optimizers import SGD, Optimizer, get_optimizer
@@ -154,10 +155,10 @@ class Sequential:
         self._param_layers = [layer for layer in self.layers if layer.params]
         #: every parameter in one flat buffer, every gradient in another
         self.parameters = Parameters(self._param_layers, self.xp, self.backend.device)
-        self._step: Callable[[Array, Array], tuple[Array, Array]] | None = None
+        self._step: StepFn | None = None
 
     # -- data in and out -------------------------------------------------------
-    def to_device(self, x: Any, dtype: str | None = None) -> Any:
+    def to_device(self, x: ArrayLike, dtype: str | None = None) -> Array:
         """``x`` as an array of this model's namespace and device.
 
         Host data (NumPy, lists) is cast on the host and copied once; arrays
@@ -176,7 +177,9 @@ class Sequential:
             x = _backend.to_numpy(x)
         return self.backend.asarray(x, dtype)
 
-    def prepare_inputs(self, X: Any, what: str = "X", check: bool = True) -> Any:
+    def prepare_inputs(
+        self, X: ArrayLike, what: str = "X", check: bool = True
+    ) -> Array:
         shape = getattr(X, "shape", None)
         if shape is None:
             X = self.backend.asarray(X)
@@ -203,12 +206,12 @@ class Sequential:
 
     def prepare_targets(
         self,
-        y: Any,
+        y: ArrayLike,
         n: int,
         what: str = "y",
         check: bool = True,
         task: str | None = None,
-    ) -> tuple[Any, Any, str]:
+    ) -> tuple[Array, Array | None, str]:
         """``(targets on the device, integer labels for accuracy, task)``.
 
         The labels are None for regression and 1-column targets; the task is
@@ -289,7 +292,7 @@ class Sequential:
         self.task, self.target_ndim = task, ndim
 
     # -- forward and backward --------------------------------------------------
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         """Raw network outputs ``(batch, out_features)`` on the device."""
         for layer in self.layers:
             x = layer.forward(x)
@@ -297,7 +300,7 @@ class Sequential:
 
     __call__ = forward
 
-    def backward(self, grad: Any) -> None:
+    def backward(self, grad: Array) -> None:
         """Backpropagate ``dL/dout``; fills every layer's ``grads``."""
         for layer in self._backward_layers:
             grad = layer.backward(grad)
@@ -315,12 +318,12 @@ class Sequential:
     # -- training and inference ------------------------------------------------
     def fit(
         self,
-        X: Any,
-        y: Any,
+        X: ArrayLike,
+        y: ArrayLike,
         epochs: int = 1,
         batch_size: int = 32,
         *,
-        validation_data: tuple[Any, Any] | None = None,
+        validation_data: tuple[ArrayLike, ArrayLike] | None = None,
         shuffle: bool = True,
         on_batch: Callable[[int], None] | None = None,
         on_epoch_end: Callable[[dict[str, Any]], Any] | None = None,
@@ -381,7 +384,9 @@ class Sequential:
         stacked = self.xp.stack([self.xp.astype(v, self.dtype) for v in scalars])
         return [float(v) for v in _backend.to_numpy(stacked)]
 
-    def evaluate(self, X: Any, y: Any, batch_size: int = 1024) -> dict[str, Any]:
+    def evaluate(
+        self, X: ArrayLike, y: ArrayLike, batch_size: int = 1024
+    ) -> dict[str, Any]:
         """Mean loss and accuracy over ``X: (samples, features)``.
 
         Returns ``{"loss": float, "accuracy": float | None}``; the accuracy is
@@ -413,7 +418,7 @@ class Sequential:
             "accuracy": int(correct) / n if labels is not None else None,
         }
 
-    def predict_proba(self, X: Any, batch_size: int = 1024) -> Any:
+    def predict_proba(self, X: ArrayLike, batch_size: int = 1024) -> HostArray:
         """Probabilities ``(samples, outputs)`` as a host NumPy array.
 
         Softmax of the logits for cross-entropy, sigmoid for BCE on logits.
@@ -426,7 +431,7 @@ class Sequential:
             )
         return _backend.to_numpy(self._probabilities(X, batch_size))
 
-    def predict(self, X: Any, batch_size: int = 1024) -> Any:
+    def predict(self, X: ArrayLike, batch_size: int = 1024) -> HostArray:
         """Predictions for ``X: (samples, features)`` as a host NumPy array.
 
         A classifier (or a model not fitted yet) returns class labels
@@ -446,7 +451,7 @@ class Sequential:
             labels = xp.argmax(out, axis=1)
         return _backend.to_numpy(labels)
 
-    def _probabilities(self, X: Any, batch_size: int) -> Any:
+    def _probabilities(self, X: ArrayLike, batch_size: int) -> Array:
         batch_size = check_count("batch_size", batch_size, minimum=1)
         X = self.prepare_inputs(X)
         n = X.shape[0]
@@ -529,7 +534,7 @@ class Sequential:
         return f"Sequential({self.layers!r})"
 
 
-def _all_finite(xp: Any, x: Any) -> bool:
+def _all_finite(xp: Namespace, x: Array) -> bool:
     """Whether ``x`` holds no NaN or infinity (one read-back).
 
     The sum is one pass with no temporary: it is finite whenever every element
@@ -555,9 +560,24 @@ def _task_mismatch(what: str, task: str) -> str:
     )
 
 
-def _dtype_kind(y: Any) -> str:
-    """'f', 'i', 'u' or 'b' for any backend's array dtype."""
+def _dtype_kind(y: ArrayLike) -> str:
+    """'f', 'i', 'u' or 'b' for any backend's array dtype (or host array-like)."""
     dtype = getattr(y, "dtype", None)
+    try:
+        xp = array_api_compat.array_namespace(y)
+    except TypeError:
+        xp = None
+    if xp is not None:
+        for letter, name in (
+            ("b", "bool"),
+            ("u", "unsigned integer"),
+            ("i", "signed integer"),
+        ):
+            if xp.isdtype(dtype, name):
+                return letter
+        return "f"
+    # A foreign array-like (e.g. a pandas Series): NumPy's dtype kind if it has
+    # one, else the dtype's name.
     kind = getattr(dtype, "kind", None)
     if isinstance(kind, str):
         return kind

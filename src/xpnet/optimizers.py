@@ -19,13 +19,16 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .arraytypes import Array, Namespace
 from .errors import XpnetError
 from .fastpaths import Ops
 from .parameters import Parameters
 from .schedules import Schedule, as_schedule
+
+if TYPE_CHECKING:
+    from .layers import Layer
 
 # Every this many updates, optimizer state below the smallest normal float is
 # set to zero on CPUs (see Ops.flush_denormals).
@@ -112,7 +115,7 @@ class Optimizer:
         self._loaded: dict[str, Array] | None = None
         self._prescaled = False
         self._params: Parameters | None = None
-        self._layers: list[Any] | None = None
+        self._layers: list[Layer] | None = None
 
     @property
     def lr(self) -> float:
@@ -160,7 +163,7 @@ class Optimizer:
         if ops is not None and self.slots and self.iterations % FLUSH_EVERY == 0:
             ops.flush_denormals(self.slots)
 
-    def step(self, layers: Sequence[Any], grads_scaled_by_lr: bool = False) -> None:
+    def step(self, layers: Sequence[Layer], grads_scaled_by_lr: bool = False) -> None:
         """Update the parameters of ``layers`` from their ``grads`` dicts.
 
         The convenience form of :meth:`apply` for code that holds layers:
@@ -185,17 +188,15 @@ class Optimizer:
                 layer.grads.update(grads)
             self._layers = layers
             self.build(params)
-        params = self._params
-        assert params is not None
-        if params.writeable:
-            for slot, view in zip(
-                params.slots, params.views(params.grads), strict=True
-            ):
+        bound = self._params
+        assert bound is not None
+        if bound.writeable:
+            for slot, view in zip(bound.slots, bound.views(bound.grads), strict=True):
                 given = slot.layer.grads[slot.name]
                 if given is not view:
                     view[...] = given
                     slot.layer.grads[slot.name] = view
-        self.apply(params, self._step_ops, prescaled=grads_scaled_by_lr)
+        self.apply(bound, self._step_ops, prescaled=grads_scaled_by_lr)
 
     def update_step(
         self, grad: Array, var: Array, lr: float, slots: dict[str, Array], decayed: int
@@ -316,7 +317,9 @@ class SGD(Optimizer):
 
     folds_lr = True
 
-    def update_step(self, grad, var, lr, slots, decayed):
+    def update_step(
+        self, grad: Array, var: Array, lr: float, slots: dict[str, Array], decayed: int
+    ) -> Array:
         u, mu = self._update, self.momentum
         # step = lr * g, with g = grad + weight_decay * w on the weights
         step = grad if self._prescaled else u.mul(grad, lr)
@@ -330,7 +333,7 @@ class SGD(Optimizer):
             return u.sub(u.add(var, mu * v), step)  # w = w + mu * v - step
         return u.add(var, v)  # w = w + v
 
-    def config(self):
+    def config(self) -> dict[str, Any]:
         return {
             "momentum": self.momentum,
             "nesterov": self.nesterov,
@@ -370,7 +373,9 @@ class Adam(Optimizer):
         self.beta1, self.beta2 = float(beta1), float(beta2)
         self.eps = _non_negative("eps", eps)
 
-    def update_step(self, grad, var, lr, slots, decayed):
+    def update_step(
+        self, grad: Array, var: Array, lr: float, slots: dict[str, Array], decayed: int
+    ) -> Array:
         u, b1, b2, t = self._update, self.beta1, self.beta2, self.iterations
         wd = self.weight_decay if decayed else 0.0
         if wd and self.decoupled:
@@ -388,7 +393,7 @@ class Adam(Optimizer):
         step = u.mul(m / denom, lr / (1.0 - b1**t))
         return u.sub(var, step)
 
-    def config(self):
+    def config(self) -> dict[str, Any]:
         return {
             "beta1": self.beta1,
             "beta2": self.beta2,

@@ -18,12 +18,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import array_api_compat
 
 from .arraytypes import Array, Device, Namespace
 from .errors import XpnetError
+
+if TYPE_CHECKING:
+    from .layers import Layer
 
 __all__ = ["Parameters", "Slot"]
 
@@ -32,7 +35,7 @@ __all__ = ["Parameters", "Slot"]
 class Slot:
     """Where one parameter lives in the flat buffers."""
 
-    layer: Any
+    layer: Layer
     name: str
     index: int  # position in the model's parameter order (checkpoint keys)
     start: int
@@ -56,7 +59,7 @@ class Parameters:
         writeable: whether the buffers are updated in place.
     """
 
-    def __init__(self, layers: Sequence[Any], xp: Namespace, device: Device) -> None:
+    def __init__(self, layers: Sequence[Layer], xp: Namespace, device: Device) -> None:
         entries = [
             (layer, name) for layer in layers for name in getattr(layer, "params", {})
         ]
@@ -85,6 +88,9 @@ class Parameters:
         self.flat = xp.concat([values[i] for i in order], axis=0)
         self.grads = xp.zeros((self.size,), dtype=self.dtype, device=device)
         self.writeable = array_api_compat.is_writeable_array(self.flat)
+        # Whether self.grads holds this step's gradients although the layers
+        # made new arrays (read-only namespaces): gathered or set this step.
+        self._gathered = False
         self._bind_params()
         self._bind_grads()
 
@@ -101,7 +107,12 @@ class Parameters:
             slot.layer.grads_are_views = self.writeable
 
     def replace(self, flat: Array) -> None:
-        """Adopt ``flat`` as the parameters (after an out-of-place update)."""
+        """Adopt ``flat`` as the parameters (after an out-of-place update).
+
+        The update consumed the step's gradients: the next :meth:`gather_grads`
+        collects the layers' new ones.
+        """
+        self._gathered = False
         if flat is not self.flat:
             self.flat = flat
             self._bind_params()
@@ -112,13 +123,34 @@ class Parameters:
         Layers write into their views where the buffers are writeable; otherwise
         their (new) gradient arrays are concatenated here, once per step.
         """
-        if self.writeable:
+        if self.writeable or self._gathered:
             return self.grads
         xp = self.xp
         parts = {s.index: xp.reshape(s.layer.grads[s.name], (-1,)) for s in self.slots}
         ordered = sorted(self.slots, key=lambda s: s.start)
         self.grads = xp.concat([parts[s.index] for s in ordered], axis=0)
+        self._gathered = True
         return self.grads
+
+    def set_grads(self, flat: Array) -> None:
+        """Use ``flat: (size,)`` as this step's gradients (e.g. all-reduced).
+
+        Where the layers write into views of :attr:`grads`, ``flat`` is copied
+        into that buffer (nothing to do when it is that buffer, as after an
+        in-place all-reduce), so the views stay valid for the next step.
+        """
+        if flat is self.grads:
+            return
+        if tuple(flat.shape) != (self.size,):
+            raise XpnetError(
+                f"the reduced gradients have shape {tuple(flat.shape)}, the "
+                f"model needs ({self.size},)"
+            )
+        if self.writeable:
+            self.grads[...] = flat
+        else:
+            self.grads = flat
+            self._gathered = True
 
     def views(self, buffer: Array) -> list[Array]:
         """``buffer`` (flat, e.g. an optimizer slot) as one array per parameter,

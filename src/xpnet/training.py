@@ -11,7 +11,8 @@ the reference:
 1. **Gradient reduction.** ``TrainStep(model, reduce_gradients=f)`` calls
    ``f(grads)`` once per step with the model's flat gradient buffer (every
    gradient of the step, :attr:`Parameters.grads`), e.g. to all-reduce it
-   across processes; ``f`` returns the buffer to use.
+   across processes; ``f`` returns the buffer to use (the same one when it
+   reduces in place; see :meth:`Parameters.set_grads`).
 2. **The update.** ``backend.ops.apply_update(optimizer, params, prescaled)``:
    the generic one runs the optimizer's rule (written once, see
    :mod:`xpnet.optimizers`) over the flat buffers; a backend may fuse it.
@@ -30,8 +31,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .arraytypes import Array
+from .arraytypes import Array, ArrayLike
 from .errors import DivergenceError, XpnetError
+from .fastpaths import StepFn
 from .rng import permutation
 
 if TYPE_CHECKING:
@@ -119,14 +121,14 @@ class TrainStep:
         model.backward(grad)
         params = model.parameters
         if self.reduce_gradients is not None:
-            params.grads = self.reduce_gradients(params.gather_grads())
+            params.set_grads(self.reduce_gradients(params.gather_grads()))
         model.backend.ops.apply_update(optimizer, params, prescaled=folded)
         return loss, out
 
 
 def make_train_step(
     model: Sequential, reduce_gradients: GradientReducer | None = None
-) -> Callable[[Array, Array], tuple[Array, Array]]:
+) -> StepFn:
     """The backend's own whole step if it has one, else :class:`TrainStep`."""
     native = model.backend.ops.make_step(model, reduce_gradients=reduce_gradients)
     return native if native is not None else TrainStep(model, reduce_gradients)
@@ -188,17 +190,17 @@ class DivergenceGuard:
 
 def fit(
     model: Sequential,
-    X: Any,
-    y: Any,
+    X: ArrayLike,
+    y: ArrayLike,
     epochs: int = 1,
     batch_size: int = 32,
     *,
-    validation_data: tuple[Any, Any] | None = None,
+    validation_data: tuple[ArrayLike, ArrayLike] | None = None,
     shuffle: bool = True,
     on_batch: Callable[[int], None] | None = None,
     on_epoch_end: Callable[[dict[str, Any]], Any] | None = None,
     check_inputs: bool = True,
-    step: Callable[[Array, Array], tuple[Array, Array]] | None = None,
+    step: StepFn | None = None,
 ) -> History:
     """Train ``model`` for ``epochs`` passes over ``X: (samples, features)``.
 

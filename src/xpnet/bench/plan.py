@@ -162,7 +162,6 @@ def parse_devices(text: str, notes: list[str] | None = None) -> list[str]:
         part = part.strip().lower()
         if part == "all":
             devices.append("cpu")
-            # private in xpnet.backend: the lead makes it public (issue 9)
             _cupy, count, reason = backend.cupy_gpu_count()
             devices += [f"cuda:{i}" for i in range(count)]
             if not count and notes is not None:
