@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 from xpnet import cli, interrupts
-from xpnet.cli.common import print_json
 from xpnet.checkpoint import read_checkpoint
+from xpnet.cli.common import print_json
 from xpnet.runlock import CheckpointLock
 
 SCRIPT = Path(sys.executable).with_name("xpnet")

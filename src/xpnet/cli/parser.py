@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib
 from collections.abc import Callable, Mapping
+from typing import NoReturn
 
 from .. import __version__
 from ..backend import BACKENDS
@@ -33,7 +34,7 @@ class _Parser(argparse.ArgumentParser):
     #: the subcommand parsers by name (set on the top-level parser)
     commands: Mapping[str, argparse.ArgumentParser]
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
