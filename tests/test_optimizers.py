@@ -118,8 +118,8 @@ def test_optimizers_match_pytorch(backend, name, ours, theirs, inplace):
 
     got, _, _ = _run(backend, ours(inplace))
     W, b = _torch_reference(getattr(torch.optim, theirs[0]), dict(theirs[1]))
-    np.testing.assert_allclose(got["W"], W, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(got["b"], b, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(got["W"], W, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(got["b"], b, rtol=1e-12, atol=1e-14)
 
 
 def test_adam_first_step_moves_each_weight_by_lr(numpy_backend):
