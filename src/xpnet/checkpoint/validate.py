@@ -1,220 +1,31 @@
-"""Checkpoints: one ``.npz`` file (loadable with ``allow_pickle=False``).
+"""Reading a checkpoint file without trusting it.
 
-Layout of the archive:
-
-- ``param/<layer>.<name>``: model parameters, e.g. ``param/0.W: (784, 256)``;
-- ``opt/slot<i>.<name>``: optimizer state (momentum, Adam moments);
-- ``prep/mean``, ``prep/std``: standardisation statistics, when used;
-- ``meta``: UTF-8 JSON as a uint8 array: format version, xpnet version,
-  architecture, dtype, loss, optimizer (name, settings, schedule, update
-  count), epochs trained, the shuffling RNG's state, dataset facts,
-  preprocessing, history, and whether the run was interrupted.
-
-A copy of the metadata is written beside it as ``<path>.json`` for people;
-the archive is authoritative. Both are written to a temporary name and then
-renamed, so an interrupted save never replaces a good file with a bad one.
-A checkpoint saved on the GPU loads on the CPU: arrays are stored as host
-NumPy arrays.
-
-:class:`Checkpoint` is the typed record of one saved run (model, preprocessing,
-training options, dataset identity, history) with :meth:`Checkpoint.to_file`
-and :meth:`Checkpoint.from_file`; the command line only asks it.
-
-Reading trusts nothing in the file (:func:`read_checkpoint`): the metadata's
-types and required keys, then the stored arrays' shapes against the
-architecture, are checked before any array data is read or any model built;
-non-finite weights, optimizer state or statistics are refused. Every problem
-is one :class:`CheckpointError` line (CLI exit status 2).
+:func:`read_checkpoint` checks the metadata's types and required keys, then
+the stored arrays' shapes (from their headers) against the architecture,
+before any array data is read or any model built, so a small file cannot make
+xpnet allocate what its metadata claims; parameters, optimizer state and
+preprocessing statistics must be finite. Every problem is one
+:class:`CheckpointError` line (CLI exit status 2).
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .atomic import atomic_write
-from .backend import DTYPES, Backend, resolve, to_numpy
-from .errors import XpnetError
-from .layers import Dense
-from .losses import LOSSES
-from .model import Sequential, layer_from_config
-from .npz import NpzArchive, NpzFormatError
-from .optimizers import OPTIMIZERS, Optimizer
-from .preprocessing import Preprocessing
-from .schedules import schedule_from_config, schedule_name
-
-FORMAT = "xpnet-checkpoint"
-FORMAT_VERSION = 1
-
-
-class CheckpointError(XpnetError):
-    """A checkpoint cannot be read or does not fit; the message is one line."""
-
-
-def optimizer_config(optimizer: Optimizer) -> dict[str, Any]:
-    """Name, settings and schedule of an optimizer, as JSON-ready data."""
-    name = next((k for k, cls in OPTIMIZERS.items() if type(optimizer) is cls), None)
-    if name is None:
-        raise CheckpointError(
-            f"optimizer {type(optimizer).__name__} cannot be saved by name"
-        )
-    return {
-        "name": name,
-        "config": optimizer.config(),
-        "schedule": {
-            "name": schedule_name(optimizer.schedule),
-            **optimizer.schedule.config(),
-        },
-    }
-
-
-def optimizer_from_config(config: dict[str, Any]) -> Optimizer:
-    cls = OPTIMIZERS[config["name"]]
-    return cls(lr=schedule_from_config(config["schedule"]), **config["config"])
-
-
-@dataclass
-class Checkpoint:
-    """One saved run: the model and the record of how it was trained.
-
-    Attributes:
-        model: parameters, optimizer state, epochs trained and shuffling RNG.
-        preprocessing: the steps that turn raw inputs into the model's inputs.
-        options: the training options (the command line's, defaults resolved).
-        dataset: the data's identity: ``name``, ``source``, ``n_train``,
-            ``n_test``, ``n_features``, ``num_classes``, ``image_shape``,
-            ``class_names``.
-        history: one dict per epoch trained (``epoch``, ``loss``, ...).
-        info: facts read from a file (``xpnet_version``, ``created``,
-            ``saved_from``, ``format_version``); ignored when writing.
-    """
-
-    model: Sequential
-    preprocessing: Preprocessing = field(default_factory=Preprocessing)
-    options: dict[str, Any] = field(default_factory=dict)
-    dataset: dict[str, Any] = field(default_factory=dict)
-    history: list[dict[str, Any]] = field(default_factory=list)
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def to_meta(self) -> dict[str, Any]:
-        """The JSON metadata of the archive."""
-        model = self.model
-        return {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "xpnet_version": __version__,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "architecture": model.config(),
-            "seed": model.seed,
-            "optimizer": {
-                **optimizer_config(model.optimizer),
-                "iterations": model.optimizer.iterations,
-            },
-            "epochs_trained": model.epochs_trained,
-            "rng_state": model.shuffle_rng.bit_generator.state,
-            "saved_from": {
-                "backend": model.backend.name,
-                "device": model.backend.device_name,
-            },
-            "dataset": self.dataset,
-            "train_options": self.options,
-            "preprocessing": self.preprocessing.to_meta(),
-            "history": self.history,
-        }
-
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        """Every array of the archive (host NumPy), metadata included."""
-        model = self.model
-        arrays = {f"param/{k}": v for k, v in model.state_dict().items()}
-        for key, value in model.optimizer.state(model.parameters).items():
-            if key != "iterations":
-                arrays[f"opt/{key}"] = to_numpy(value, copy=True)
-        for key, value in self.preprocessing.arrays().items():
-            arrays[f"prep/{key}"] = np.asarray(value)
-        text = json.dumps(self.to_meta(), indent=1, default=_json_default)
-        arrays["meta"] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
-        return arrays
-
-    def to_file(self, path: str | os.PathLike) -> Path:
-        """Write the archive, then its ``<path>.json`` copy, each atomically."""
-        path = Path(path)
-        if path.suffix != ".npz":
-            raise CheckpointError(f"checkpoint path {str(path)!r} must end in .npz")
-        arrays = self.to_arrays()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path) as handle:
-            np.savez(handle, **arrays)  # type: ignore[arg-type]
-        with atomic_write(path.with_name(path.name + ".json")) as handle:
-            handle.write(arrays["meta"].tobytes())
-        return path
-
-    @classmethod
-    def from_file(
-        cls,
-        path: str | os.PathLike,
-        device: str | Backend = "auto",
-        backend: str | None = None,
-    ) -> Checkpoint:
-        """Validate and read ``path``, rebuilding the model on ``device``; the
-        model continues training exactly where the saved one stopped."""
-        meta, arrays = read_checkpoint(path)
-        model = _rebuild_model(meta, arrays, str(path), resolve(device, backend))
-        dataset = dict(meta.get("dataset", {}))
-        shape = dataset.get("image_shape")
-        prep = {
-            k[len("prep/") :]: v for k, v in arrays.items() if k.startswith("prep/")
-        }
-        return cls(
-            model=model,
-            preprocessing=Preprocessing.from_meta(
-                meta.get("preprocessing", {}), prep, tuple(shape) if shape else None
-            ),
-            options=dict(meta.get("train_options", {})),
-            dataset=dataset,
-            history=list(meta.get("history", [])),
-            info={
-                key: meta[key]
-                for key in ("format_version", "xpnet_version", "created", "saved_from")
-                if key in meta
-            },
-        )
-
-
-def save_checkpoint(
-    path: str | os.PathLike,
-    model: Sequential,
-    extra: dict[str, Any] | None = None,
-    preprocessing_arrays: dict[str, Any] | None = None,
-) -> Path:
-    """Write ``model`` to ``path``: :meth:`Checkpoint.to_file` for callers that
-    hold a model and plain dicts. ``extra`` may hold ``dataset``,
-    ``train_options``, ``preprocessing`` and ``history``;
-    ``preprocessing_arrays`` the standardisation ``mean``/``std``."""
-    extra = extra or {}
-    arrays = {k: v for k, v in (preprocessing_arrays or {}).items() if v is not None}
-    return Checkpoint(
-        model=model,
-        preprocessing=Preprocessing.from_meta(extra.get("preprocessing", {}), arrays),
-        options=dict(extra.get("train_options", {})),
-        dataset=dict(extra.get("dataset", {})),
-        history=list(extra.get("history", [])),
-    ).to_file(path)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+from .. import __version__
+from ..backend import DTYPES
+from ..errors import XpnetError
+from ..layers import Dense
+from ..losses import LOSSES
+from ..model import layer_from_config
+from ..npz import NpzArchive, NpzFormatError
+from .format import FORMAT, FORMAT_VERSION, CheckpointError, optimizer_from_config
 
 
 def read_checkpoint(
@@ -269,8 +80,12 @@ def read_checkpoint(
 
 # Arrays whose values are checked: they feed the model and its inputs.
 _CHECKED = ("param/", "opt/", "prep/")
+
+
 # Generous: a million-epoch history is about 200 MB.
 _MAX_META_BYTES = 256 << 20
+
+
 _MAX_COUNT = 2**63 - 1  # what the counters may reach (int64 everywhere else)
 
 
@@ -563,62 +378,3 @@ def _check_shapes(
                 f"{header.dtype} but the architecture needs {shape} floats; the "
                 "file is damaged or was edited: save it again"
             )
-
-
-def _rebuild_model(
-    meta: dict[str, Any], arrays: dict[str, np.ndarray], where: str, device: Backend
-) -> Sequential:
-    """The model of validated metadata and arrays, with its state restored."""
-    try:
-        arch = meta["architecture"]
-        layers = [layer_from_config(c) for c in arch["layers"]]
-        loss_config = dict(arch["loss"])
-        loss_type = loss_config.pop("type")
-        loss_cls = next(c for c in LOSSES.values() if c.__name__ == loss_type)
-        optimizer = optimizer_from_config(meta["optimizer"])
-    except (KeyError, TypeError, StopIteration) as exc:
-        raise CheckpointError(
-            f"checkpoint {where!r} has an unreadable architecture ({exc!r})"
-        ) from None
-    try:
-        model = Sequential(
-            layers,
-            loss=loss_cls(**loss_config),
-            optimizer=optimizer,
-            device=device,
-            dtype=arch["dtype"],
-            seed=meta.get("seed"),
-        )
-    except XpnetError as exc:
-        raise CheckpointError(
-            f"checkpoint {where!r} has an unusable architecture: {exc}"
-        ) from None
-    params = {
-        k[len("param/") :]: v for k, v in arrays.items() if k.startswith("param/")
-    }
-    try:
-        model.load_state_dict(params)
-        model.restore_task(arch)
-    except XpnetError as exc:
-        raise CheckpointError(f"checkpoint {where!r} is inconsistent: {exc}") from None
-    opt = {k[len("opt/") :]: v for k, v in arrays.items() if k.startswith("opt/")}
-    opt["iterations"] = meta["optimizer"]["iterations"]
-    model.optimizer.load_state(opt, lambda a: model.to_device(a, model.dtype_name))
-    model.epochs_trained = int(meta.get("epochs_trained", 0))
-    model.shuffle_rng.bit_generator.state = meta["rng_state"]
-    return model
-
-
-def load_checkpoint(
-    path: str | os.PathLike, device: str | Backend = "auto", backend: str | None = None
-) -> tuple[Sequential, dict[str, Any]]:
-    """``(model, metadata)`` of the checkpoint at ``path``, for callers that
-    want the raw metadata (``metadata["preprocessing_arrays"]`` holds the
-    ``prep/`` arrays); :meth:`Checkpoint.from_file` gives the typed record.
-    Bad files raise :class:`CheckpointError` before anything is built."""
-    meta, arrays = read_checkpoint(path)
-    model = _rebuild_model(meta, arrays, str(path), resolve(device, backend))
-    meta["preprocessing_arrays"] = {
-        k[len("prep/") :]: v for k, v in arrays.items() if k.startswith("prep/")
-    }
-    return model, meta
