@@ -346,3 +346,21 @@ def test_cli_evaluate_exits_2_with_one_line(good, tmp_path, edit):
     assert code == 2, err.getvalue()
     lines = err.getvalue().splitlines()
     assert len(lines) == 1 and lines[0].startswith("xpnet: error: checkpoint")
+
+
+@pytest.mark.parametrize(
+    "dataset,match",
+    [
+        # Found by a review: predict resized images to this shape (10**6 squared
+        # ran out of memory), whether or not the model was deskewed.
+        ({"image_shape": [4000, 4000]}, r"image_shape \[4000, 4000\] does not hold"),
+        # ... and indexed these names by the predicted class (IndexError, exit 1).
+        ({"class_names": ["a"]}, "class_names has 1 names for a model with 3 outputs"),
+    ],
+)
+def test_dataset_facts_must_fit_the_model(good, tmp_path, dataset, match):
+    def edit(meta):
+        meta["dataset"] = {**meta.get("dataset", {}), **dataset}
+        return meta
+
+    _refused(_edited(good, tmp_path, edit), match)

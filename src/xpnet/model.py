@@ -249,7 +249,8 @@ class Sequential:
                 )
                 raise XpnetError(
                     f"{what} holds labels from {low} to {high}, outside [0, {classes}) "
-                    f"for a model with {self.out_features} outputs: relabel the "
+                    f"for a model with {self.out_features} "
+                    f"output{'s' * (self.out_features != 1)}: relabel the "
                     f"classes as 0..K-1 or change the output size{hint}"
                 )
             return y, y, found

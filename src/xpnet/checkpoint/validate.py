@@ -337,13 +337,21 @@ def _expected_shapes(
     expected["prep/mean"] = expected["prep/std"] = (n_features,)
     dataset = meta.get("dataset", {})
     shape = dataset.get("image_shape")
-    if shape and meta.get("preprocessing", {}).get("deskew"):
-        if shape[0] * shape[1] != n_features:
-            raise _bad(
-                where,
-                f"dataset.image_shape {shape} does not hold the model's "
-                f"{n_features} inputs",
-            )
+    # Read images are resized to this shape: it must be the model's input.
+    if shape and shape[0] * shape[1] != n_features:
+        raise _bad(
+            where,
+            f"dataset.image_shape {shape} does not hold the model's "
+            f"{n_features} inputs",
+        )
+    names = dataset.get("class_names")
+    outputs = dense[-1][1].out_features
+    if names is not None and len(names) != max(outputs, 2):
+        raise _bad(
+            where,
+            f"dataset.class_names has {len(names)} names for a model with "
+            f"{outputs} output{'s' * (outputs != 1)}",
+        )
     return expected
 
 
