@@ -459,3 +459,84 @@ def test_quiet_still_prints_the_final_line(tmp_path):
 def test_json_never_holds_nan_tokens(capsys):
     print_json({"loss": float("nan"), "rows": [float("inf"), 1.0]})
     assert strict_json(capsys.readouterr().out) == {"loss": None, "rows": [None, 1.0]}
+
+
+# -- found by an independent review of the above ------------------------------------
+def test_the_json_copy_beside_a_checkpoint_is_not_overwritten_either(tmp_path):
+    (tmp_path / "side.npz.json").write_text('{"mine": 1}')
+    proc = run("train", *SMALL, "--epochs", "1", "--save", "side.npz", cwd=tmp_path)
+    assert proc.returncode == 2 and "side.npz.json' already exists" in error_line(proc)
+    assert (tmp_path / "side.npz.json").read_text() == '{"mine": 1}'
+    (tmp_path / "side.npz.json").unlink()
+    (tmp_path / "side.npz.json").mkdir()
+    proc = run("train", *SMALL, "--epochs", "1", "--save", "side.npz", cwd=tmp_path)
+    assert proc.returncode == 2 and "is a directory" in error_line(proc)
+    assert not (tmp_path / "side.npz").exists()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (
+            ["--save", "a.npz", "--resume-if-exists", "--overwrite"],
+            "--resume-if-exists keeps --save's file and --overwrite replaces it",
+        ),
+        (["--save", ""], "--save needs a file name"),
+        (["--resume", "u8.npy"], "--resume 'u8.npy': a checkpoint path must end in"),
+        (["--frobnicate"], "unrecognized arguments: --frobnicate (see xpnet train"),
+        (["--hidden", "100000000"], "out of memory"),
+    ],
+)
+def test_conflicts_and_impossible_requests_are_one_line(tmp_path, args, message):
+    proc = run("train", *SMALL, "--epochs", "1", *args, "--json", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert message in error_line(proc)
+    assert strict_json(proc.stdout.splitlines()[-1])["exit_code"] == 2
+
+
+def test_a_moved_dataset_asks_for_its_new_place(tmp_path, byo):
+    ok(run("train", "--dataset", "mydata.npz", "--hidden", "4", "--epochs", "1",
+           "--save", "m.npz", "--quiet", cwd=tmp_path))  # fmt: skip
+    byo.rename(tmp_path / "moved.npz")
+    proc = run("train", "--resume", "m.npz", "--epochs", "2", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "is gone: pass its new location with --dataset" in error_line(proc)
+    proc = run("train", "--resume", "m.npz", "--epochs", "2", "--dataset",
+               "moved.npz", "--quiet", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_nothing_to_train_needs_no_writable_place(tmp_path, monkeypatch, capsys):
+    from xpnet import runlock
+
+    path = tmp_path / "ro.npz"
+    assert cli.main(["train", *SMALL, "--epochs", "1", "--save", str(path)]) == 0
+
+    def read_only(self):
+        raise runlock.LockError("cannot create the lock file (read-only)", busy=False)
+
+    monkeypatch.setattr(runlock.CheckpointLock, "acquire", read_only)
+    assert cli.main(["train", "--resume", str(path), "--epochs", "1"]) == 0
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(path), "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "read-only" in err and f"{path} holds epoch 1" in err
+
+
+def test_an_interrupt_before_the_first_epoch_still_prints_json(
+    tmp_path, monkeypatch, capsys
+):
+    from xpnet.cli import common
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(common, "load_training_data", interrupted)
+    monkeypatch.setattr("xpnet.cli.train.load_training_data", interrupted)
+    code = cli.main(["train", *SMALL, "--save", str(tmp_path / "i.npz"), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert err.strip().splitlines() == [
+        f"xpnet: interrupted; {tmp_path / 'i.npz'} was not written"
+    ]
+    assert strict_json(out.splitlines()[-1])["exit_code"] == 1

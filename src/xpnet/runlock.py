@@ -27,7 +27,14 @@ __all__ = ["CheckpointLock", "LockError", "remove_stale_temp_files"]
 
 
 class LockError(XpnetError):
-    """Another process holds the checkpoint, or the lock file cannot be made."""
+    """Another process holds the checkpoint, or the lock file cannot be made.
+
+    ``busy`` tells the two apart: True when another process holds the lock.
+    """
+
+    def __init__(self, message: str, busy: bool) -> None:
+        super().__init__(message)
+        self.busy = busy
 
 
 def lock_path(checkpoint: Path) -> Path:
@@ -49,7 +56,8 @@ class CheckpointLock:
             except OSError as exc:
                 raise LockError(
                     f"cannot create the lock file {str(self.path)!r} "
-                    f"({exc.strerror or exc}): choose a writable --save location"
+                    f"({exc.strerror or exc}): choose a writable --save location",
+                    busy=False,
                 ) from None
             if fcntl is None:
                 break
@@ -61,7 +69,8 @@ class CheckpointLock:
                 raise LockError(
                     f"{str(self.checkpoint)!r} is in use by another xpnet process"
                     + (f" (pid {holder})" if holder else "")
-                    + ": wait for it to finish, or --save to another file"
+                    + ": wait for it to finish, or --save to another file",
+                    busy=True,
                 ) from None
             # The previous holder may have unlinked the file between our open
             # and our lock: then we locked an orphan; start again.

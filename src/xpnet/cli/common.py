@@ -105,3 +105,9 @@ def load_training_data(
     return preprocess(
         raw, deskew=deskew, scale=scale, standardize=standardize, dtype=dtype
     )
+
+
+def end_bar_line() -> str:
+    """A newline that ends a progress bar's line on a terminal, else nothing
+    (a message after Ctrl-C stays one line in logs)."""
+    return "\n" if sys.stderr.isatty() else ""

@@ -13,7 +13,7 @@ import sys
 
 from .. import __version__
 from ..errors import DivergenceError, XpnetError
-from .common import Exit, print_json
+from .common import Exit, end_bar_line, print_json
 from .parser import build_parser
 
 
@@ -70,37 +70,54 @@ def main(argv: list[str] | None = None) -> int:
         restore_logging()
         return 0
     try:
-        args = parser.parse_args(argv)
-    except SystemExit:
+        args, unknown = parser.parse_known_args(argv)
+        command = parser.commands[args.command]
+        if unknown:
+            # Name the command's own --help, not the top-level one.
+            command.error(f"unrecognized arguments: {' '.join(unknown)}")
+    except SystemExit as exc:
         restore_signals()
         restore_logging()
+        if exc.code == 2 and "--json" in argv and parser.last_error:
+            print_json({"error": parser.last_error, "exit_code": 2})
         raise
     rest = argv[argv.index(args.command) + 1 :]
-    args.given = _given_options(parser.commands[args.command], rest, args)
+    args.given = _given_options(command, rest, args)
     args.report = {}
     args.cleanup = [restore_signals, restore_logging]
     try:
         return int(args.func(args) or 0)
     except Exit as exc:
         if getattr(args, "json", False):
-            print_json(
-                {
-                    "command": args.command,
-                    **args.report,
-                    "exit_code": exc.code,
-                }
-            )
+            print_json({"command": args.command, **args.report, "exit_code": exc.code})
         return exc.code
     except DivergenceError as exc:
         return _fail(args, str(exc), 1)
     except XpnetError as exc:
         return _fail(args, str(exc), 2)
-    except KeyboardInterrupt:
-        print("\nxpnet: interrupted", file=sys.stderr)
-        return 1
-    except Terminated as exc:
-        print(f"\nxpnet: {exc}", file=sys.stderr)
-        return Terminated.exit_code
+    except MemoryError as exc:
+        return _fail(
+            args,
+            f"out of memory ({exc or 'no details'}): use a smaller model, batch or "
+            "dataset",
+            2,
+        )
+    except (KeyboardInterrupt, Terminated) as exc:
+        how = str(exc) if isinstance(exc, Terminated) else "interrupted"
+        saved = getattr(args, "describe_saved", None)
+        code = Terminated.exit_code if isinstance(exc, Terminated) else 1
+        message = how + (f"; {saved()}" if saved else "")
+        print(f"{end_bar_line()}xpnet: {message}", file=sys.stderr)
+        if getattr(args, "json", False):
+            print_json(
+                {
+                    "command": args.command,
+                    **args.report,
+                    "error": message,
+                    "exit_code": code,
+                }
+            )
+        return code
     except BrokenPipeError:
         return 1
     except Exception as exc:  # the last resort: one line, details on request

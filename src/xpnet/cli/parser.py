@@ -34,8 +34,13 @@ class _Parser(argparse.ArgumentParser):
     #: the subcommand parsers by name (set on the top-level parser)
     commands: Mapping[str, argparse.ArgumentParser]
 
+    #: the last error message, for the --json line of a usage error
+    last_error = ""
+
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        line = f"{self.prog}: error: {message} (see {self.prog} --help)"
+        _Parser.last_error = line
+        self.exit(2, line + "\n")
 
 
 def _command(name: str) -> Callable[[argparse.Namespace], int]:

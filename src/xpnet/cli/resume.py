@@ -106,6 +106,17 @@ def reconcile_resume(
                 "option, or start a new run without --resume"
             )
         setattr(args, key, saved[key])
+    stored = saved.get("dataset")
+    if (
+        "dataset" not in args.given
+        and isinstance(stored, str)
+        and looks_like_path(stored)
+        and not Path(stored).exists()
+    ):
+        raise UsageError(
+            f"the dataset this run was trained on, {stored}, is gone: pass its new "
+            "location with --dataset"
+        )
     return notices
 
 
@@ -118,34 +129,39 @@ class SaveTarget:
         if self.path is None:
             return
         path = self.path
+        # The option that named the file: --save, or --resume saving back.
+        option = "--save" if "save" in args.given else "--resume"
         if path.suffix != ".npz":
             raise UsageError(
-                f"--save {str(path)!r}: a checkpoint path must end in .npz"
+                f"{option} {str(path)!r}: a checkpoint path must end in .npz"
             )
-        if path.is_dir():
-            raise UsageError(
-                f"--save {str(path)!r} is a directory: give a file name such as "
-                f"{str(path / 'run.npz')!r}"
-            )
+        sidecar = path.with_name(path.name + ".json")
+        for where in (path, sidecar):
+            if where.is_dir():
+                raise UsageError(
+                    f"{option} {str(path)!r}: {str(where)!r} is a directory; "
+                    f"give a file name such as {str(path.with_name('run.npz'))!r}"
+                )
         parent = next((p for p in path.parents if p.exists()), Path("."))
         if not parent.is_dir():
             raise UsageError(
-                f"--save {str(path)!r}: {str(parent)!r} is a file, not a directory"
+                f"{option} {str(path)!r}: {str(parent)!r} is a file, not a directory"
             )
         dataset = getattr(args, "dataset", None)
         if dataset and looks_like_path(dataset) and same_dataset(dataset, str(path)):
             raise UsageError(
-                f"--save {str(path)!r} is the training data file: save the "
+                f"{option} {str(path)!r} is the training data file: save the "
                 "checkpoint under another name"
             )
         own = resume is not None and Path(resume).resolve() == path.resolve()
-        if path.exists() and not own and not args.overwrite:
-            raise UsageError(
-                f"--save {str(path)!r} already exists: continue it with --resume "
-                f"{str(path)!r} (or --resume-if-exists), or replace it with --overwrite"
-            )
-        if own:
-            self.epoch = None  # set once the checkpoint is read
+        if not own and not args.overwrite:
+            for where in (path, sidecar):
+                if where.exists():
+                    raise UsageError(
+                        f"--save {str(path)!r}: {str(where)!r} already exists: "
+                        f"continue it with --resume {str(path)!r} (or "
+                        "--resume-if-exists), or replace it with --overwrite"
+                    )
 
     def holds(self) -> str:
         if self.path is None:
@@ -157,7 +173,14 @@ class SaveTarget:
 
 def resume_source(args: argparse.Namespace) -> str | None:
     """The checkpoint to resume from, after --resume/--resume-if-exists/--save."""
+    if args.save is not None and not args.save.strip():
+        raise UsageError("--save needs a file name, e.g. --save run.npz")
     if args.resume_if_exists:
+        if args.overwrite:
+            raise UsageError(
+                "--resume-if-exists keeps --save's file and --overwrite replaces "
+                "it: choose one"
+            )
         if not args.save:
             raise UsageError(
                 "--resume-if-exists needs --save PATH.npz (the checkpoint to continue)"

@@ -21,6 +21,7 @@ from .common import (
     check_features,
     dataset_facts,
     device_facts,
+    end_bar_line,
     load_training_data,
     print_json,
     say,
@@ -84,15 +85,24 @@ def _epoch_line(record: dict[str, Any], total: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..interrupts import Terminated, deferred
-    from ..runlock import CheckpointLock, remove_stale_temp_files
+    from ..runlock import CheckpointLock, LockError, remove_stale_temp_files
 
     resume = resume_source(args)
     target = SaveTarget(args, resume)
     backend = resolve(args.device, args.backend)
+    args.describe_saved = target.holds
+    unwritable: LockError | None = None
     if target.path is not None:
-        lock = CheckpointLock(target.path).acquire()
-        args.cleanup.append(lock.release)
-        remove_stale_temp_files(target.path)
+        try:
+            lock = CheckpointLock(target.path).acquire()
+        except LockError as exc:
+            if exc.busy:
+                raise
+            # A read-only place: fine for a run with nothing left to train.
+            unwritable = exc
+        else:
+            args.cleanup.append(lock.release)
+            remove_stale_temp_files(target.path)
     saved: Checkpoint | None = None
     notices: list[str] = []
     if resume:
@@ -102,8 +112,11 @@ def run(args: argparse.Namespace) -> int:
             target.epoch = model.epochs_trained
         notices = reconcile_resume(args, saved.options, resume)
         args.dtype = model.dtype_name
+        args.report["epochs_trained"] = model.epochs_trained
         if args.epochs <= model.epochs_trained:
             return _nothing_to_train(args, saved, resume, backend)
+    if unwritable is not None:
+        raise CheckpointWriteError(f"{unwritable}; {target.holds()}")
     args.dataset = dataset_identity(args.dataset)
     data = load_training_data(
         args.dataset,
@@ -119,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         model = _build_model(args, data, backend)
     history_so_far = list(saved.history) if saved else []
+    args.report["epochs_trained"] = model.epochs_trained
     train_options = {k: getattr(args, k) for k in TRAIN_OPTIONS}
     total_epochs = args.epochs
     args.report.update(
@@ -250,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
         )
         message = f"{how} in epoch {model.epochs_trained + 1}; {target.holds()}{hint}"
         args.report["error"] = message
-        print(f"\nxpnet: {message}", file=sys.stderr)
+        print(f"{end_bar_line()}xpnet: {message}", file=sys.stderr)
         raise Exit(Terminated.exit_code if isinstance(exc, Terminated) else 1) from None
     except DivergenceError as exc:
         raise DivergenceError(f"{exc}; {target.holds()}") from None
