@@ -28,3 +28,14 @@ def test_readme_starts_with_install_run_and_test_commands():
         "\npytest\n"
         in (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
     )
+
+
+def test_readme_shows_the_real_train_help(monkeypatch):
+    from xpnet.cli import build_parser
+
+    monkeypatch.setenv("COLUMNS", "88")
+    expected = build_parser().commands["train"].format_help().rstrip("\n")
+    text = README.read_text(encoding="utf-8")
+    match = re.search(r"this is its `--help`\):\n\n```text\n(.*?)\n```", text, re.S)
+    assert match, "README has no train --help block"
+    assert match.group(1) == expected
