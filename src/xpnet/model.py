@@ -15,6 +15,7 @@ from typing import Any
 import array_api_compat
 
 from . import backend as _backend
+from . import inputs as _inputs
 from .activations import (
     ACTIVATIONS,
     RELU_LIKE,
@@ -23,7 +24,7 @@ from .activations import (
     Softmax,
     get_activation,
 )
-from .arraytypes import Array, ArrayLike, HostArray, Namespace
+from .arraytypes import Array, ArrayLike, HostArray
 from .errors import XpnetError
 from .fastpaths import StepFn
 from .layers import Dense, Layer
@@ -180,29 +181,10 @@ class Sequential:
     def prepare_inputs(
         self, X: ArrayLike, what: str = "X", check: bool = True
     ) -> Array:
-        shape = getattr(X, "shape", None)
-        if shape is None:
-            X = self.backend.asarray(X)
-            shape = X.shape
-        if len(shape) != 2:
-            raise XpnetError(
-                f"{what} must be 2-D (samples, features), got shape {tuple(shape)}; "
-                f"flatten images with {what}.reshape(len({what}), -1)"
-            )
-        if shape[0] == 0:
-            raise XpnetError(f"{what} is empty (0 samples): pass at least one sample")
-        if shape[1] != self.in_features:
-            raise XpnetError(
-                f"{what} has {shape[1]} features but the model's first layer expects "
-                f"{self.in_features}: build the model with in_features={shape[1]} "
-                "or fix the data"
-            )
-        X = self.to_device(X, self.dtype_name)
-        if check and not _all_finite(self.xp, X):
-            raise XpnetError(
-                f"{what} contains NaN or infinite values: clean or impute them first"
-            )
-        return X
+        """``X: (samples, features)`` checked and on the device, in the model's
+        dtype (see :func:`xpnet.inputs.prepare_inputs`); ``check=False`` skips
+        the scan for NaN/inf."""
+        return _inputs.prepare_inputs(self, X, what, check)
 
     def prepare_targets(
         self,
@@ -212,70 +194,9 @@ class Sequential:
         check: bool = True,
         task: str | None = None,
     ) -> tuple[Array, Array | None, str]:
-        """``(targets on the device, integer labels for accuracy, task)``.
-
-        The labels are None for regression and 1-column targets; the task is
-        the one the targets imply (see :class:`Sequential`).
-
-        ``task``: the task the targets must imply (``None``: any). ``check=False``
-        skips the scans of the values (label range, finiteness); shapes and
-        dtypes are always checked.
-        """
-        xp = self.xp
-        shape = tuple(getattr(y, "shape", ()))
-        if not shape:
-            y = self.backend.asarray(y)
-            shape = tuple(y.shape)
-        if shape[0] != n:
-            raise XpnetError(
-                f"{what} has {shape[0]} rows but X has {n}: pass one target per sample"
-            )
-        kind = _dtype_kind(y)
-        found = self._task_of(kind)
-        if task is not None and found != task:
-            raise XpnetError(_task_mismatch(what, task))
-        if len(shape) == 1 and kind in "iub":
-            y = self.to_device(y)
-            y = xp.astype(y, xp.int64) if y.dtype != xp.int64 else y
-            if not check:
-                return y, y, found
-            low, high = int(xp.min(y)), int(xp.max(y))
-            classes = self.out_features if self.out_features > 1 else 2
-            if low < 0 or high >= classes:
-                hint = (
-                    ""
-                    if isinstance(self.loss, CrossEntropy)
-                    else " (for regression, pass float targets)"
-                )
-                raise XpnetError(
-                    f"{what} holds labels from {low} to {high}, outside [0, {classes}) "
-                    f"for a model with {self.out_features} "
-                    f"output{'s' * (self.out_features != 1)}: relabel the "
-                    f"classes as 0..K-1 or change the output size{hint}"
-                )
-            return y, y, found
-        if len(shape) == 1 and isinstance(self.loss, CrossEntropy):
-            raise XpnetError(
-                f"{what} must hold integer class labels for cross-entropy, got "
-                f"dtype {getattr(y, 'dtype', '?')}; convert with y.astype(int)"
-            )
-        expected = (n, self.out_features) if len(shape) == 2 else (n,)
-        if shape != expected and not (len(shape) == 1 and self.out_features == 1):
-            raise XpnetError(
-                f"{what} has shape {shape} but the model outputs "
-                f"{(n, self.out_features)}"
-            )
-        y = self.to_device(y, self.dtype_name)
-        if check and not _all_finite(xp, y):
-            raise XpnetError(f"{what} contains NaN or infinite values")
-        classify = found == "classification" and len(shape) == 2 and shape[1] > 1
-        return y, (xp.argmax(y, axis=1) if classify else None), found
-
-    def _task_of(self, kind: str) -> str:
-        """The task that targets of dtype kind ``kind`` ('f', 'i', ...) imply."""
-        if kind in "iub" or isinstance(self.loss, CrossEntropy):
-            return "classification"
-        return "regression"
+        """``(targets on the device, integer labels for accuracy, task)``; see
+        :func:`xpnet.inputs.prepare_targets`."""
+        return _inputs.prepare_targets(self, y, n, what, check, task)
 
     def restore_task(self, config: dict[str, Any]) -> None:
         """Take ``task`` and ``target_ndim`` from a saved :meth:`config`; configs
@@ -377,7 +298,7 @@ class Sequential:
 
     def weights_finite(self) -> bool:
         """Whether every parameter is finite (one pass, one read-back)."""
-        return _all_finite(self.xp, self.parameters.flat)
+        return _inputs.all_finite(self.xp, self.parameters.flat)
 
     def read_floats(self, *scalars: Array) -> list[float]:
         """0-d device arrays as host floats, in one read-back (it also waits
@@ -533,63 +454,6 @@ class Sequential:
 
     def __repr__(self) -> str:
         return f"Sequential({self.layers!r})"
-
-
-def _all_finite(xp: Namespace, x: Array) -> bool:
-    """Whether ``x`` holds no NaN or infinity (one read-back).
-
-    The sum is one pass with no temporary: it is finite whenever every element
-    is, unless finite values overflow it, which only then costs the full
-    element-wise check.
-    """
-    if math.isfinite(float(xp.sum(x))):
-        return True
-    return bool(xp.all(xp.isfinite(x)))
-
-
-def _task_mismatch(what: str, task: str) -> str:
-    if task == "classification":
-        return (
-            f"{what} holds float values but this model is a classifier (fitted on "
-            "class labels): pass integer labels (y.astype(int)), or build a new "
-            "model for regression"
-        )
-    return (
-        f"{what} holds integer labels but this model is a regressor (fitted on "
-        "float targets): pass float targets (y.astype(float)), or build a new "
-        "model for classification"
-    )
-
-
-def _dtype_kind(y: ArrayLike) -> str:
-    """'f', 'i', 'u' or 'b' for any backend's array dtype (or host array-like)."""
-    dtype = getattr(y, "dtype", None)
-    try:
-        xp = array_api_compat.array_namespace(y)
-    except TypeError:
-        xp = None
-    if xp is not None:
-        for letter, name in (
-            ("b", "bool"),
-            ("u", "unsigned integer"),
-            ("i", "signed integer"),
-        ):
-            if xp.isdtype(dtype, name):
-                return letter
-        return "f"
-    # A foreign array-like (e.g. a pandas Series): NumPy's dtype kind if it has
-    # one, else the dtype's name.
-    kind = getattr(dtype, "kind", None)
-    if isinstance(kind, str):
-        return kind
-    text = str(dtype)
-    if "bool" in text:
-        return "b"
-    if "uint" in text:
-        return "u"
-    if "int" in text:
-        return "i"
-    return "f"
 
 
 LAYER_TYPES: dict[str, type[Layer]] = {

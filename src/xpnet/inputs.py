@@ -1,0 +1,192 @@
+"""Data going into a model: checked, typed and moved to its device once.
+
+``prepare_inputs``/``prepare_targets`` are what :meth:`Sequential.fit`,
+``evaluate`` and ``predict`` run on the caller's arrays (and what a caller
+that validates once, like the benchmark, calls itself). They also decide the
+model's task from the targets: a regressor when the targets are floats and
+the loss is not cross-entropy, a classifier otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import array_api_compat
+
+from .arraytypes import Array, ArrayLike, Namespace
+from .errors import XpnetError
+from .losses import CrossEntropy, Loss
+
+if TYPE_CHECKING:
+    from .model import Sequential
+
+__all__ = [
+    "all_finite",
+    "dtype_kind",
+    "prepare_inputs",
+    "prepare_targets",
+    "task_mismatch",
+    "task_of",
+]
+
+
+def prepare_inputs(
+    model: Sequential, X: ArrayLike, what: str = "X", check: bool = True
+) -> Array:
+    """``X`` checked (2-D, the model's feature count, finite) and on the
+    model's device in its dtype; see :meth:`Sequential.prepare_inputs`."""
+    shape = getattr(X, "shape", None)
+    if shape is None:
+        X = model.backend.asarray(X)
+        shape = X.shape
+    if len(shape) != 2:
+        raise XpnetError(
+            f"{what} must be 2-D (samples, features), got shape {tuple(shape)}; "
+            f"flatten images with {what}.reshape(len({what}), -1)"
+        )
+    if shape[0] == 0:
+        raise XpnetError(f"{what} is empty (0 samples): pass at least one sample")
+    if shape[1] != model.in_features:
+        raise XpnetError(
+            f"{what} has {shape[1]} features but the model's first layer expects "
+            f"{model.in_features}: build the model with in_features={shape[1]} "
+            "or fix the data"
+        )
+    X = model.to_device(X, model.dtype_name)
+    if check and not all_finite(model.xp, X):
+        raise XpnetError(
+            f"{what} contains NaN or infinite values: clean or impute them first"
+        )
+    return X
+
+
+def prepare_targets(
+    model: Sequential,
+    y: ArrayLike,
+    n: int,
+    what: str = "y",
+    check: bool = True,
+    task: str | None = None,
+) -> tuple[Array, Array | None, str]:
+    """``(targets on the device, integer labels for accuracy, task)``.
+
+    The labels are None for regression and 1-column targets; the task is
+    the one the targets imply (see :class:`Sequential`).
+
+    ``task``: the task the targets must imply (``None``: any). ``check=False``
+    skips the scans of the values (label range, finiteness); shapes and
+    dtypes are always checked.
+    """
+    xp = model.xp
+    shape = tuple(getattr(y, "shape", ()))
+    if not shape:
+        y = model.backend.asarray(y)
+        shape = tuple(y.shape)
+    if shape[0] != n:
+        raise XpnetError(
+            f"{what} has {shape[0]} rows but X has {n}: pass one target per sample"
+        )
+    kind = dtype_kind(y)
+    found = task_of(model.loss, kind)
+    if task is not None and found != task:
+        raise XpnetError(task_mismatch(what, task))
+    if len(shape) == 1 and kind in "iub":
+        y = model.to_device(y)
+        y = xp.astype(y, xp.int64) if y.dtype != xp.int64 else y
+        if not check:
+            return y, y, found
+        low, high = int(xp.min(y)), int(xp.max(y))
+        classes = model.out_features if model.out_features > 1 else 2
+        if low < 0 or high >= classes:
+            hint = (
+                ""
+                if isinstance(model.loss, CrossEntropy)
+                else " (for regression, pass float targets)"
+            )
+            raise XpnetError(
+                f"{what} holds labels from {low} to {high}, outside [0, {classes}) "
+                f"for a model with {model.out_features} "
+                f"output{'s' * (model.out_features != 1)}: relabel the "
+                f"classes as 0..K-1 or change the output size{hint}"
+            )
+        return y, y, found
+    if len(shape) == 1 and isinstance(model.loss, CrossEntropy):
+        raise XpnetError(
+            f"{what} must hold integer class labels for cross-entropy, got "
+            f"dtype {getattr(y, 'dtype', '?')}; convert with y.astype(int)"
+        )
+    expected = (n, model.out_features) if len(shape) == 2 else (n,)
+    if shape != expected and not (len(shape) == 1 and model.out_features == 1):
+        raise XpnetError(
+            f"{what} has shape {shape} but the model outputs {(n, model.out_features)}"
+        )
+    y = model.to_device(y, model.dtype_name)
+    if check and not all_finite(xp, y):
+        raise XpnetError(f"{what} contains NaN or infinite values")
+    classify = found == "classification" and len(shape) == 2 and shape[1] > 1
+    return y, (xp.argmax(y, axis=1) if classify else None), found
+
+
+def task_of(loss: Loss, kind: str) -> str:
+    """The task that targets of dtype kind ``kind`` ('f', 'i', ...) imply."""
+    if kind in "iub" or isinstance(loss, CrossEntropy):
+        return "classification"
+    return "regression"
+
+
+def all_finite(xp: Namespace, x: Array) -> bool:
+    """Whether ``x`` holds no NaN or infinity (one read-back).
+
+    The sum is one pass with no temporary: it is finite whenever every element
+    is, unless finite values overflow it, which only then costs the full
+    element-wise check.
+    """
+    if math.isfinite(float(xp.sum(x))):
+        return True
+    return bool(xp.all(xp.isfinite(x)))
+
+
+def task_mismatch(what: str, task: str) -> str:
+    if task == "classification":
+        return (
+            f"{what} holds float values but this model is a classifier (fitted on "
+            "class labels): pass integer labels (y.astype(int)), or build a new "
+            "model for regression"
+        )
+    return (
+        f"{what} holds integer labels but this model is a regressor (fitted on "
+        "float targets): pass float targets (y.astype(float)), or build a new "
+        "model for classification"
+    )
+
+
+def dtype_kind(y: ArrayLike) -> str:
+    """'f', 'i', 'u' or 'b' for any backend's array dtype (or host array-like)."""
+    dtype = getattr(y, "dtype", None)
+    try:
+        xp = array_api_compat.array_namespace(y)
+    except TypeError:
+        xp = None
+    if xp is not None:
+        for letter, name in (
+            ("b", "bool"),
+            ("u", "unsigned integer"),
+            ("i", "signed integer"),
+        ):
+            if xp.isdtype(dtype, name):
+                return letter
+        return "f"
+    # A foreign array-like (e.g. a pandas Series): NumPy's dtype kind if it has
+    # one, else the dtype's name.
+    kind = getattr(dtype, "kind", None)
+    if isinstance(kind, str):
+        return kind
+    text = str(dtype)
+    if "bool" in text:
+        return "b"
+    if "uint" in text:
+        return "u"
+    if "int" in text:
+        return "i"
+    return "f"
