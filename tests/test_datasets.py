@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xpnet import datasets
+from xpnet import datasets, download
 from xpnet.datasets import (
     FASHION_MNIST_CLASSES,
     IDX_FILES,
@@ -162,7 +162,7 @@ def _no_ambient_config(monkeypatch):
     """Tests must not depend on (or write to) the user's cache or mirror settings."""
     monkeypatch.delenv("XPNET_MIRRORS", raising=False)
     monkeypatch.delenv("XPNET_DATA", raising=False)
-    datasets._VERIFIED.clear()
+    download._VERIFIED.clear()
 
 
 def _load(cache, mirror_urls, **kw):
@@ -194,7 +194,7 @@ def test_download_into_empty_cache(tmp_path, mirror):
 def test_second_load_does_not_download(tmp_path, mirror):
     _load(tmp_path, [mirror.base("good")])
     assert len(mirror.requests) == 4
-    datasets._VERIFIED.clear()  # as in a new process: checksums are hashed again
+    download._VERIFIED.clear()  # as in a new process: checksums are hashed again
     again = _load(tmp_path, [mirror.base("good")])
     offline = _load(tmp_path, [mirror.base("good")], download=False)
     assert len(mirror.requests) == 4

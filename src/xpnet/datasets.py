@@ -6,13 +6,9 @@ whose images are flattened to ``(n, 784)`` uint8 pixels (0-255) and whose labels
 
 MNIST and Fashion-MNIST are downloaded on first use into a cache directory (see
 :func:`default_data_dir`), one sub-folder per dataset holding the four standard IDX
-files. Every file is checked against its published md5 checksum; downloads go to a
-temporary file that is only moved under the final name once the checksum matches,
-so an interrupted or corrupt transfer never leaves a bad file in the cache.
-A download is abandoned (and the next mirror tried) when it exceeds the file's
-known size plus 10% or takes longer than its deadline (600 s by default).
-Mirrors are tried in order; ``XPNET_MIRRORS`` (comma-separated base URLs) or the
-``mirrors=`` argument replace the built-in list, e.g. to use a local server.
+files, each checked against its published md5 checksum. The downloading (mirrors,
+checksums, size and time limits) lives in :mod:`xpnet.download`; its public names
+are importable from here too.
 
 ``mnist-sample`` ships inside the package (no network needed): 5,000 MNIST training
 images (500 per class) and the official 10,000 test images.
@@ -20,15 +16,9 @@ images (500 per class) and the official 10,000 test images.
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import importlib.resources
-import logging
 import os
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,7 +27,18 @@ from typing import Any
 import numpy as np
 
 from xpnet.atomic import atomic_write
-from xpnet.errors import XpnetError
+from xpnet.download import (
+    _REMOTE,
+    DOWNLOAD_DEADLINE,
+    FASHION_MNIST_MD5,
+    FASHION_MNIST_SIZES,
+    IDX_FILES,
+    MNIST_MD5,
+    MNIST_SIZES,
+    fetch_dataset,
+    md5sum,
+)
+from xpnet.errors import DatasetError
 from xpnet.idx import read_idx
 from xpnet.npz import NpzArchive, NpzFormatError
 
@@ -63,58 +64,6 @@ __all__ = [
     "md5sum",
 ]
 
-logger = logging.getLogger(__name__)
-
-#: The four standard file names, in the order train images, train labels, test
-#: images, test labels. MNIST and Fashion-MNIST use the same names.
-IDX_FILES = (
-    "train-images-idx3-ubyte.gz",
-    "train-labels-idx1-ubyte.gz",
-    "t10k-images-idx3-ubyte.gz",
-    "t10k-labels-idx1-ubyte.gz",
-)
-
-#: Official MNIST checksums (same as torchvision.datasets.MNIST.resources).
-MNIST_MD5: dict[str, str] = {
-    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
-    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
-    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
-}
-
-#: Official Fashion-MNIST checksums, as published in the zalandoresearch/fashion-mnist
-#: README and torchvision.datasets.FashionMNIST.resources.
-FASHION_MNIST_MD5: dict[str, str] = {
-    "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-    "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
-    "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
-    "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
-}
-
-#: Sizes in bytes of the official MNIST files (what the mirrors serve).
-MNIST_SIZES: dict[str, int] = {
-    "train-images-idx3-ubyte.gz": 9_912_422,
-    "train-labels-idx1-ubyte.gz": 28_881,
-    "t10k-images-idx3-ubyte.gz": 1_648_877,
-    "t10k-labels-idx1-ubyte.gz": 4_542,
-}
-
-#: Sizes in bytes of the official Fashion-MNIST files.
-FASHION_MNIST_SIZES: dict[str, int] = {
-    "train-images-idx3-ubyte.gz": 26_421_880,
-    "train-labels-idx1-ubyte.gz": 29_515,
-    "t10k-images-idx3-ubyte.gz": 4_422_102,
-    "t10k-labels-idx1-ubyte.gz": 5_148,
-}
-
-#: A download may exceed the known size by this fraction (mirrors of modified
-#: files, given with ``checksums=``); beyond it the mirror is abandoned, so a
-#: misbehaving server cannot fill the cache.
-SIZE_MARGIN = 0.1
-
-#: Default seconds one file's download from one mirror may take in all.
-DOWNLOAD_DEADLINE = 600.0
-
 MNIST_CLASSES = tuple(str(d) for d in range(10))
 FASHION_MNIST_CLASSES = (
     "T-shirt/top",
@@ -139,7 +88,6 @@ SAMPLE_SOURCE_MD5: dict[str, str] = {
 
 SAMPLE_NAME = "mnist-sample"
 _SAMPLE_RESOURCE = "data/mnist-sample.npz"
-_SAMPLE_HINT = "or use the bundled offline sample with --dataset mnist-sample"
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 #: Most classes a bring-your-own dataset may have (labels 0 .. MAX_CLASSES - 1):
@@ -151,38 +99,10 @@ _RENUMBER_HINT = (
     "np.unique(y, return_inverse=True))"
 )
 
-
-@dataclass(frozen=True)
-class _RemoteSpec:
-    """Where a downloadable dataset lives and how to check it."""
-
-    mirrors: tuple[str, ...]
-    md5: Mapping[str, str]
-    sizes: Mapping[str, int]
-    class_names: tuple[str, ...]
-
-
-_REMOTE: dict[str, _RemoteSpec] = {
-    "mnist": _RemoteSpec(
-        mirrors=(
-            "https://ossci-datasets.s3.amazonaws.com/mnist/",
-            "https://storage.googleapis.com/cvdf-datasets/mnist/",
-            "http://yann.lecun.com/exdb/mnist/",
-        ),
-        md5=MNIST_MD5,
-        sizes=MNIST_SIZES,
-        class_names=MNIST_CLASSES,
-    ),
-    "fashion-mnist": _RemoteSpec(
-        mirrors=(
-            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-            "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/"
-            "data/fashion/",
-        ),
-        md5=FASHION_MNIST_MD5,
-        sizes=FASHION_MNIST_SIZES,
-        class_names=FASHION_MNIST_CLASSES,
-    ),
+#: Class names of the downloadable datasets (keys of ``xpnet.download._REMOTE``).
+_CLASS_NAMES: dict[str, tuple[str, ...]] = {
+    "mnist": MNIST_CLASSES,
+    "fashion-mnist": FASHION_MNIST_CLASSES,
 }
 
 #: Names accepted by :func:`load_dataset` besides a path to an .npz file.
@@ -192,10 +112,6 @@ _ALIASES = {
     "fashionmnist": "fashion-mnist",
     "mnist_sample": SAMPLE_NAME,
 }
-
-
-class DatasetError(XpnetError):
-    """A dataset cannot be found, downloaded or read; the message is one line."""
 
 
 @dataclass(eq=False, repr=False)
@@ -358,7 +274,7 @@ def _load_idx_dataset(key: str, directory: Path) -> Dataset:
     x_test, _ = _read_images(test_x)
     y_train = _read_labels(train_y, len(x_train), train_x)
     y_test = _read_labels(test_y, len(x_test), test_x)
-    classes = _REMOTE[key].class_names
+    classes = _CLASS_NAMES[key]
     for path, y in ((train_y, y_train), (test_y, y_test)):
         if len(y) and y.max() >= len(classes):
             raise DatasetError(
@@ -639,308 +555,3 @@ def _check_class_names(
             f"{num_classes}"
         )
     return tuple(str(n) for n in names)
-
-
-# --------------------------------------------------------------------------- download
-
-
-def md5sum(path: str | os.PathLike) -> str:
-    """Hex md5 digest of a file, read in 1 MiB chunks."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-# (path, size, mtime_ns, md5) of files already verified by this process, so a
-# second load in the same run does not hash the files again.
-_VERIFIED: set[tuple[str, int, int, str]] = set()
-
-
-def _is_valid(path: Path, expected: str) -> tuple[bool, str]:
-    """Whether ``path`` has md5 ``expected``; also returns the md5 it has."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, expected)
-    if key in _VERIFIED:
-        return True, expected
-    got = md5sum(path)
-    if got == expected:
-        _VERIFIED.add(key)
-    return got == expected, got
-
-
-def fetch_dataset(
-    name: str,
-    data_dir: str | os.PathLike | None = None,
-    *,
-    download: bool = True,
-    mirrors: Sequence[str] | None = None,
-    timeout: float = 30.0,
-    deadline: float = DOWNLOAD_DEADLINE,
-    max_bytes: int | None = None,
-    progress: bool = False,
-    checksums: Mapping[str, str] | None = None,
-) -> Path:
-    """Make sure the four IDX files of ``name`` are in the cache, with good checksums.
-
-    Files present with the right md5 are never downloaded again. A present file
-    with the wrong md5 is downloaded again (a warning is logged). Arguments are as
-    for :func:`load_dataset`.
-
-    Returns:
-        The dataset's directory, ``<data_dir>/<name>``.
-    """
-    key = _canonical_name(name)
-    if key not in _REMOTE:
-        raise DatasetError(
-            f"no download for dataset {name!r}; downloadable: {', '.join(_REMOTE)}"
-        )
-    for what, value in (("timeout", timeout), ("deadline", deadline)):
-        if not value > 0:
-            raise DatasetError(f"{what} must be a positive number of seconds")
-    if max_bytes is not None and not max_bytes > 0:
-        raise DatasetError("max_bytes must be a positive number of bytes")
-    spec = _REMOTE[key]
-    md5 = dict(spec.md5 if checksums is None else checksums)
-    if unknown := [f for f in IDX_FILES if f not in md5]:
-        raise DatasetError(f"checksums= has no md5 for {', '.join(unknown)}")
-    directory = dataset_dir(key, data_dir)
-    urls = _mirror_list(mirrors, spec)
-    missing = []
-    for fname in IDX_FILES:
-        path = directory / fname
-        if path.is_file():
-            ok, got = _is_valid(path, md5[fname])
-            if ok:
-                continue
-            if not download:
-                raise DatasetError(
-                    f"{path}: checksum mismatch (md5 {got}, expected {md5[fname]}); "
-                    "delete it so it is downloaded again"
-                )
-            logger.warning(
-                "%s: checksum mismatch (md5 %s, expected %s); downloading it again",
-                path,
-                got,
-                md5[fname],
-            )
-        elif not download:
-            missing.append(fname)
-            continue
-        _make_dir(directory)
-        limits = _Limits(
-            timeout=timeout,
-            deadline=deadline,
-            max_bytes=(
-                max_bytes
-                if max_bytes is not None
-                else int(spec.sizes[fname] * (1 + SIZE_MARGIN))
-            ),
-        )
-        _download_from_mirrors(fname, directory, md5[fname], urls, limits, progress)
-    if missing:
-        what = "" if len(missing) == len(IDX_FILES) else f" ({', '.join(missing)})"
-        raise DatasetError(
-            f"{key} is not in the cache{what} and downloading is off; "
-            f"{_where_to_put(directory)}"
-        )
-    return directory
-
-
-def _where_to_put(directory: Path) -> str:
-    """The fix-it part of the 'files missing' messages."""
-    return (
-        f"put the files {', '.join(IDX_FILES)} in {directory} (XPNET_DATA picks "
-        f"another cache folder), {_SAMPLE_HINT}"
-    )
-
-
-def _mirror_list(mirrors: Sequence[str] | None, spec: _RemoteSpec) -> list[str]:
-    """Base URLs to try, in order: argument, then ``$XPNET_MIRRORS``, then built-in."""
-    if mirrors is None:
-        env = os.environ.get("XPNET_MIRRORS", "")
-        mirrors = [m for m in (s.strip() for s in env.split(",")) if m] or None
-    urls = list(spec.mirrors if mirrors is None else mirrors)
-    if not urls:
-        raise DatasetError("no download mirrors given (mirrors= is empty)")
-    return urls
-
-
-def _make_dir(directory: Path) -> None:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DatasetError(
-            f"cannot create the data directory {directory} ({e.strerror or e}); set "
-            "XPNET_DATA to a writable folder"
-        ) from None
-    _remove_stale_temp_files(directory)
-
-
-def _remove_stale_temp_files(directory: Path, max_age_s: float = 3600.0) -> None:
-    """Delete temp files left by downloads killed long ago (not ones in progress)."""
-    cutoff = time.time() - max_age_s
-    for tmp in directory.glob(".*.tmp"):
-        try:
-            if tmp.stat().st_mtime < cutoff:
-                tmp.unlink()
-        except OSError:
-            pass  # another process may be cleaning up too
-
-
-class _MirrorFailed(Exception):
-    """One mirror could not deliver a good file; the message says why."""
-
-
-@dataclass(frozen=True)
-class _Limits:
-    """How long and how much one file's download from one mirror may take.
-
-    ``timeout``: seconds of silence per read; ``deadline``: seconds in all;
-    ``max_bytes``: the most bytes accepted.
-    """
-
-    timeout: float
-    deadline: float
-    max_bytes: int
-
-
-def _download_from_mirrors(
-    fname: str,
-    directory: Path,
-    expected_md5: str,
-    mirrors: Sequence[str],
-    limits: _Limits,
-    progress: bool,
-) -> None:
-    """Download ``fname`` into ``directory`` from the first mirror that works."""
-    failures = []
-    for base in mirrors:
-        url = base.rstrip("/") + "/" + fname
-        try:
-            _download(url, directory / fname, expected_md5, limits, progress)
-            return
-        except _MirrorFailed as e:
-            logger.info("download of %s failed: %s", url, e)
-            failures.append(f"{url}: {e}")
-    raise DatasetError(
-        f"could not download {directory.name} file {fname} from any mirror "
-        f"({'; '.join(failures)}); "
-        f"{_where_to_put(directory)}"
-    )
-
-
-def _download(
-    url: str, dest: Path, expected_md5: str, limits: _Limits, progress: bool
-) -> None:
-    """Stream ``url`` into a temp file beside ``dest``; keep it only if md5 matches.
-
-    Raises:
-        _MirrorFailed: HTTP error, timeout, deadline passed, too many bytes,
-            dropped connection or bad checksum.
-    """
-    from xpnet import __version__
-
-    agent = f"xpnet/{__version__}"
-    request = urllib.request.Request(url, headers={"User-Agent": agent})
-    timeout = max(min(limits.timeout, limits.deadline), 1e-3)
-    end = time.monotonic() + limits.deadline
-    try:
-        with (
-            atomic_write(dest) as f,
-            urllib.request.urlopen(request, timeout=timeout) as response,
-        ):
-            total = _content_length(response)
-            if total is not None and total > limits.max_bytes:
-                raise _MirrorFailed(
-                    f"it announces {total:,} bytes, more than the "
-                    f"{limits.max_bytes:,} expected"
-                )
-            digest = hashlib.md5(usedforsecurity=False)
-            received = 0
-            report = _Progress(dest.name, total) if progress else None
-            # read1 returns what one socket read brings, so a server dripping
-            # bytes slowly cannot hold a read (and the deadline check) forever.
-            read = getattr(response, "read1", response.read)
-            while chunk := read(1 << 16):
-                received += len(chunk)
-                if received > limits.max_bytes:
-                    raise _MirrorFailed(
-                        f"it sent more than the {limits.max_bytes:,} bytes expected"
-                    )
-                if time.monotonic() > end:
-                    raise _MirrorFailed(
-                        f"download deadline of {limits.deadline:g} s passed after "
-                        f"{received:,} bytes"
-                    )
-                f.write(chunk)
-                digest.update(chunk)
-                if report:
-                    report.update(received)
-            if report:
-                report.done(received)
-            # http.client returns a short body without error when the peer
-            # closes early, so count the bytes ourselves.
-            if total is not None and received < total:
-                raise _MirrorFailed(
-                    f"connection dropped after {received} of {total} bytes"
-                )
-            got = digest.hexdigest()
-            if got != expected_md5:
-                raise _MirrorFailed(
-                    f"checksum mismatch (md5 {got}, expected {expected_md5})"
-                )
-    except urllib.error.HTTPError as e:
-        e.close()
-        raise _MirrorFailed(f"HTTP {e.code} {e.reason}") from None
-    except urllib.error.URLError as e:
-        raise _MirrorFailed(_reason(e.reason, timeout)) from None
-    except TimeoutError:
-        raise _MirrorFailed(f"timed out after {timeout:g} s") from None
-    except http.client.HTTPException as e:
-        raise _MirrorFailed(f"connection dropped ({type(e).__name__})") from None
-    except (OSError, ValueError) as e:
-        raise _MirrorFailed(_reason(e, timeout)) from None
-
-
-def _reason(err: object, timeout: float) -> str:
-    """One-line description of a network error."""
-    if isinstance(err, TimeoutError):
-        return f"timed out after {timeout:g} s"
-    return " ".join(str(err).split()) or type(err).__name__
-
-
-def _content_length(response) -> int | None:
-    value = response.headers.get("Content-Length")
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-class _Progress:
-    """Download progress on stderr, updated at most every 0.2 s."""
-
-    def __init__(self, fname: str, total: int | None) -> None:
-        self.fname = fname
-        self.total = total
-        self.last = 0.0
-
-    def update(self, received: int) -> None:
-        now = time.monotonic()
-        if now - self.last >= 0.2:
-            self.last = now
-            self._write(received, end="")
-
-    def done(self, received: int) -> None:
-        self._write(received, end="\n")
-
-    def _write(self, received: int, end: str) -> None:
-        mb = received / 1e6
-        if self.total:
-            pct = 100.0 * received / self.total
-            text = f"{pct:5.1f}% of {self.total / 1e6:.1f} MB"
-        else:
-            text = f"{mb:.1f} MB"
-        print(f"\rdownloading {self.fname}: {text}", end=end, file=sys.stderr)

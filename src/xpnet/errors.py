@@ -12,3 +12,7 @@ class DeviceError(XpnetError):
 
 class DivergenceError(XpnetError):
     """Training produced a non-finite loss (NaN or inf)."""
+
+
+class DatasetError(XpnetError):
+    """A dataset cannot be found, downloaded or read; the message is one line."""
