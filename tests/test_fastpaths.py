@@ -97,3 +97,34 @@ def test_flush_denormals_is_a_no_op_off_the_cpu():
     state = {"v": buf}
     gpu_like.flush_denormals(state)
     assert state["v"] is buf and state["v"][0] != 0
+
+
+@pytest.mark.parametrize(
+    "activation,loss", [("relu", "cross-entropy"), ("elu", "mse"), ("relu", "bce")]
+)
+def test_a_torch_step_avoids_the_compat_calls_that_sync(activation, loss, monkeypatch):
+    """array-api-compat's torch maximum/minimum copy a Python scalar to the
+    device (a host sync on CUDA) and its generic clip indexes with boolean masks
+    (a sync on CuPy): none may run in a training step."""
+    torch_xp = pytest.importorskip("array_api_compat.torch")
+    import xpnet
+    from xpnet.losses import BinaryCrossEntropy
+
+    backend = xpnet.resolve("cpu", "torch")
+    chosen = BinaryCrossEntropy(from_logits=False) if loss == "bce" else loss
+    layers = [xpnet.Dense(6, 5), xpnet.get_activation(activation), xpnet.Dense(5, 3)]
+    if loss == "bce":
+        layers.append(xpnet.Sigmoid())
+    model = xpnet.Sequential(layers, loss=chosen, device=backend, seed=0)
+    x = model.to_device(np.random.default_rng(0).random((8, 6)), "float32")
+    y = model.to_device(np.arange(8) % 3)
+
+    def forbidden(name):
+        def call(*args, **kwargs):
+            raise AssertionError(f"array_api_compat.torch.{name} ran in a step")
+
+        return call
+
+    for name in ("maximum", "minimum", "clip"):
+        monkeypatch.setattr(torch_xp, name, forbidden(name))
+    model.train_step(x, y)

@@ -30,7 +30,7 @@ class ReLU(Layer):
     """``f(x) = max(x, 0)``; ``f'(x) = 1 if x > 0 else 0`` (0 at the kink)."""
 
     def forward(self, x: Array) -> Array:
-        self._y = self.xp.maximum(x, 0.0)
+        self._y = self.ops.relu(x)
         return self._y
 
     def backward(self, grad: Array) -> Array:
@@ -126,8 +126,8 @@ class ELU(Layer):
         # max(x, 0) + alpha expm1(min(x, 0)): each term is zero on the other
         # side, and expm1 never sees a positive (overflowing) argument.
         self._positive = x > 0.0
-        self._neg = self.alpha * xp.expm1(xp.minimum(x, 0.0))
-        return xp.maximum(x, 0.0) + self._neg
+        self._neg = self.alpha * xp.expm1(self.ops.negative_part(x))
+        return self.ops.relu(x) + self._neg
 
     def backward(self, grad: Array) -> Array:
         # f' = 1 for x > 0, else alpha exp(x) = _neg + alpha.

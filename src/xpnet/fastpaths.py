@@ -52,6 +52,22 @@ class Ops:
         """``x`` where ``mask`` holds, else 0 (same shape as ``x``)."""
         return self.xp.where(mask, x, 0.0)
 
+    def relu(self, x: Array) -> Array:
+        """``max(x, 0)``, NaN kept. A ``where`` with a Python scalar: no
+        scalar array is made per call (array-api-compat's torch ``maximum``
+        copies a scalar to the device, a host sync on CUDA)."""
+        return self.xp.where(x < 0.0, 0.0, x)
+
+    def negative_part(self, x: Array) -> Array:
+        """``min(x, 0)``, NaN kept (see :meth:`relu`)."""
+        return self.xp.where(x > 0.0, 0.0, x)
+
+    def clip(self, x: Array, low: float, high: float) -> Array:
+        """``x`` limited to ``[low, high]``, NaN kept, with two ``where``: the
+        compat ``clip`` of CuPy indexes with boolean masks (a host sync)."""
+        xp = self.xp
+        return xp.where(x < low, low, xp.where(x > high, high, x))
+
     def select(self, mask: Array, a: Array | float, b: Array | float) -> Array:
         """``a`` where ``mask`` holds, else ``b`` (arrays or Python floats)."""
         return self.xp.where(mask, a, b)

@@ -30,6 +30,7 @@ class Loss:
 
     def build(self, backend: Backend, dtype: str) -> None:
         self.xp = backend.xp
+        self.ops = backend.ops
         self.device = backend.device
         self.dtype = backend.dtype(dtype)
         self._arange: dict[int, Array] = {}
@@ -115,9 +116,9 @@ class BinaryCrossEntropy(Loss):
         size = out.shape[0] * out.shape[1]
         if self.from_logits:
             z = out
-            loss = xp.sum(xp.maximum(z, 0.0) - z * y + xp.log1p(xp.exp(-xp.abs(z))))
+            loss = xp.sum(self.ops.relu(z) - z * y + xp.log1p(xp.exp(-xp.abs(z))))
             return loss / size, (sigmoid(xp, z) - y) / size
-        p = xp.clip(out, self.eps, 1.0 - self.eps)
+        p = self.ops.clip(out, self.eps, 1.0 - self.eps)
         loss = -xp.sum(y * xp.log(p) + (1.0 - y) * xp.log1p(-p))
         return loss / size, (p - y) / (p * (1.0 - p)) / size
 
@@ -163,7 +164,7 @@ class CrossEntropy(Loss):
             total = xp.sum(e, axis=1, keepdims=True)
             log_p = shifted - xp.log(total)
             return -xp.sum(y * log_p) / n, (e / total - y) / n
-        p = xp.clip(out, self.eps, 1.0)
+        p = self.ops.clip(out, self.eps, 1.0)
         return -xp.sum(y * xp.log(p)) / n, -y / p / n
 
     def probabilities(self, out: Array) -> Array:

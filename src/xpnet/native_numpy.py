@@ -26,6 +26,15 @@ class NumpyOps(Ops):
     def keep(self, x: Array, mask: Array) -> Array:
         return x * mask.astype(x.dtype)
 
+    def relu(self, x: Array) -> Array:
+        return np.maximum(x, 0.0)
+
+    def negative_part(self, x: Array) -> Array:
+        return np.minimum(x, 0.0)
+
+    def clip(self, x: Array, low: float, high: float) -> Array:
+        return np.clip(x, low, high)
+
     def select(self, mask: Array, a: Array | float, b: Array | float) -> Array:
         # b + m * (a - b): exactly b where the mask is 0, a to within one
         # rounding where it is 1 (the reference's where gives a exactly).
