@@ -15,6 +15,7 @@ Arrays leave the device through :func:`to_numpy` only, and enter it through
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import logging
@@ -62,6 +63,24 @@ class Backend:
     def is_gpu(self) -> bool:
         return self.device_name.startswith("cuda")
 
+    def context(self) -> contextlib.AbstractContextManager[Any]:
+        """Make this backend's device the current one while the block runs.
+
+        CuPy allocates and launches every kernel on the *current* device, and
+        array-api-compat's CuPy namespace ignores ``device=`` in creation
+        functions, so without this ``cuda:1`` would put biases, optimizer state
+        and kernels on GPU 0. The public entry points (building a model, fit,
+        evaluate, predict, loading state, moving data) enter it; it is a no-op
+        for the other backends, whose allocations name their device.
+        """
+        if self.name == "cupy":
+            return self.device  # a cupy.cuda.Device is a context manager
+        if self.name == "torch" and self.is_gpu:
+            import torch
+
+            return torch.cuda.device(self.device)
+        return contextlib.nullcontext()
+
     @functools.cached_property
     def ops(self) -> Ops:
         """The fast paths the core calls (native where one exists, else generic)."""
@@ -101,7 +120,8 @@ class Backend:
         if array_api_compat.is_numpy_array(x) or not hasattr(x, "__dlpack__"):
             return None
         try:
-            moved = self.xp.from_dlpack(x)
+            with self.context():
+                moved = self.xp.from_dlpack(x)
         except (TypeError, ValueError, RuntimeError, BufferError, AttributeError):
             return None
         return moved if self.owns(moved) else None
@@ -123,7 +143,8 @@ class Backend:
         if self.name == "cupy":
             import cupy
 
-            cupy.cuda.get_current_stream().synchronize()
+            with self.device:  # the current stream of *this* device
+                cupy.cuda.get_current_stream().synchronize()
         elif self.name == "torch" and self.is_gpu:
             import torch
 
@@ -203,17 +224,52 @@ def cupy_gpu_count() -> tuple[Any, int, str]:
     """(cupy module or None, usable GPU count, reason when none is usable)."""
     try:
         import cupy
-    except ImportError:
-        return None, 0, "CuPy is not installed"
-    except Exception as exc:  # a broken CUDA install can fail at import
+    except ModuleNotFoundError as exc:
+        if exc.name == "cupy":
+            return None, 0, "CuPy is not installed"
+        return None, 0, f"CuPy failed to import ({type(exc).__name__}: {exc})"
+    except Exception as exc:  # e.g. ImportError: libcudart.so missing
         return None, 0, f"CuPy failed to import ({type(exc).__name__}: {exc})"
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:
-        return cupy, 0, f"CuPy found no usable GPU ({type(exc).__name__}: {exc})"
+        return cupy, 0, f"CuPy found no usable GPU ({_one_line(exc)})"
     if count == 0:
         return cupy, 0, "CuPy found no GPU"
+    failure = probe_cupy(0)
+    if failure:
+        return cupy, 0, failure
     return cupy, count, ""
+
+
+@functools.cache
+def probe_cupy(index: int) -> str:
+    """Run a tiny elementwise kernel and a tiny matmul on GPU ``index``; ``""``
+    when they work, else why not (once per process and device).
+
+    A CuPy wheel without the CUDA toolkit imports and counts GPUs but fails at
+    its first kernel (``CuPy failed to load libnvrtc``): better to say so when
+    the device is chosen than in the middle of training.
+    """
+    try:
+        import cupy
+
+        with cupy.cuda.Device(index):
+            a = cupy.arange(4, dtype=cupy.float32).reshape(2, 2)
+            b = a * 2.0 + 1.0  # compiles an elementwise kernel (NVRTC)
+            c = a @ b  # cuBLAS
+            float(c.sum())
+    except Exception as exc:
+        return (
+            f"CuPy cannot run kernels on cuda:{index} ({_one_line(exc)}); the "
+            "xpnet[cuda12]/[cuda13] extras install the CUDA toolkit it needs"
+        )
+    return ""
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]}"
 
 
 def _resolve_cuda(backend: str, index: int) -> Backend:
@@ -234,6 +290,9 @@ def _resolve_cuda(backend: str, index: int) -> Backend:
                 f"device {name!r} does not exist: this machine has "
                 f"{count} GPU(s), cuda:0..cuda:{count - 1}"
             )
+        failure = probe_cupy(index)
+        if failure:
+            raise DeviceError(f"device {name!r} is not usable: {failure}")
         import array_api_compat.cupy as cupy_xp
 
         return Backend("cupy", cupy_xp, cupy.cuda.Device(index), name)

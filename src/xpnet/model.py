@@ -8,9 +8,10 @@ namespace are resolved once, when the model is built.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import array_api_compat
 
@@ -34,6 +35,22 @@ from .parameters import Parameters
 from .rng import make_rngs
 from .training import History, check_count, make_train_step
 from .training import fit as _fit
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _on_device(method: F) -> F:
+    """Run ``method`` with the model's device current (see
+    :meth:`xpnet.backend.Backend.context`): the public entry points that
+    allocate or launch work on the device are wrapped in it."""
+
+    @functools.wraps(method)
+    def run(self: Sequential, *args: Any, **kwargs: Any) -> Any:
+        with self.backend.context():
+            return method(self, *args, **kwargs)
+
+    return cast(F, run)
 
 
 class Sequential:
@@ -93,7 +110,8 @@ class Sequential:
         self.in_features, self.out_features = self._check_architecture()
         self._check_loss()
         self._init_rng, self.shuffle_rng = make_rngs(seed)
-        self._build()
+        with self.backend.context():
+            self._build()
         self.epochs_trained = 0
         #: None before fit, then "classification" or "regression"
         self.task: str | None = None
@@ -227,15 +245,21 @@ class Sequential:
         for layer in self._backward_layers:
             grad = layer.backward(grad)
 
+    @_on_device
     def train_step(self, xb: Array, yb: Array) -> tuple[Array, Array]:
         """One update on a batch; returns (loss, outputs), both on the device.
 
-        The step is :func:`xpnet.training.make_train_step`'s (the backend's
-        own, or the generic :class:`~xpnet.training.TrainStep`), built once.
+        The step is :meth:`step_function`'s, built once.
         """
+        return self.step_function()(xb, yb)
+
+    def step_function(self) -> StepFn:
+        """The training step (:func:`xpnet.training.make_train_step`'s: the
+        backend's own, or the generic :class:`~xpnet.training.TrainStep`),
+        built once. Callers run it with the device current (``fit`` does)."""
         if self._step is None:
             self._step = make_train_step(self)
-        return self._step(xb, yb)
+        return self._step
 
     # -- training and inference ------------------------------------------------
     def fit(
@@ -306,6 +330,7 @@ class Sequential:
         stacked = self.xp.stack([self.xp.astype(v, self.dtype) for v in scalars])
         return [float(v) for v in _backend.to_numpy(stacked)]
 
+    @_on_device
     def evaluate(
         self, X: ArrayLike, y: ArrayLike, batch_size: int = 1024
     ) -> dict[str, Any]:
@@ -320,6 +345,7 @@ class Sequential:
         y, labels, _ = self.prepare_targets(y, X.shape[0], task=self.task)
         return self.evaluate_prepared(X, y, labels, batch_size)
 
+    @_on_device
     def evaluate_prepared(
         self, X: Array, y: Array, labels: Array | None, batch_size: int = 1024
     ) -> dict[str, Any]:
@@ -373,6 +399,7 @@ class Sequential:
             labels = xp.argmax(out, axis=1)
         return _backend.to_numpy(labels)
 
+    @_on_device
     def _probabilities(self, X: ArrayLike, batch_size: int) -> Array:
         batch_size = check_count("batch_size", batch_size, minimum=1)
         X = self.prepare_inputs(X)
@@ -392,6 +419,7 @@ class Sequential:
             for name, value in layer.params.items()
         }
 
+    @_on_device
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Copy parameters (host or device arrays) into the model, checking shapes."""
         expected = {

@@ -211,6 +211,37 @@ def fit(
     diverged epoch); the model then holds the diverged weights and counts that
     epoch in ``epochs_trained``.
     """
+    with model.backend.context():
+        return _fit(
+            model,
+            X,
+            y,
+            epochs,
+            batch_size,
+            validation_data=validation_data,
+            shuffle=shuffle,
+            on_batch=on_batch,
+            on_epoch_end=on_epoch_end,
+            check_inputs=check_inputs,
+            step=step,
+        )
+
+
+def _fit(
+    model: Sequential,
+    X: ArrayLike,
+    y: ArrayLike,
+    epochs: int = 1,
+    batch_size: int = 32,
+    *,
+    validation_data: tuple[ArrayLike, ArrayLike] | None = None,
+    shuffle: bool = True,
+    on_batch: Callable[[int], None] | None = None,
+    on_epoch_end: Callable[[dict[str, Any]], Any] | None = None,
+    check_inputs: bool = True,
+    step: StepFn | None = None,
+) -> History:
+    """:func:`fit`, with the model's device current."""
     epochs = check_count("epochs", epochs, minimum=0)
     batch_size = check_count("batch_size", batch_size, minimum=1)
     X = model.prepare_inputs(X, check=check_inputs)
@@ -224,7 +255,7 @@ def fit(
     if model.task is None:
         model.task = task
         model.target_ndim = y.ndim if task == "regression" else None
-    step = step or model.train_step
+    step = step or model.step_function()
     history = History()
     if not epochs:
         return history
