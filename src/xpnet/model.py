@@ -36,7 +36,6 @@ from .rng import make_rngs
 from .training import History, check_count, make_train_step
 from .training import fit as _fit
 
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 
