@@ -18,13 +18,20 @@ MNIST_DIR = SHARED / "data" / "mnist"
 BACKENDS = {
     "numpy": ("cpu", "numpy"),
     "array_api_strict": ("cpu", "array-api-strict"),
+    # array-api-strict on a device that is not its default: any allocation that
+    # does not name the device lands on the default one, and mixing the two
+    # fails, as arrays on two GPUs would (cuda:1 vs cuda:0).
+    "array_api_strict_device1": ("cpu", "array-api-strict"),
     "torch": ("cpu", "torch"),
     "cupy": ("cuda", "cupy"),
 }
 
 
 def _skip_reason(name: str) -> str | None:
-    module = {"array_api_strict": "array_api_strict"}.get(name, name)
+    module = {
+        "array_api_strict": "array_api_strict",
+        "array_api_strict_device1": "array_api_strict",
+    }.get(name, name)
     if importlib.util.find_spec(module) is None:
         return f"{name} is not installed"
     device, backend = BACKENDS[name]
@@ -39,7 +46,13 @@ def make_backend(name: str) -> xpnet.Backend:
     reason = _skip_reason(name)
     if reason:
         pytest.skip(reason)
-    return xpnet.resolve(*BACKENDS[name])
+    backend = xpnet.resolve(*BACKENDS[name])
+    if name == "array_api_strict_device1":
+        import array_api_strict
+
+        device = array_api_strict.Device("device1")
+        return xpnet.Backend(backend.name, backend.xp, device, "cpu")
+    return backend
 
 
 @pytest.fixture(params=list(BACKENDS))
@@ -53,9 +66,10 @@ def numpy_backend() -> xpnet.Backend:
     return xpnet.resolve("cpu", "numpy")
 
 
-@pytest.fixture
-def strict_backend() -> xpnet.Backend:
-    return make_backend("array_api_strict")
+@pytest.fixture(params=["array_api_strict", "array_api_strict_device1"])
+def strict_backend(request) -> xpnet.Backend:
+    """array-api-strict on its default device and on another one."""
+    return make_backend(request.param)
 
 
 @pytest.fixture(scope="session")

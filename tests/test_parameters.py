@@ -38,7 +38,7 @@ def _assert_views_of(params: Parameters, flat) -> None:
         np.testing.assert_array_equal(
             xpnet.to_numpy(slot.layer.params[slot.name]), expected
         )
-    flat[...] = xp.full(flat.shape, 7.0, dtype=flat.dtype)
+    flat[...] = xp.full(flat.shape, 7.0, dtype=flat.dtype, device=params.device)
     for slot in params.slots:
         assert np.all(xpnet.to_numpy(slot.layer.params[slot.name]) == 7.0), slot.name
 
