@@ -10,23 +10,28 @@ from __future__ import annotations
 
 from typing import Any
 
+import array_api_compat
+
 from .activations import sigmoid, softmax
 from .arraytypes import Array
 from .backend import Backend
 from .errors import XpnetError
+from .inplace import InPlace
 
 
 class Loss:
     """Base class.
 
-    ``value_and_grad(out, y)`` returns the scalar loss (a 0-d array on the
-    device: never read back per step) and ``dL/dout``. ``probabilities(out)``
-    maps outputs to what ``predict_proba`` returns. ``correct(out, labels)``
-    counts right predictions on the device.
+    ``value(out, y)`` is the mean loss over the batch (a 0-d array on the
+    device: never read back per step); ``grad(out, y, scale)`` is
+    ``scale * dL/dout`` (the training step folds the learning rate into
+    ``scale``), written in place where the namespace allows; the training loop
+    calls only ``grad`` per step and ``value`` once per epoch, on the outputs it
+    kept. ``targets(y, outputs)`` turns integer labels into the float targets
+    the loss compares with (one-hot), once per ``fit``.
+    ``probabilities(out)`` maps outputs to what ``predict_proba`` returns;
+    ``correct(out, labels)`` counts right predictions on the device.
     """
-
-    #: whether targets may be integer class labels
-    accepts_labels = True
 
     def build(self, backend: Backend, dtype: str) -> None:
         self.xp = backend.xp
@@ -35,11 +40,22 @@ class Loss:
         self.dtype = backend.dtype(dtype)
         self._arange: dict[int, Array] = {}
 
+    def _inplace(self, x: Array) -> InPlace:
+        return InPlace(self.xp, array_api_compat.is_writeable_array(x))
+
     def __call__(self, out: Array, y: Array) -> Array:
-        return self.value_and_grad(out, y)[0]
+        return self.value(out, y)
+
+    def value(self, out: Array, y: Array) -> Array:
+        """The mean loss over the batch, 0-d, on the device."""
+        raise NotImplementedError
+
+    def grad(self, out: Array, y: Array, scale: float = 1.0) -> Array:
+        """``scale * dL/dout``, shaped like ``out``."""
+        raise NotImplementedError
 
     def value_and_grad(self, out: Array, y: Array) -> tuple[Array, Array]:
-        raise NotImplementedError
+        return self.value(out, y), self.grad(out, y)
 
     def probabilities(self, out: Array) -> Array:
         return out
@@ -51,13 +67,15 @@ class Loss:
             self._arange[classes] = xp.arange(classes, device=self.device)
         return xp.astype(y[:, None] == self._arange[classes][None, :], self.dtype)
 
-    def targets(self, out: Array, y: Array) -> Array:
-        """Targets shaped like ``out``: one-hot when ``y`` holds labels."""
-        if y.ndim == 1 and out.ndim == 2:
-            if self.xp.isdtype(y.dtype, "integral") and out.shape[1] > 1:
-                return self.one_hot(y, out.shape[1])
-            return self.xp.reshape(self.xp.astype(y, self.dtype), (-1, 1))
-        return y
+    def targets(self, y: Array, outputs: int) -> Array:
+        """Targets ``(batch, outputs)`` for a model with ``outputs`` outputs:
+        one-hot when ``y`` holds integer labels and ``outputs > 1``."""
+        xp = self.xp
+        if y.ndim == 1:
+            if outputs > 1 and xp.isdtype(y.dtype, "integral"):
+                return self.one_hot(y, outputs)
+            return xp.reshape(xp.astype(y, self.dtype), (-1, 1))
+        return y if y.dtype == self.dtype else xp.astype(y, self.dtype)
 
     def correct(self, out: Array, labels: Array) -> Array:
         """Number of rows whose arg-max output equals the integer label."""
@@ -85,10 +103,13 @@ class MeanSquaredError(Loss):
     into one-hot targets.
     """
 
-    def value_and_grad(self, out: Array, y: Array) -> tuple[Array, Array]:
-        diff = out - self.targets(out, y)
-        n = out.shape[0]
-        return 0.5 * self.xp.sum(diff * diff) / n, diff / n
+    def value(self, out: Array, y: Array) -> Array:
+        diff = out - self.targets(y, out.shape[1])
+        return 0.5 * self.xp.sum(diff * diff) / out.shape[0]
+
+    def grad(self, out: Array, y: Array, scale: float = 1.0) -> Array:
+        diff = out - self.targets(y, out.shape[1])
+        return self._inplace(diff).mul(diff, scale / out.shape[0])
 
 
 class BinaryCrossEntropy(Loss):
@@ -110,24 +131,26 @@ class BinaryCrossEntropy(Loss):
         self.from_logits = bool(from_logits)
         self.eps = float(eps)
 
-    def value_and_grad(self, out: Array, y: Array) -> tuple[Array, Array]:
+    def value(self, out: Array, y: Array) -> Array:
         xp = self.xp
-        y = self.targets(out, y)
+        y = self.targets(y, out.shape[1])
         size = out.shape[0] * out.shape[1]
         if self.from_logits:
             z = out
             loss = xp.sum(self.ops.relu(z) - z * y + xp.log1p(xp.exp(-xp.abs(z))))
-            return loss / size, (sigmoid(xp, z) - y) / size
+            return loss / size
         p = self.ops.clip(out, self.eps, 1.0 - self.eps)
-        loss = -xp.sum(y * xp.log(p) + (1.0 - y) * xp.log1p(-p))
-        return loss / size, (p - y) / (p * (1.0 - p)) / size
+        return -xp.sum(y * xp.log(p) + (1.0 - y) * xp.log1p(-p)) / size
 
-    def targets(self, out: Array, y: Array) -> Array:
-        # Integer labels: 0/1 for one output, one-hot class indices for K > 1
-        # (each output is then the binary "is it class k?" problem).
-        if y.ndim == 1:
-            return super().targets(out, y)
-        return self.xp.astype(y, self.dtype)
+    def grad(self, out: Array, y: Array, scale: float = 1.0) -> Array:
+        y = self.targets(y, out.shape[1])
+        step = scale / (out.shape[0] * out.shape[1])
+        if self.from_logits:
+            g = sigmoid(self.xp, out)
+            u = self._inplace(g)
+            return u.mul(u.sub(g, y), step)
+        p = self.ops.clip(out, self.eps, 1.0 - self.eps)
+        return (p - y) / (p * (1.0 - p)) * step
 
     def probabilities(self, out: Array) -> Array:
         return sigmoid(self.xp, out) if self.from_logits else out
@@ -154,18 +177,29 @@ class CrossEntropy(Loss):
         self.from_logits = bool(from_logits)
         self.eps = float(eps)
 
-    def value_and_grad(self, out: Array, y: Array) -> tuple[Array, Array]:
+    def value(self, out: Array, y: Array) -> Array:
         xp = self.xp
-        y = self.targets(out, y)
+        y = self.targets(y, out.shape[1])
         n = out.shape[0]
         if self.from_logits:
             shifted = out - xp.max(out, axis=1, keepdims=True)
-            e = xp.exp(shifted)
-            total = xp.sum(e, axis=1, keepdims=True)
-            log_p = shifted - xp.log(total)
-            return -xp.sum(y * log_p) / n, (e / total - y) / n
+            total = xp.sum(xp.exp(shifted), axis=1, keepdims=True)
+            return -xp.sum(y * (shifted - xp.log(total))) / n
         p = self.ops.clip(out, self.eps, 1.0)
-        return -xp.sum(y * xp.log(p)) / n, -y / p / n
+        return -xp.sum(y * xp.log(p)) / n
+
+    def grad(self, out: Array, y: Array, scale: float = 1.0) -> Array:
+        xp = self.xp
+        y = self.targets(y, out.shape[1])
+        step = scale / out.shape[0]
+        if self.from_logits:
+            # softmax(out) - y, times the scale: 7 whole-array operations
+            e = xp.exp(out - xp.max(out, axis=1, keepdims=True))
+            u = self._inplace(e)
+            p = u.div(e, xp.sum(e, axis=1, keepdims=True))
+            return u.mul(u.sub(p, y), step)
+        p = self.ops.clip(out, self.eps, 1.0)
+        return -y / p * step
 
     def probabilities(self, out: Array) -> Array:
         return softmax(self.xp, out) if self.from_logits else out

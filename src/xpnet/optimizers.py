@@ -21,9 +21,10 @@ import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .arraytypes import Array, Namespace
+from .arraytypes import Array
 from .errors import XpnetError
 from .fastpaths import Ops
+from .inplace import InPlace
 from .parameters import Parameters
 from .schedules import Schedule, as_schedule
 
@@ -33,52 +34,6 @@ if TYPE_CHECKING:
 # Every this many updates, optimizer state below the smallest normal float is
 # set to zero on CPUs (see Ops.flush_denormals).
 FLUSH_EVERY = 64
-
-
-class InPlace:
-    """``x op= y`` that works on every namespace, like array-api-extra's ``at()``.
-
-    Each method returns the result, which is ``x`` itself (written in place)
-    when ``writeable``, else a new array; callers always use the return value.
-    ``*_prefix`` methods act on ``x[:stop]`` only (the weight-decayed part of a
-    flat buffer).
-    """
-
-    def __init__(self, xp: Namespace, writeable: bool) -> None:
-        self.xp = xp
-        self.writeable = writeable
-
-    def add(self, x: Array, y: Array | float) -> Array:
-        if self.writeable:
-            x += y
-            return x
-        return x + y
-
-    def sub(self, x: Array, y: Array | float) -> Array:
-        if self.writeable:
-            x -= y
-            return x
-        return x - y
-
-    def mul(self, x: Array, y: Array | float) -> Array:
-        if self.writeable:
-            x *= y
-            return x
-        return x * y
-
-    def add_prefix(self, x: Array, stop: int, y: Array) -> Array:
-        if self.writeable:
-            head = x[:stop]
-            head += y
-            return x
-        return self.xp.concat([x[:stop] + y, x[stop:]], axis=0)
-
-    def mul_prefix(self, x: Array, stop: int, y: float) -> Array:
-        if self.writeable:
-            head = x[:stop]
-            head *= y
-            return x
-        return self.xp.concat([x[:stop] * y, x[stop:]], axis=0)
 
 
 class Optimizer:

@@ -31,6 +31,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import array_api_compat
+
 from .arraytypes import Array, ArrayLike
 from .errors import DivergenceError, XpnetError
 from .fastpaths import StepFn
@@ -111,19 +113,28 @@ class TrainStep:
         self.reduce_gradients = reduce_gradients
 
     def __call__(self, xb: Array, yb: Array) -> tuple[Array, Array]:
+        out = self.model.forward(xb)
+        loss = self.model.loss.value(out, yb)
+        self._backpropagate_and_update(out, yb)
+        return loss, out
+
+    def update(self, xb: Array, yb: Array) -> Array:
+        """The step without its loss value: returns the outputs ``(batch,
+        out_features)``. :func:`fit` keeps them and computes the epoch's loss
+        and accuracy from them once per epoch, not once per step."""
+        out = self.model.forward(xb)
+        self._backpropagate_and_update(out, yb)
+        return out
+
+    def _backpropagate_and_update(self, out: Array, yb: Array) -> None:
         model = self.model
         optimizer = model.optimizer
-        out = model.forward(xb)
-        loss, grad = model.loss.value_and_grad(out, yb)
         folded = optimizer.folds_lr
-        if folded:
-            grad = grad * optimizer.lr
-        model.backward(grad)
+        model.backward(model.loss.grad(out, yb, optimizer.lr if folded else 1.0))
         params = model.parameters
         if self.reduce_gradients is not None:
             params.set_grads(self.reduce_gradients(params.gather_grads()))
         model.backend.ops.apply_update(optimizer, params, prescaled=folded)
-        return loss, out
 
 
 def make_train_step(
@@ -256,46 +267,52 @@ def _fit(
         model.task = task
         model.target_ndim = y.ndim if task == "regression" else None
     step = step or model.step_function()
+    # Without update() (a replacement step), take the outputs of a full step.
+    update = getattr(step, "update", None) or (lambda xb, yb: step(xb, yb)[1])
     history = History()
     if not epochs:
         return history
     xp, device = model.xp, model.backend.device
     guard = DivergenceGuard(model, X, y, batch_size)
+    # Once per fit: the float targets the loss compares with (one-hot labels).
+    targets = model.loss.targets(y, model.out_features)
+    keep_in_place = array_api_compat.is_writeable_array(X)
     for _ in range(epochs):
         start = time.perf_counter()
+        Xe, Te, Le = X, targets, labels
         if shuffle:
+            # One gather per epoch; the batches are then contiguous slices.
             order = model.backend.asarray(permutation(model.shuffle_rng, n))
-        loss_sum = xp.zeros((), dtype=model.dtype, device=device)
-        correct = xp.zeros((), dtype=xp.int64, device=device)
+            Xe, Te = xp.take(X, order, axis=0), xp.take(targets, order, axis=0)
+            Le = xp.take(labels, order, axis=0) if labels is not None else None
+        # The step's outputs are kept, so loss and accuracy cost a few whole-
+        # epoch operations instead of a few per step.
+        outs = xp.empty((n, model.out_features), dtype=model.dtype, device=device)
+        parts = []
         for lo in range(0, n, batch_size):
             hi = min(lo + batch_size, n)
-            if shuffle:
-                idx = order[lo:hi]
-                xb, yb = xp.take(X, idx, axis=0), xp.take(y, idx, axis=0)
+            out = update(Xe[lo:hi, ...], Te[lo:hi, ...])
+            if keep_in_place:
+                outs[lo:hi, ...] = out
             else:
-                xb, yb = X[lo:hi, ...], y[lo:hi, ...]
-            loss, out = step(xb, yb)
-            loss_sum = loss_sum + loss * (hi - lo)
-            if labels is y:
-                correct = correct + model.loss.correct(out, yb)
-            elif labels is not None:
-                lb = xp.take(labels, idx, axis=0) if shuffle else labels[lo:hi]
-                correct = correct + model.loss.correct(out, lb)
+                parts.append(out)
             if on_batch is not None:
                 on_batch(hi)
-        # One read-back for the loss and the weights' sum, which any NaN or
-        # inf weight makes non-finite (it also waits for the device).
-        loss_total, weight_sum = model.read_floats(
-            loss_sum, xp.sum(model.parameters.flat)
-        )
-        mean_loss = loss_total / n
+        if not keep_in_place:
+            outs = xp.concat(parts, axis=0)
+        metrics = [model.loss.value(outs, Te), xp.sum(model.parameters.flat)]
+        if Le is not None:
+            metrics.append(model.loss.correct(outs, Le))
+        # One read-back for the loss, the weights' sum (any NaN or inf weight
+        # makes it non-finite) and the hits; it also waits for the device.
+        mean_loss, weight_sum, *hits = model.read_floats(*metrics)
         seconds = time.perf_counter() - start
         model.epochs_trained += 1
         guard.check_epoch(mean_loss, weight_sum)
         record: dict[str, Any] = {
             "epoch": model.epochs_trained,
             "loss": mean_loss,
-            "accuracy": int(correct) / n if labels is not None else None,
+            "accuracy": hits[0] / n if hits else None,
             "seconds": seconds,
             "samples_per_second": n / seconds if seconds > 0 else math.inf,
         }
