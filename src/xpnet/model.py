@@ -278,8 +278,11 @@ class Sequential:
 
         ``y``: integer labels ``(samples,)`` or targets ``(samples, outputs)``.
         Each epoch draws a fresh permutation from the model's host RNG (made
-        once per epoch, copied to the device once) and visits every sample,
-        the last partial batch included. ``on_batch(samples_done)`` is called
+        once per epoch, copied to the device once), gathers the epoch's X and
+        targets in that order once (device memory: one more copy of X) and
+        visits every sample, the last partial batch included. The epoch's
+        ``loss`` is the mean over its batches of the loss each batch had before
+        its update, as the step computed it. ``on_batch(samples_done)`` is called
         after each step with a host integer (for progress bars; it must not
         read device arrays); ``on_epoch_end(record)`` after each epoch.
 

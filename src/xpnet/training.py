@@ -20,8 +20,11 @@ the reference:
    replacement for :class:`TrainStep` (e.g. a captured CUDA graph);
    :func:`make_train_step` falls back to the generic step.
 
-Nothing in the loop reads the device per batch: loss and accuracy are summed
-on the device and read once per epoch.
+Nothing in the loop reads the device per batch, and little runs per batch
+besides the step: X and the targets are gathered once per epoch (the batches
+are contiguous slices), one-hot targets are built once per fit, and the step's
+outputs are kept so that the epoch's loss and accuracy are a few whole-epoch
+operations, read back once (see ``tests/test_kernel_budget.py``).
 """
 
 from __future__ import annotations
