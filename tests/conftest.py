@@ -55,9 +55,26 @@ def make_backend(name: str) -> xpnet.Backend:
     return backend
 
 
-@pytest.fixture(params=list(BACKENDS))
+@pytest.fixture(params=[*BACKENDS, "fake_cupy_cuda1"])
 def backend(request) -> xpnet.Backend:
-    """Every backend: numpy, array_api_strict, torch (if installed), cupy (GPU)."""
+    """Every backend: numpy, array_api_strict, torch (if installed), cupy (GPU),
+    and CuPy's stand-in (tests/fake_cupy.py) on its second GPU."""
+    if request.param == "fake_cupy_cuda1":
+        import fake_cupy
+
+        from xpnet import backend as backend_module
+
+        backend_module.probe_cupy.cache_clear()
+        request.addfinalizer(backend_module.probe_cupy.cache_clear)
+        fake_cupy.install(request.getfixturevalue("monkeypatch"))
+        chosen = xpnet.resolve("cuda:1")
+        # The tests call layers and optimizers directly, which (as on a real
+        # GPU) must run with the device current; the public entry points that
+        # enter it themselves are tested in test_fake_cupy.py.
+        context = chosen.context()
+        context.__enter__()
+        request.addfinalizer(lambda: context.__exit__(None, None, None))
+        return chosen
     return make_backend(request.param)
 
 

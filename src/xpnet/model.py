@@ -176,6 +176,7 @@ class Sequential:
         self._step: StepFn | None = None
 
     # -- data in and out -------------------------------------------------------
+    @_on_device
     def to_device(self, x: ArrayLike, dtype: str | None = None) -> Array:
         """``x`` as an array of this model's namespace and device.
 
@@ -195,6 +196,7 @@ class Sequential:
             x = _backend.to_numpy(x)
         return self.backend.asarray(x, dtype)
 
+    @_on_device
     def prepare_inputs(
         self, X: ArrayLike, what: str = "X", check: bool = True
     ) -> Array:
@@ -203,6 +205,7 @@ class Sequential:
         the scan for NaN/inf."""
         return _inputs.prepare_inputs(self, X, what, check)
 
+    @_on_device
     def prepare_targets(
         self,
         y: ArrayLike,
@@ -322,10 +325,12 @@ class Sequential:
             check_inputs=check_inputs,
         )
 
+    @_on_device
     def weights_finite(self) -> bool:
         """Whether every parameter is finite (one pass, one read-back)."""
         return _inputs.all_finite(self.xp, self.parameters.flat)
 
+    @_on_device
     def read_floats(self, *scalars: Array) -> list[float]:
         """0-d device arrays as host floats, in one read-back (it also waits
         for the device)."""
@@ -381,6 +386,7 @@ class Sequential:
             )
         return _backend.to_numpy(self._probabilities(X, batch_size))
 
+    @_on_device
     def predict(self, X: ArrayLike, batch_size: int = 1024) -> HostArray:
         """Predictions for ``X: (samples, features)`` as a host NumPy array.
 

@@ -4,6 +4,7 @@ thread pools, and the device's measured GEMM rate (the ceiling that the
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import importlib.util
 import os
@@ -41,9 +42,13 @@ def measure_gemm(
     a: Any
     b: Any
     sync: Callable[[], None]
+    # CuPy launches on the current device, which must be the operands' one
+    # (cuda:1 with GPU 0 current fails, or copies through peer access).
+    context: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     if library == "xpnet":
         a, b = backend.asarray(a_host), backend.asarray(b_host)
         sync = backend.synchronize
+        context = backend.context()
         what = f"{backend.name} matmul"
     elif library == "pytorch":
         import torch
@@ -60,14 +65,15 @@ def measure_gemm(
     else:
         raise XpnetError(f"unknown GEMM library {library!r}")
     times = []
-    for i in range(repeats + 1):
-        sync()
-        start = time.perf_counter()
-        c = a @ b
-        sync()
-        if i:  # the first product is the warm-up
-            times.append(time.perf_counter() - start)
-        del c
+    with context:
+        for i in range(repeats + 1):
+            sync()
+            start = time.perf_counter()
+            c = a @ b
+            sync()
+            if i:  # the first product is the warm-up
+                times.append(time.perf_counter() - start)
+            del c
     median = statistics.median(times)
     flops = 2 * n**3
     return {
