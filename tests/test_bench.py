@@ -27,6 +27,7 @@ from xpnet.errors import XpnetError
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 HAVE_SKLEARN = importlib.util.find_spec("sklearn") is not None
+HAVE_JAX = importlib.util.find_spec("jax") is not None
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -135,6 +136,8 @@ def test_peers_not_requested_are_reported():
     assert lines == [
         "pytorch: skipped (not requested with --peers)",
         "sklearn: skipped (not requested with --peers)",
+        "numpy: skipped (not requested with --peers)",
+        "jax: skipped (not requested with --peers)",
     ]
 
 
@@ -166,7 +169,54 @@ def test_make_runners_lists_skipped_peers():
         B.MODELS["seed"], X, y, 32, xpnet.resolve("cpu"), peers=[]
     )
     assert list(runners) == ["xpnet"]
-    assert set(skipped) == {"pytorch", "sklearn"}
+    assert set(skipped) == {"pytorch", "sklearn", "numpy", "jax"}
+
+
+def test_numpy_and_jax_peers_are_cpu_only_and_jax_missing_is_reported(monkeypatch):
+    assert B.peer_skip_reason("numpy", "cpu") is None
+    assert B.peer_skip_reason("numpy", "cuda:0") == "skipped on cuda:0 (CPU only)"
+    assert B.peer_skip_reason("jax", "cuda:1") == (
+        "skipped on cuda:1 (CPU only in this benchmark)"
+    )
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda n, *a, **k: None if n == "jax" else real(n, *a, **k),
+    )
+    assert B.peer_skip_reason("jax", "cpu") == (
+        "skipped (jax not installed: pip install 'xpnet[bench]')"
+    )
+    assert "jax: skipped (jax not installed: pip install 'xpnet[bench]')" in (
+        B.peer_messages(["jax"], ["cpu"])
+    )
+
+
+def test_jax_threads_are_pinned_only_when_one_thread_is_asked_for(monkeypatch):
+    from xpnet.bench import peers
+
+    for var in peers.THREAD_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    assert peers.pin_jax_threads(worker=False).startswith("jax threads: not pinned")
+    assert "XLA_FLAGS" not in os.environ
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
+    assert peers.requested_threads() == 1
+    assert peers.pin_jax_threads(worker=False) == (
+        "jax threads: XLA_FLAGS only (no CPU binding in-process)"
+    )
+    assert os.environ["XLA_FLAGS"] == (
+        "--xla_dump_to=/tmp/x " + peers.XLA_ONE_THREAD_FLAGS
+    )
+    bound: list = []
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(
+        os, "sched_setaffinity", lambda pid, cpus: bound.append(cpus), raising=False
+    )
+    assert peers.pin_jax_threads(worker=True).endswith("bound to CPU 1")
+    assert bound == [{1}]
+    assert os.environ["XLA_FLAGS"].count("multi_thread_eigen") == 1
 
 
 # --------------------------------------------------------------------------- runners
@@ -209,6 +259,59 @@ def test_sklearn_partial_fit_is_one_full_pass_from_xpnet_weights():
     assert clf.t_ - t0 == 300  # one pass over every sample (5 batches, last partial)
     assert clf.n_iter_ == 1 and math.isfinite(loss)
     assert clf.coefs_[0].dtype == np.float32
+
+
+@pytest.mark.parametrize("peer", ["numpy", "jax"])
+def test_hand_peers_take_xpnets_first_two_steps_from_the_same_weights(peer):
+    if peer == "jax" and not HAVE_JAX:
+        pytest.skip("jax is not installed")
+    X, y, _ = B.load_data(48)
+    sizes = (784, 16, 12, 10)
+    runners, _ = B.make_runners(sizes, X, y, 48, xpnet.resolve("cpu"), [peer])
+    xr, pr = runners["xpnet"], runners[peer]
+    start = xr.initial_state()
+    np.testing.assert_array_equal(pr.weights()["2.W"], start["2.W"])
+    model = xr.model
+    # Two steps on one batch: the second also checks the momentum term.
+    for _ in range(2):
+        model.train_step(model.to_device(X), model.to_device(y))
+        pr.train_step(X, y)
+    want, got = model.state_dict(), pr.weights()
+    for key in start:
+        update = want[key] - start[key]
+        assert np.abs(update).max() > 1e-4, key  # the step moved this parameter
+        assert got[key].dtype == np.float32
+        np.testing.assert_allclose(
+            got[key] - start[key], update, rtol=0, atol=1e-3 * np.abs(update).max()
+        )
+
+
+@pytest.mark.parametrize("peer", ["numpy", "jax"])
+def test_hand_peers_learn_over_two_epochs_with_the_last_partial_batch(peer):
+    if peer == "jax" and not HAVE_JAX:
+        pytest.skip("jax is not installed")
+    X, y, _ = B.load_data(200)
+    runners, _ = B.make_runners((784, 16, 10), X, y, 64, xpnet.resolve("cpu"), [peer])
+    r = runners[peer]
+    first, second = r.run_epoch(), r.run_epoch()
+    assert 0 < second < first < 3.0
+    assert B.runner_extras(r)["optimizer_denormal_fraction"] == 0.0
+    r.close()
+
+
+def test_numpy_and_jax_draw_the_same_batches_and_agree_over_an_epoch():
+    if not HAVE_JAX:
+        pytest.skip("jax is not installed")
+    X, y, _ = B.load_data(100)
+    runners, _ = B.make_runners(
+        (784, 16, 10), X, y, 32, xpnet.resolve("cpu"), ["numpy", "jax"]
+    )
+    assert runners["numpy"].run_epoch() == pytest.approx(
+        runners["jax"].run_epoch(), rel=1e-4
+    )
+    np.testing.assert_allclose(
+        runners["numpy"].weights()["0.W"], runners["jax"].weights()["0.W"], atol=1e-5
+    )
 
 
 def test_xpnet_runner_reports_fit_overheads():
@@ -275,7 +378,15 @@ def test_foreign_cores_and_contention_threshold():
 # --------------------------------------------------------------------------- tables
 
 
-def fake_row(batch=128, xpnet_s=2.0, torch_s=1.0, sklearn_s=4.0, contended=False):
+def fake_row(
+    batch=128,
+    xpnet_s=2.0,
+    torch_s=1.0,
+    sklearn_s=4.0,
+    contended=False,
+    numpy_s=1.6,
+    jax_s=2.5,
+):
     def timing(s):
         return {"times": [s, s * 1.1, s * 0.9], "median_s": s, "losses": [0.5]}
 
@@ -284,6 +395,10 @@ def fake_row(batch=128, xpnet_s=2.0, torch_s=1.0, sklearn_s=4.0, contended=False
         timings["pytorch"] = timing(torch_s)
     if sklearn_s is not None:
         timings["sklearn"] = timing(sklearn_s)
+    if numpy_s is not None:
+        timings["numpy"] = timing(numpy_s)
+    if jax_s is not None:
+        timings["jax"] = timing(jax_s)
     if contended:
         timings["xpnet"]["contended"] = True
     gemm = {"xpnet": {"gflops": 100.0}, "pytorch": {"gflops": 200.0}}
@@ -301,12 +416,24 @@ def test_make_row_derives_rates_and_ratios():
     assert x["samples_per_s"] == pytest.approx(30_000)
     assert row["ratio_xpnet_torch"] == pytest.approx(2.0)
     assert row["ratio_xpnet_sklearn"] == pytest.approx(0.5)
+    assert row["ratio_xpnet_numpy"] == pytest.approx(1.25)
+    assert row["ratio_xpnet_jax"] == pytest.approx(0.8)
     assert row["steps_per_epoch"] == math.ceil(60_000 / 128)
     assert row["contended"] is False
 
 
 def test_format_table_text_and_markdown():
-    rows = [fake_row(32), fake_row(1024, torch_s=None, sklearn_s=None, contended=True)]
+    rows = [
+        fake_row(32),
+        fake_row(
+            1024,
+            torch_s=None,
+            sklearn_s=None,
+            numpy_s=None,
+            jax_s=None,
+            contended=True,
+        ),
+    ]
     text = B.format_table(rows)
     lines = text.splitlines()
     assert lines[0].split() == [
@@ -323,16 +450,24 @@ def test_format_table_text_and_markdown():
         "sklearn",
         "s",
         "xpnet/sklearn",
+        "numpy",
+        "s",
+        "xpnet/numpy",
+        "jax",
+        "s",
+        "xpnet/jax",
     ]
     assert lines[1].split() == [
-        "32", "2.000", "30,000", "96.3", "96", "1.000", "2.00", "4.000", "0.50"
+        "32", "2.000", "30,000", "96.3", "96", "1.000", "2.00", "4.000", "0.50",
+        "1.600", "1.25", "2.500", "0.80",
     ]  # fmt: skip
     assert lines[2].split()[0] == "1024*" and lines[2].split()[-1] == "-"
     assert len({len(line) for line in lines}) == 1  # aligned columns
     md = B.format_table(rows, markdown=True).splitlines()
     assert md[0].startswith("| batch | xpnet s |") and md[1].startswith("|---:|")
     assert md[2] == (
-        "| 32 | 2.000 | 30,000 | 96.3 | 96 | 1.000 | 2.00 | 4.000 | 0.50 |"
+        "| 32 | 2.000 | 30,000 | 96.3 | 96 | 1.000 | 2.00 | 4.000 | 0.50 "
+        "| 1.600 | 1.25 | 2.500 | 0.80 |"
     )
 
 
@@ -356,7 +491,8 @@ def test_defaults_and_quick_plan():
     assert plan.devices == ["cpu"] and plan.models == list(B.MODELS)
     assert plan.batch_sizes["seed"] == list(B.BATCH_SIZES)
     assert plan.rows == {m: 60_000 for m in B.MODELS}
-    assert plan.repeats == 3 and plan.peers == ["pytorch", "sklearn"]
+    assert plan.repeats == 3
+    assert plan.peers == ["pytorch", "sklearn", "numpy", "jax"]
     quick = B.plan_from_args(parse("--device", "cpu", "--quick"))
     assert quick.rows == {"seed": 10_000, "mlp512": 10_000, "wide": 256}
     assert quick.batch_sizes["mlp512"] == [128, 1024]
@@ -394,7 +530,7 @@ def test_options_select_models_sizes_and_peers():
         ("--batch-sizes", "big"),
         ("--batch-sizes-for", "wide"),
         ("--batch-sizes-for", "vgg=32"),
-        ("--peers", "jax"),
+        ("--peers", "tensorflow"),
         ("--device", "quantum"),
         ("--rows", "0"),
         ("--warmup", "-1"),
@@ -435,6 +571,7 @@ def test_device_all_is_the_cpu_plus_usable_gpus_with_a_note_when_none(
 def test_peers_none():
     assert B.parse_peers("none") == []
     assert B.parse_peers("sklearn,torch") == ["sklearn", "pytorch"]
+    assert B.parse_peers("jax, NumPy") == ["jax", "numpy"]
 
 
 def _python(*argv: str) -> subprocess.CompletedProcess:
@@ -569,6 +706,8 @@ def check_schema(result):
         "systems",
         "ratio_xpnet_torch",
         "ratio_xpnet_sklearn",
+        "ratio_xpnet_numpy",
+        "ratio_xpnet_jax",
         "contended",
     ):
         assert key in row, key

@@ -2,13 +2,15 @@
 
 One epoch = a fresh shuffle plus every step over the data, the last partial
 batch included. Each system (xpnet, PyTorch eager, scikit-learn's
-``MLPClassifier``) trains the same model from the same initial weights with the
-same optimizer (SGD, momentum 0.9, constant learning rate) in float32, on the
-same device, with its data already there. Each is warmed up for one epoch and
+``MLPClassifier``, a hand-written NumPy loop, a jitted JAX step) trains the
+same model from the same initial weights with the same optimizer (SGD,
+momentum 0.9, constant learning rate) in float32, on the same device, with its
+data already there. The NumPy loop (the floor: what a NumPy user writes by
+hand) and JAX run on the CPU only. Each system is warmed up for one epoch and
 then timed for ``repeats`` epochs (median reported); the systems' epochs are
-interleaved (xpnet, torch, sklearn, xpnet, ...) so that slow drifts of the
-machine hit all of them alike. On a GPU the device is synchronised before the
-clock is read.
+interleaved (xpnet, torch, sklearn, numpy, jax, xpnet, ...) so that slow
+drifts of the machine hit all of them alike. On a GPU the device is
+synchronised before the clock is read.
 
 Data: real MNIST pixels and labels (the 15,000 images of the bundled
 ``mnist-sample``, scaled to [0, 1] and tiled to 60,000 rows) or, with
@@ -24,7 +26,8 @@ Modules, each importing only those above it::
     cli          the ``xpnet bench`` options (light: plan only) and entry point
     data         MNIST or synthetic training data
     peers        which peer can run where (imports a peer only when asked)
-    runners      xpnet / PyTorch / scikit-learn runners: one epoch per call
+    runners      xpnet / PyTorch / scikit-learn / NumPy / JAX runners: one epoch
+                 per call
     timing       clocks, quiet-CPU checks, interleaved medians
     machine      versions, CPU/GPU facts, the GEMM ceiling (environment)
     workers      one spawned process per system (or in-process)
@@ -53,9 +56,10 @@ _EXPORTS = {
     ),
     "cli": "add_bench_parser add_bench_arguments default_out_dir run_bench main",
     "data": "REAL_DATA_TEXT SYNTHETIC_TEXT load_data",
-    "peers": "peer_skip_reason peer_messages",
+    "peers": "peer_skip_reason peer_messages pin_jax_threads requested_threads",
     "runners": (
-        "Runner XpnetRunner TorchRunner SklearnRunner make_runners make_runner "
+        "Runner XpnetRunner TorchRunner SklearnRunner NumpyRunner JaxRunner "
+        "make_runners make_runner "
         "runner_extras"
     ),
     "timing": (

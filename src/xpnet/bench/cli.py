@@ -15,18 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DeviceError, XpnetError
-from .plan import BATCH_SIZES, MODELS, QUICK_TEXT
+from .plan import BATCH_SIZES, MODELS, PEERS_TEXT, QUICK_TEXT
 
 
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the ``bench`` subcommand on an argparse ``subparsers`` object."""
     p = subparsers.add_parser(
         "bench",
-        help="time one training epoch: xpnet vs PyTorch and scikit-learn",
+        help="time one training epoch: xpnet vs PyTorch, scikit-learn, NumPy, JAX",
         description=(
             "Seconds per training epoch on MNIST-shaped data (60,000 x 784 "
             "float32, 10 classes) for several models and batch sizes, xpnet "
-            "against PyTorch eager and scikit-learn on the same device, weights "
+            "against PyTorch eager, scikit-learn, a hand-written NumPy loop and "
+            "a jitted JAX step on the same device, weights "
             "and optimizer (SGD lr 0.01, momentum 0.9). Writes a table, a JSON "
             "file, a markdown file and a plot."
         ),
@@ -75,8 +76,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--peers",
-        default="torch,sklearn",
-        help="torch, sklearn, torch,sklearn (default) or none",
+        default="torch,sklearn,numpy,jax",
+        help=f"{PEERS_TEXT}; default all: PyTorch eager, scikit-learn, the "
+        "hand-written NumPy loop (the floor) and a jitted JAX step",
     )
     p.add_argument(
         "--synthetic",

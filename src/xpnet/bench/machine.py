@@ -174,7 +174,12 @@ def environment(devices: Sequence[str] = ("cpu",)) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads() if torch is not None else None,
         "thread_env": {
             k: os.environ[k]
-            for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+            for k in (
+                "OMP_NUM_THREADS",
+                "OPENBLAS_NUM_THREADS",
+                "MKL_NUM_THREADS",
+                "XLA_FLAGS",
+            )
             if k in os.environ
         },
         "versions": {
@@ -185,6 +190,7 @@ def environment(devices: Sequence[str] = ("cpu",)) -> dict[str, Any]:
             "cupy": _installed_version("cupy"),
             "torch": torch.__version__ if torch is not None else None,
             "sklearn": _installed_version("sklearn"),
+            "jax": _installed_version("jax"),
             "matplotlib": _installed_version("matplotlib"),
         },
         "gpus": gpu_info(devices),

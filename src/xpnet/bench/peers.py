@@ -1,4 +1,5 @@
-"""Which peers (PyTorch, scikit-learn) can run where, and why not.
+"""Which peers (PyTorch, scikit-learn, NumPy, JAX) can run where, and why not;
+how a peer's threads are pinned.
 
 Imports a peer only when asked about it, so that naming peers costs nothing.
 """
@@ -7,11 +8,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 from collections.abc import Sequence
 from types import ModuleType
 
 from ..errors import XpnetError
-from .plan import PEERS
+from .plan import PEERS, PEERS_TEXT
 
 
 def module_version(name: str) -> str | None:
@@ -34,6 +36,47 @@ def import_torch() -> ModuleType | None:
     return torch
 
 
+#: the XLA flags commonly given to keep XLA's CPU backend on one thread
+XLA_ONE_THREAD_FLAGS = (
+    "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+)
+#: environment variables that ask BLAS/OpenMP pools for a thread count
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def requested_threads() -> int | None:
+    """The thread count asked for with :data:`THREAD_VARS` (first one set)."""
+    for var in THREAD_VARS:
+        value = os.environ.get(var, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return None
+
+
+def pin_jax_threads(worker: bool) -> str:
+    """Keep JAX on one core when one thread is asked for; call before JAX starts.
+
+    Sets :data:`XLA_ONE_THREAD_FLAGS` in ``XLA_FLAGS`` (kept if already set).
+    Measured with jaxlib 0.10.2 on 2 cores: those flags alone still run a
+    2048^3 matmul on two cores (CPU time / wall time 1.95), so in a worker
+    process of its own (``worker``) the process is also bound to one CPU with
+    ``sched_setaffinity`` (then 1.0), as ``taskset -c`` would. Returns a
+    one-line description of what was done, for the results.
+    """
+    if requested_threads() != 1:
+        return "jax threads: not pinned (no one-thread request in " + (
+            "/".join(THREAD_VARS) + ")"
+        )
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_cpu_multi_thread_eigen" not in flags:
+        os.environ["XLA_FLAGS"] = (flags + " " + XLA_ONE_THREAD_FLAGS).strip()
+    if not worker or not hasattr(os, "sched_setaffinity"):
+        return "jax threads: XLA_FLAGS only (no CPU binding in-process)"
+    cpus = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpus[-1]})
+    return f"jax threads: XLA_FLAGS and bound to CPU {cpus[-1]}"
+
+
 def peer_skip_reason(peer: str, device: str) -> str | None:
     """Why ``peer`` cannot run on ``device`` (``"cpu"``/``"cuda:N"``), or None."""
     if peer == "sklearn":
@@ -53,7 +96,21 @@ def peer_skip_reason(peer: str, device: str) -> str | None:
             if index >= torch.cuda.device_count():
                 return f"skipped on {device} (torch sees no such GPU)"
         return None
-    raise XpnetError(f"unknown peer {peer!r}: choose from torch, sklearn or none")
+    if peer == "numpy":
+        if device != "cpu":
+            return f"skipped on {device} (CPU only)"
+        return None
+    if peer == "jax":
+        if device != "cpu":
+            return f"skipped on {device} (CPU only in this benchmark)"
+        if importlib.util.find_spec("jax") is None:
+            return "skipped (jax not installed: pip install 'xpnet[bench]')"
+        try:
+            import jax  # noqa: F401  (importing starts no XLA backend yet)
+        except Exception as exc:
+            return f"skipped (jax does not import: {type(exc).__name__}: {exc})"
+        return None
+    raise XpnetError(f"unknown peer {peer!r}: choose from {PEERS_TEXT}")
 
 
 def peer_messages(peers: Sequence[str], devices: Sequence[str]) -> list[str]:

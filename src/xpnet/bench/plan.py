@@ -22,14 +22,19 @@ MODELS: dict[str, tuple[int, ...]] = {
     "wide": (784, 4096, 4096, 10),
 }
 BATCH_SIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
-SYSTEMS = ("xpnet", "pytorch", "sklearn")
-PEERS = ("pytorch", "sklearn")
+SYSTEMS = ("xpnet", "pytorch", "sklearn", "numpy", "jax")
+#: numpy: the hand-written NumPy loop (the floor); jax: one jitted JAX step
+PEERS = ("pytorch", "sklearn", "numpy", "jax")
 PEER_ALIASES = {
     "torch": "pytorch",
     "pytorch": "pytorch",
     "sklearn": "sklearn",
     "scikit-learn": "sklearn",
+    "numpy": "numpy",
+    "jax": "jax",
 }
+#: what ``--peers`` accepts, for help and error texts
+PEERS_TEXT = "a comma list of torch, sklearn, numpy, jax (or none)"
 
 LR = 0.01
 MOMENTUM = 0.9
@@ -140,10 +145,7 @@ def parse_peers(text: str) -> list[str]:
     for part in text.split(","):
         part = part.strip()
         if part not in PEER_ALIASES:
-            raise XpnetError(
-                f"unknown peer {part!r} in --peers: use torch, sklearn, "
-                "torch,sklearn or none"
-            )
+            raise XpnetError(f"unknown peer {part!r} in --peers: use {PEERS_TEXT}")
         peers.append(PEER_ALIASES[part])
     return list(dict.fromkeys(peers))
 

@@ -27,6 +27,10 @@ TABLE_COLUMNS = (
     "xpnet/torch",
     "sklearn s",
     "xpnet/sklearn",
+    "numpy s",
+    "xpnet/numpy",
+    "jax s",
+    "xpnet/jax",
 )
 
 
@@ -48,6 +52,10 @@ def table_cells(row: Row) -> list[str]:
         _fmt(row.get("ratio_xpnet_torch"), ".2f"),
         _fmt(s.get("sklearn", {}).get("median_s"), ".3f"),
         _fmt(row.get("ratio_xpnet_sklearn"), ".2f"),
+        _fmt(s.get("numpy", {}).get("median_s"), ".3f"),
+        _fmt(row.get("ratio_xpnet_numpy"), ".2f"),
+        _fmt(s.get("jax", {}).get("median_s"), ".3f"),
+        _fmt(row.get("ratio_xpnet_jax"), ".2f"),
     ]
 
 

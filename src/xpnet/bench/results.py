@@ -149,6 +149,8 @@ def make_row(
         "systems": systems,
         "ratio_xpnet_torch": _ratio(x, systems.get("pytorch", {}).get("median_s")),
         "ratio_xpnet_sklearn": _ratio(x, systems.get("sklearn", {}).get("median_s")),
+        "ratio_xpnet_numpy": _ratio(x, systems.get("numpy", {}).get("median_s")),
+        "ratio_xpnet_jax": _ratio(x, systems.get("jax", {}).get("median_s")),
         "contended": any(v["contended"] for v in systems.values()),
     }
 
@@ -251,6 +253,8 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
                 "xpnet_pct_gemm": r["systems"]["xpnet"]["pct_gemm"],
                 "ratio_xpnet_torch": r["ratio_xpnet_torch"],
                 "ratio_xpnet_sklearn": r["ratio_xpnet_sklearn"],
+                "ratio_xpnet_numpy": r.get("ratio_xpnet_numpy"),
+                "ratio_xpnet_jax": r.get("ratio_xpnet_jax"),
             }
             for r in result["rows"]
         ],

@@ -1,8 +1,9 @@
-"""The systems under test: xpnet, PyTorch eager and scikit-learn, each wrapped as
-a :class:`Runner` that trains one model on one device, one epoch per call.
+"""The systems under test: xpnet, PyTorch eager, scikit-learn, a hand-written
+NumPy loop and a jitted JAX step, each wrapped as a :class:`Runner` that trains
+one model on one device, one epoch per call.
 
 Every runner starts from xpnet's initial weights and uses SGD with momentum
-0.9 at a constant learning rate in float32. PyTorch and scikit-learn are
+0.9 at a constant learning rate in float32. PyTorch, scikit-learn and JAX are
 imported only when their runner is built.
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 from .. import backend as _backend
 from ..backend import Backend
 from ..errors import XpnetError
-from .peers import peer_skip_reason
+from .peers import peer_skip_reason, pin_jax_threads
 from .plan import CLASSES, DTYPE, LR, MOMENTUM, PEERS, SEED
 
 #: host copies of a model's parameters, keyed like ``Sequential.state_dict()``
@@ -261,6 +262,215 @@ class SklearnRunner(Runner):
         del self.clf, self.X, self.y
 
 
+def _dense_state(state: State, layers: int) -> tuple[list[np.ndarray], ...]:
+    """Float32 copies of the ``layers`` weights ``(in, out)`` and biases ``(out,)``."""
+    Ws = [np.array(state[f"{2 * i}.W"], dtype=np.float32) for i in range(layers)]
+    bs = [np.array(state[f"{2 * i}.b"], dtype=np.float32) for i in range(layers)]
+    return Ws, bs
+
+
+class NumpyRunner(Runner):
+    """The NumPy floor: the loop a NumPy user writes by hand, no xpnet code.
+
+    float32; per step a fancy-index gather ``X[idx], y[idx]`` of a fresh
+    per-epoch permutation; forward ``h = x @ W; h += b`` with in-place ReLU;
+    in-place softmax; the fused cross-entropy gradient ``(p - onehot) / b``
+    (written as ``p[rows, y] -= 1; p /= b``); backward with ReLU masks applied
+    by multiplication; momentum ``v *= mu; v += g; w -= lr * v`` in place.
+    """
+
+    system = "numpy"
+
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        X: np.ndarray,
+        y: np.ndarray,
+        batch_size: int,
+        state: State,
+        lr: float = LR,
+        seed: int = SEED,
+    ):
+        self.X = np.ascontiguousarray(X, dtype=np.float32)
+        self.y = np.asarray(y, dtype=np.int64)
+        self.W, self.b = _dense_state(state, len(sizes) - 1)
+        self.vW = [np.zeros_like(w) for w in self.W]
+        self.vb = [np.zeros_like(b) for b in self.b]
+        self.lr, self.mu = np.float32(lr), np.float32(MOMENTUM)
+        self.batch_size = int(batch_size)
+        self.rng = np.random.default_rng(seed)
+        self.rows = np.arange(self.batch_size)
+
+    def train_step(self, xb: np.ndarray, yb: np.ndarray) -> float:
+        """One SGD-momentum step on ``xb (m, d0)``, labels ``yb (m,)``; returns
+        the batch's summed loss (nats)."""
+        W, b, last = self.W, self.b, len(self.W) - 1
+        acts = [xb]
+        h = xb
+        for i in range(last + 1):
+            h = h @ W[i]
+            h += b[i]
+            if i < last:
+                np.maximum(h, 0, out=h)
+            acts.append(h)
+        p = h
+        p -= p.max(axis=1, keepdims=True)
+        np.exp(p, out=p)
+        p /= p.sum(axis=1, keepdims=True)
+        m = xb.shape[0]
+        rows = self.rows[:m] if m <= len(self.rows) else np.arange(m)
+        loss = -float(np.log(p[rows, yb]).sum())
+        p[rows, yb] -= 1.0  # p - onehot
+        p /= np.float32(m)
+        g = p
+        for i in range(last, -1, -1):
+            gW = acts[i].T @ g
+            gb = g.sum(axis=0)
+            if i > 0:
+                # input gradient with the old weights, then the ReLU mask
+                g = g @ W[i].T
+                g *= acts[i] > 0
+            for w, v, grad in ((W[i], self.vW[i], gW), (b[i], self.vb[i], gb)):
+                v *= self.mu
+                v += grad
+                w -= self.lr * v
+        return loss
+
+    def run_epoch(self) -> float:
+        n, bs = self.X.shape[0], self.batch_size
+        perm = self.rng.permutation(n)
+        total = 0.0
+        for lo in range(0, n, bs):
+            idx = perm[lo : lo + bs]
+            total += self.train_step(self.X[idx], self.y[idx])
+        return total / n
+
+    def weights(self) -> State:
+        """Current parameters, keyed like ``Sequential.state_dict()``."""
+        out: State = {}
+        for i, (w, b) in enumerate(zip(self.W, self.b, strict=True)):
+            out[f"{2 * i}.W"], out[f"{2 * i}.b"] = w.copy(), b.copy()
+        return out
+
+    def optimizer_denormal_fraction(self) -> float:
+        return denormal_fraction(self.vW + self.vb)
+
+    def close(self) -> None:
+        del self.X, self.y, self.W, self.b, self.vW, self.vb
+
+
+class JaxRunner(Runner):
+    """A jitted JAX step: gather, forward, ``jax.grad`` of the softmax
+    cross-entropy and the momentum update, all in one ``jax.jit``, float32.
+
+    The epoch's permutation is drawn on the host and put on the device once;
+    each step slices it inside the jitted function (``lax.dynamic_slice``),
+    so one call per step. The last partial batch has its own shape and thus
+    its own compilation (done in the warm-up epoch). The summed loss is
+    carried through the steps and read once per epoch.
+    """
+
+    system = "jax"
+
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        X: np.ndarray,
+        y: np.ndarray,
+        batch_size: int,
+        state: State,
+        lr: float = LR,
+        seed: int = SEED,
+        worker: bool = False,
+    ):
+        self.threads = pin_jax_threads(worker)
+        import jax
+        import jax.numpy as jnp
+
+        self.jax, self.jnp = jax, jnp
+        cpu = jax.devices("cpu")[0]
+        Ws, bs = _dense_state(state, len(sizes) - 1)
+        put = lambda a: jax.device_put(a, cpu)  # noqa: E731
+        self.params = [(put(w), put(b)) for w, b in zip(Ws, bs, strict=True)]
+        self.vel = jax.tree_util.tree_map(jnp.zeros_like, self.params)
+        self.X, self.y = put(np.asarray(X, np.float32)), put(np.asarray(y, np.int32))
+        self.n, self.batch_size = int(X.shape[0]), int(batch_size)
+        self.rng = np.random.default_rng(seed)
+        self.device = cpu
+        mu, rate = np.float32(MOMENTUM), np.float32(lr)
+
+        def loss_fn(params: Any, xb: Any, yb: Any) -> Any:
+            h = xb
+            for i, (w, b) in enumerate(params):
+                h = h @ w + b
+                if i < len(params) - 1:
+                    h = jax.nn.relu(h)
+            logp = jax.nn.log_softmax(h)
+            return -jnp.mean(jnp.take_along_axis(logp, yb[:, None], axis=1))
+
+        def step(
+            params: Any,
+            vel: Any,
+            total: Any,
+            X: Any,
+            y: Any,
+            perm: Any,
+            lo: Any,
+            size: int,
+        ) -> tuple[Any, Any, Any]:
+            idx = jax.lax.dynamic_slice(perm, (lo,), (size,))
+            loss, grads = jax.value_and_grad(loss_fn)(params, X[idx], y[idx])
+            vel = jax.tree_util.tree_map(lambda v, g: mu * v + g, vel, grads)
+            params = jax.tree_util.tree_map(lambda p, v: p - rate * v, params, vel)
+            return params, vel, total + loss * size
+
+        self._step = jax.jit(step, static_argnums=(7,), donate_argnums=(0, 1, 2))
+
+    def _run(self, X: Any, y: Any, perm: Any, n: int) -> Any:
+        total = self.jnp.zeros((), self.jnp.float32)
+        for lo in range(0, n, self.batch_size):
+            size = min(self.batch_size, n - lo)
+            self.params, self.vel, total = self._step(
+                self.params, self.vel, total, X, y, perm, lo, size
+            )
+        return total
+
+    def train_step(self, xb: np.ndarray, yb: np.ndarray) -> float:
+        """One step on the whole of ``xb (m, d0)``, ``yb (m,)``; returns the
+        batch's summed loss."""
+        m, saved = int(xb.shape[0]), self.batch_size
+        self.batch_size = m
+        try:
+            put = lambda a: self.jax.device_put(a, self.device)  # noqa: E731
+            perm = put(np.arange(m, dtype=np.int32))
+            X, y = put(np.asarray(xb, np.float32)), put(np.asarray(yb, np.int32))
+            return float(self._run(X, y, perm, m))
+        finally:
+            self.batch_size = saved
+
+    def run_epoch(self) -> float:
+        perm = self.rng.permutation(self.n).astype(np.int32)
+        total = self._run(
+            self.X, self.y, self.jax.device_put(perm, self.device), self.n
+        )
+        return float(total) / self.n  # waits for the last step
+
+    def weights(self) -> State:
+        """Current parameters, keyed like ``Sequential.state_dict()``."""
+        out: State = {}
+        for i, (w, b) in enumerate(self.params):
+            out[f"{2 * i}.W"], out[f"{2 * i}.b"] = np.array(w), np.array(b)
+        return out
+
+    def optimizer_denormal_fraction(self) -> float:
+        return denormal_fraction(
+            [np.asarray(a) for a in self.jax.tree_util.tree_leaves(self.vel)]
+        )
+
+    def close(self) -> None:
+        del self.X, self.y, self.params, self.vel, self._step
+
+
 def denormal_fraction(arrays: Sequence[Any]) -> float:
     """Share of all values in the host ``arrays`` that are nonzero denormals."""
     total = sum(int(np.size(a)) for a in arrays)
@@ -283,16 +493,28 @@ def make_runner(
     backend: Backend,
     state: State | None,
     lr: float = LR,
+    seed: int = SEED,
+    worker: bool = False,
 ) -> Runner:
-    """The runner of one ``system``; a peer needs xpnet's initial ``state``."""
+    """The runner of one ``system``; a peer needs xpnet's initial ``state``.
+
+    ``worker``: this process runs only this system (lets JAX bind its CPU).
+    """
     if system == "xpnet":
-        return XpnetRunner(sizes, X, y, batch_size, backend, lr=lr)
+        return XpnetRunner(sizes, X, y, batch_size, backend, lr=lr, seed=seed)
     if state is None:
         raise XpnetError(f"{system} needs xpnet's initial weights")
     if system == "pytorch":
-        return TorchRunner(sizes, X, y, batch_size, backend.device_name, state, lr=lr)
+        device = backend.device_name
+        return TorchRunner(sizes, X, y, batch_size, device, state, lr=lr, seed=seed)
     if system == "sklearn":
-        return SklearnRunner(sizes, X, y, batch_size, state, lr=lr)
+        return SklearnRunner(sizes, X, y, batch_size, state, lr=lr, seed=seed)
+    if system == "numpy":
+        return NumpyRunner(sizes, X, y, batch_size, state, lr=lr, seed=seed)
+    if system == "jax":
+        return JaxRunner(
+            sizes, X, y, batch_size, state, lr=lr, seed=seed, worker=worker
+        )
     raise XpnetError(f"unknown system {system!r}")
 
 
@@ -324,14 +546,9 @@ def make_runners(
         if reason:
             skipped[peer] = reason
             continue
-        if peer == "pytorch":
-            runners[peer] = TorchRunner(
-                sizes, X, y, batch_size, device, state, lr=lr, seed=seed
-            )
-        else:
-            runners[peer] = SklearnRunner(
-                sizes, X, y, batch_size, state, lr=lr, seed=seed
-            )
+        runners[peer] = make_runner(
+            peer, sizes, X, y, batch_size, backend, state, lr=lr, seed=seed
+        )
     return runners, skipped
 
 
@@ -343,6 +560,8 @@ def runner_extras(runner: Runner) -> dict[str, Any]:
         entry["optimizer_denormal_fraction"] = runner.optimizer_denormal_fraction()
     except Exception:
         pass
+    if isinstance(runner, JaxRunner):
+        entry["threads"] = runner.threads
     if isinstance(runner, XpnetRunner):
         entry["fit_loop_s"] = statistics.median(runner.loop_seconds[-3:])
         entry["input_checks_s"] = runner.input_check_seconds()

@@ -56,11 +56,23 @@ def _cached_data(cache: _DataCache, rows: int, synthetic: bool) -> tuple[Any, An
 
 
 def _setup(
-    system: str, backend: _backend.Backend, cache: _DataCache, kw: dict[str, Any]
+    system: str,
+    backend: _backend.Backend,
+    cache: _DataCache,
+    kw: dict[str, Any],
+    worker: bool = False,
 ) -> tuple[Runner, State | None]:
     X, y = _cached_data(cache, kw["rows"], kw["synthetic"])
     runner = make_runner(
-        system, kw["sizes"], X, y, kw["batch_size"], backend, kw["state"], kw["lr"]
+        system,
+        kw["sizes"],
+        X,
+        y,
+        kw["batch_size"],
+        backend,
+        kw["state"],
+        kw["lr"],
+        worker=worker,
     )
     return runner, runner.initial_state() if system == "xpnet" else None
 
@@ -84,7 +96,7 @@ def worker_main(conn: Any, system: str, device: str) -> None:
                 conn.send((True, None))
                 return
             if cmd == "setup":
-                runner, value = _setup(system, backend, cache, kw)
+                runner, value = _setup(system, backend, cache, kw, worker=True)
             elif cmd == "epoch":
                 value = tuple(timed_epoch(_need(runner)))
             elif cmd == "extras":
