@@ -280,27 +280,35 @@ def _fit(
     # Once per fit: the float targets the loss compares with (one-hot labels).
     targets = model.loss.targets(y, model.out_features)
     keep_in_place = array_api_compat.is_writeable_array(X)
+    chunk = _gather_rows(batch_size, X.shape[1], n)
     for _ in range(epochs):
         start = time.perf_counter()
-        Xe, Te, Le = X, targets, labels
+        order = None
+        Te, Le = targets, labels
         if shuffle:
-            # One gather per epoch; the batches are then contiguous slices.
             order = model.backend.asarray(permutation(model.shuffle_rng, n))
-            Xe, Te = xp.take(X, order, axis=0), xp.take(targets, order, axis=0)
+            Te = xp.take(targets, order, axis=0)
             Le = xp.take(labels, order, axis=0) if labels is not None else None
         # The step's outputs are kept, so loss and accuracy cost a few whole-
         # epoch operations instead of a few per step.
         outs = xp.empty((n, model.out_features), dtype=model.dtype, device=device)
         parts = []
-        for lo in range(0, n, batch_size):
-            hi = min(lo + batch_size, n)
-            out = update(Xe[lo:hi, ...], Te[lo:hi, ...])
-            if keep_in_place:
-                outs[lo:hi, ...] = out
-            else:
-                parts.append(out)
-            if on_batch is not None:
-                on_batch(hi)
+        for c0 in range(0, n, chunk):
+            c1 = min(c0 + chunk, n)
+            # One gather per chunk of batches, then contiguous slices: few
+            # operations per step, and the rows are still in cache when used.
+            Xc = (
+                xp.take(X, order[c0:c1], axis=0) if order is not None else X[c0:c1, ...]
+            )
+            for lo in range(c0, c1, batch_size):
+                hi = min(lo + batch_size, c1)
+                out = update(Xc[lo - c0 : hi - c0, ...], Te[lo:hi, ...])
+                if keep_in_place:
+                    outs[lo:hi, ...] = out
+                else:
+                    parts.append(out)
+                if on_batch is not None:
+                    on_batch(hi)
         if not keep_in_place:
             outs = xp.concat(parts, axis=0)
         metrics = [model.loss.value(outs, Te), xp.sum(model.parameters.flat)]
@@ -328,6 +336,17 @@ def _fit(
         if on_epoch_end is not None:
             on_epoch_end(record)
     return history
+
+
+#: the rows of X gathered at once are about this many bytes (float32), a
+#: few batches' worth that stays in cache until the steps read them
+GATHER_BYTES = 4 << 20
+
+
+def _gather_rows(batch_size: int, features: int, n: int) -> int:
+    """Rows per gather: a whole number of batches, about GATHER_BYTES."""
+    batches = max(1, GATHER_BYTES // (4 * features * batch_size))
+    return min(n, batches * batch_size)
 
 
 def check_count(name: str, value: Any, minimum: int) -> int:
