@@ -17,8 +17,10 @@ Namespace: TypeAlias = Any
 Device: TypeAlias = Any
 #: a NumPy array on the host (edges only: RNG, file I/O, reporting)
 HostArray: TypeAlias = Any
+#: a ``numpy.random.Generator`` on the host, the one source of randomness
+HostRNG: TypeAlias = Any
 #: what public entry points accept as data: host data (NumPy arrays, nested
 #: lists) or any namespace's array, moved to the model's device on entry
 ArrayLike: TypeAlias = Any
 
-__all__ = ["Array", "ArrayLike", "Device", "HostArray", "Namespace"]
+__all__ = ["Array", "ArrayLike", "Device", "HostArray", "HostRNG", "Namespace"]

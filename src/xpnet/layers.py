@@ -8,18 +8,15 @@ respect to its input, filling ``grads`` for layers that have parameters.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import array_api_compat
 
-from .arraytypes import Array, Namespace
+from .arraytypes import Array, HostRNG, Namespace
 from .backend import Backend
 from .errors import XpnetError
 from .fastpaths import Ops
 from .initializers import INITIALIZERS, initial_weights
-
-if TYPE_CHECKING:
-    from numpy.random import Generator  # the host RNG (layers never import numpy)
 
 
 class Layer:
@@ -48,7 +45,7 @@ class Layer:
         self.xp: Namespace = None
         self.inplace = True
 
-    def build(self, backend: Backend, dtype: str, rng: Generator | None = None) -> None:
+    def build(self, backend: Backend, dtype: str, rng: HostRNG | None = None) -> None:
         """Bind the layer to a namespace; layers with parameters create them."""
         self.xp = backend.xp
         self.ops: Ops = backend.ops
@@ -110,7 +107,7 @@ class Dense(Layer):
         self,
         backend: Backend,
         dtype: str,
-        rng: Generator | None = None,
+        rng: HostRNG | None = None,
         default_init: str = "glorot_uniform",
     ) -> None:
         """Draw ``W`` from ``rng`` (``default_init`` when ``init="auto"``)."""
