@@ -8,10 +8,9 @@ namespace are resolved once, when the model is built.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import array_api_compat
 
@@ -33,23 +32,8 @@ from .losses import CrossEntropy, Loss, get_loss
 from .optimizers import SGD, Optimizer, get_optimizer
 from .parameters import Parameters
 from .rng import make_rngs
-from .training import History, check_count, make_train_step
+from .training import History, check_count, make_train_step, on_model_device
 from .training import fit as _fit
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _on_device(method: F) -> F:
-    """Run ``method`` with the model's device current (see
-    :meth:`xpnet.backend.Backend.context`): the public entry points that
-    allocate or launch work on the device are wrapped in it."""
-
-    @functools.wraps(method)
-    def run(self: Sequential, *args: Any, **kwargs: Any) -> Any:
-        with self.backend.context():
-            return method(self, *args, **kwargs)
-
-    return cast(F, run)
 
 
 class Sequential:
@@ -176,7 +160,7 @@ class Sequential:
         self._step: StepFn | None = None
 
     # -- data in and out -------------------------------------------------------
-    @_on_device
+    @on_model_device
     def to_device(self, x: ArrayLike, dtype: str | None = None) -> Array:
         """``x`` as an array of this model's namespace and device.
 
@@ -196,7 +180,7 @@ class Sequential:
             x = _backend.to_numpy(x)
         return self.backend.asarray(x, dtype)
 
-    @_on_device
+    @on_model_device
     def prepare_inputs(
         self, X: ArrayLike, what: str = "X", check: bool = True
     ) -> Array:
@@ -205,7 +189,7 @@ class Sequential:
         the scan for NaN/inf."""
         return _inputs.prepare_inputs(self, X, what, check)
 
-    @_on_device
+    @on_model_device
     def prepare_targets(
         self,
         y: ArrayLike,
@@ -247,7 +231,7 @@ class Sequential:
         for layer in self._backward_layers:
             grad = layer.backward(grad)
 
-    @_on_device
+    @on_model_device
     def train_step(self, xb: Array, yb: Array) -> tuple[Array, Array]:
         """One update on a batch; returns (loss, outputs), both on the device.
 
@@ -325,19 +309,19 @@ class Sequential:
             check_inputs=check_inputs,
         )
 
-    @_on_device
+    @on_model_device
     def weights_finite(self) -> bool:
         """Whether every parameter is finite (one pass, one read-back)."""
         return _inputs.all_finite(self.xp, self.parameters.flat)
 
-    @_on_device
+    @on_model_device
     def read_floats(self, *scalars: Array) -> list[float]:
         """0-d device arrays as host floats, in one read-back (it also waits
         for the device)."""
         stacked = self.xp.stack([self.xp.astype(v, self.dtype) for v in scalars])
         return [float(v) for v in _backend.to_numpy(stacked)]
 
-    @_on_device
+    @on_model_device
     def evaluate(
         self, X: ArrayLike, y: ArrayLike, batch_size: int = 1024
     ) -> dict[str, Any]:
@@ -352,7 +336,7 @@ class Sequential:
         y, labels, _ = self.prepare_targets(y, X.shape[0], task=self.task)
         return self.evaluate_prepared(X, y, labels, batch_size)
 
-    @_on_device
+    @on_model_device
     def evaluate_prepared(
         self, X: Array, y: Array, labels: Array | None, batch_size: int = 1024
     ) -> dict[str, Any]:
@@ -386,7 +370,7 @@ class Sequential:
             )
         return _backend.to_numpy(self._probabilities(X, batch_size))
 
-    @_on_device
+    @on_model_device
     def predict(self, X: ArrayLike, batch_size: int = 1024) -> HostArray:
         """Predictions for ``X: (samples, features)`` as a host NumPy array.
 
@@ -407,7 +391,7 @@ class Sequential:
             labels = xp.argmax(out, axis=1)
         return _backend.to_numpy(labels)
 
-    @_on_device
+    @on_model_device
     def _probabilities(self, X: ArrayLike, batch_size: int) -> Array:
         batch_size = check_count("batch_size", batch_size, minimum=1)
         X = self.prepare_inputs(X)
@@ -427,7 +411,7 @@ class Sequential:
             for name, value in layer.params.items()
         }
 
-    @_on_device
+    @on_model_device
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Copy parameters (host or device arrays) into the model, checking shapes."""
         expected = {

@@ -29,10 +29,11 @@ operations, read back once (see ``tests/test_kernel_budget.py``).
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import array_api_compat
 
@@ -64,6 +65,19 @@ DIVERGENCE_FLOOR = 0.01
 DIVERGENCE_SAMPLES = 1024
 
 GradientReducer = Callable[[Array], Array]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def on_model_device(function: F) -> F:
+    """Run ``function(model, ...)`` (or a method of the model) with the model's
+    device current (see :meth:`xpnet.backend.Backend.context`)."""
+
+    @functools.wraps(function)
+    def run(model: Sequential, *args: Any, **kwargs: Any) -> Any:
+        with model.backend.context():
+            return function(model, *args, **kwargs)
+
+    return cast(F, run)
 
 
 class History:
@@ -202,6 +216,7 @@ class DivergenceGuard:
         )
 
 
+@on_model_device
 def fit(
     model: Sequential,
     X: ArrayLike,
@@ -225,37 +240,6 @@ def fit(
     diverged epoch); the model then holds the diverged weights and counts that
     epoch in ``epochs_trained``.
     """
-    with model.backend.context():
-        return _fit(
-            model,
-            X,
-            y,
-            epochs,
-            batch_size,
-            validation_data=validation_data,
-            shuffle=shuffle,
-            on_batch=on_batch,
-            on_epoch_end=on_epoch_end,
-            check_inputs=check_inputs,
-            step=step,
-        )
-
-
-def _fit(
-    model: Sequential,
-    X: ArrayLike,
-    y: ArrayLike,
-    epochs: int = 1,
-    batch_size: int = 32,
-    *,
-    validation_data: tuple[ArrayLike, ArrayLike] | None = None,
-    shuffle: bool = True,
-    on_batch: Callable[[int], None] | None = None,
-    on_epoch_end: Callable[[dict[str, Any]], Any] | None = None,
-    check_inputs: bool = True,
-    step: StepFn | None = None,
-) -> History:
-    """:func:`fit`, with the model's device current."""
     epochs = check_count("epochs", epochs, minimum=0)
     batch_size = check_count("batch_size", batch_size, minimum=1)
     X = model.prepare_inputs(X, check=check_inputs)
