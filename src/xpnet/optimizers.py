@@ -17,7 +17,6 @@ Optimisers consume the gradients: the in-place path scales ``grad`` in place.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -197,27 +196,6 @@ class Optimizer:
         )
         self.slots = {}
         self._params = None
-
-    def reset_binding(self) -> None:
-        """Forget the parameters bound to; slots are kept and bound again."""
-        if self._params is not None and self.slots:
-            self._loaded = {
-                k: [
-                    self._params.xp.asarray(v, copy=True) for v in self._params.views(b)
-                ]
-                for k, b in self.slots.items()
-            }
-        self._params = None
-
-    @property
-    def _built(self) -> bool:
-        warnings.warn(
-            "Optimizer._built is gone: optimizers bind to a model's Parameters "
-            "in apply(); use reset_binding() to rebind",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return self._params is not None
 
     def config(self) -> dict[str, Any]:
         return {"weight_decay": self.weight_decay}
