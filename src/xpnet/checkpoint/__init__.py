@@ -42,8 +42,7 @@ from .. import __version__
 from ..atomic import atomic_write
 from ..backend import Backend, resolve, to_numpy
 from ..errors import XpnetError
-from ..losses import LOSSES
-from ..model import Sequential, layer_from_config
+from ..model import Sequential
 from ..preprocessing import Preprocessing
 from .format import (
     FORMAT,
@@ -52,7 +51,7 @@ from .format import (
     optimizer_config,
     optimizer_from_config,
 )
-from .validate import read_checkpoint
+from .validate import architecture_objects, read_checkpoint
 
 __all__ = [
     "FORMAT",
@@ -207,21 +206,12 @@ def _rebuild_model(
     meta: dict[str, Any], arrays: dict[str, np.ndarray], where: str, device: Backend
 ) -> Sequential:
     """The model of validated metadata and arrays, with its state restored."""
-    try:
-        arch = meta["architecture"]
-        layers = [layer_from_config(c) for c in arch["layers"]]
-        loss_config = dict(arch["loss"])
-        loss_type = loss_config.pop("type")
-        loss_cls = next(c for c in LOSSES.values() if c.__name__ == loss_type)
-        optimizer = optimizer_from_config(meta["optimizer"])
-    except (KeyError, TypeError, StopIteration) as exc:
-        raise CheckpointError(
-            f"checkpoint {where!r} has an unreadable architecture ({exc!r})"
-        ) from None
+    arch = meta["architecture"]
+    layers, loss, optimizer = architecture_objects(meta, where)
     try:
         model = Sequential(
             layers,
-            loss=loss_cls(**loss_config),
+            loss=loss,
             optimizer=optimizer,
             device=device,
             dtype=arch["dtype"],

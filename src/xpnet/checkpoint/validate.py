@@ -21,10 +21,11 @@ import numpy as np
 from .. import __version__
 from ..backend import DTYPES
 from ..errors import XpnetError
-from ..layers import Dense
-from ..losses import LOSSES
+from ..layers import Dense, Layer
+from ..losses import LOSSES, Loss
 from ..model import layer_from_config
 from ..npz import NpzArchive, NpzFormatError
+from ..optimizers import Optimizer
 from .format import FORMAT, FORMAT_VERSION, CheckpointError, optimizer_from_config
 
 
@@ -288,14 +289,11 @@ def _check_sections(meta: dict[str, Any], where: str) -> None:
         raise _bad(where, f"preprocessing.scale is {_show(scale)}")
 
 
-def _expected_shapes(
+def architecture_objects(
     meta: dict[str, Any], where: str
-) -> dict[str, tuple[int, ...] | None]:
-    """Array name -> the shape the architecture needs (``None``: any shape).
-
-    Builds the (parameter-free) layer, loss and optimizer objects to validate
-    their settings; nothing here allocates arrays.
-    """
+) -> tuple[list[Layer], Loss, Optimizer]:
+    """Fresh (parameter-free) layers, loss and optimizer described by ``meta``;
+    nothing here allocates arrays. Settings they refuse are a CheckpointError."""
     arch = meta["architecture"]
     try:
         layers = [layer_from_config(c) for c in arch["layers"]]
@@ -308,6 +306,18 @@ def _expected_shapes(
     except (XpnetError, KeyError, TypeError, ValueError, OverflowError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise _bad(where, f"unusable architecture or optimizer ({reason})") from None
+    return layers, loss, optimizer
+
+
+def _expected_shapes(
+    meta: dict[str, Any], where: str
+) -> dict[str, tuple[int, ...] | None]:
+    """Array name -> the shape the architecture needs (``None``: any shape).
+
+    Builds the layer, loss and optimizer objects (:func:`architecture_objects`)
+    to validate their settings.
+    """
+    layers, loss, optimizer = architecture_objects(meta, where)
     for obj in (*layers, loss, optimizer, optimizer.schedule):
         for key, value in vars(obj).items():
             if isinstance(value, float) and not math.isfinite(value):
