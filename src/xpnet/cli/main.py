@@ -32,18 +32,23 @@ def _given_options(
     return {key for key, value in vars(probe).items() if value is not marker}
 
 
-def _fail(args: argparse.Namespace, message: str, code: int) -> int:
-    print(f"xpnet: error: {message}", file=sys.stderr)
+def _json_report(args: argparse.Namespace, code: int, error: str | None) -> None:
+    """The --json line of a run that ends with ``code`` (and ``error``)."""
     if getattr(args, "json", False):
         print_json(
             {
                 "command": args.command,
                 "xpnet_version": __version__,
                 **args.report,
-                "error": message,
+                **({"error": error} if error is not None else {}),
                 "exit_code": code,
             }
         )
+
+
+def _fail(args: argparse.Namespace, message: str, code: int) -> int:
+    print(f"xpnet: error: {message}", file=sys.stderr)
+    _json_report(args, code, message)
     return code
 
 
@@ -88,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except Exit as exc:
-        if getattr(args, "json", False):
-            print_json({"command": args.command, **args.report, "exit_code": exc.code})
+        _json_report(args, exc.code, None)
         return exc.code
     except DivergenceError as exc:
         return _fail(args, str(exc), 1)
@@ -108,15 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         code = Terminated.exit_code if isinstance(exc, Terminated) else 1
         message = how + (f"; {saved()}" if saved else "")
         print(f"{end_bar_line()}xpnet: {message}", file=sys.stderr)
-        if getattr(args, "json", False):
-            print_json(
-                {
-                    "command": args.command,
-                    **args.report,
-                    "error": message,
-                    "exit_code": code,
-                }
-            )
+        _json_report(args, code, message)
         return code
     except BrokenPipeError:
         return 1
