@@ -12,30 +12,36 @@ from xpnet.training import DivergenceGuard
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
 
-def _three_layer(backend, activation="tanh", loss="cross_entropy", outputs=3):
+def _three_layer(
+    backend, activation="tanh", loss="cross_entropy", outputs=3, head=None
+):
     layers = [
         Dense(4, 6),
         xpnet.get_activation(activation),
         Dense(6, 5),
         xpnet.get_activation(activation),
         Dense(5, outputs),
+        *([xpnet.get_activation(head)] if head else []),
     ]
     return Sequential(layers, loss=loss, device=backend, dtype="float64", seed=3)
 
 
 @pytest.mark.parametrize(
-    "activation,loss,outputs",
+    "activation,loss,outputs,head",
     [
-        ("tanh", "cross_entropy", 3),
-        ("gelu", "mse", 3),
-        ("softplus", "bce", 1),
-        ("elu", "cross_entropy", 3),
+        ("tanh", "cross_entropy", 3, None),
+        ("gelu", "mse", 3, None),
+        ("softplus", "bce", 1, None),
+        ("elu", "cross_entropy", 3, None),
+        # the output heads of --output-activation, under MSE (the classic net)
+        ("relu", "mse", 3, "sigmoid"),
+        ("tanh", "mse", 3, "softmax"),
     ],
 )
 def test_whole_mlp_gradients_match_finite_differences(
-    backend, activation, loss, outputs
+    backend, activation, loss, outputs, head
 ):
-    model = _three_layer(backend, activation, loss, outputs)
+    model = _three_layer(backend, activation, loss, outputs, head)
     rng = np.random.default_rng(0)
     X = rng.normal(size=(7, 4))
     y = rng.integers(0, max(outputs, 2), size=7)
@@ -56,7 +62,8 @@ def test_whole_mlp_gradients_match_finite_differences(
                 return float(xpnet.to_numpy(loss_value))
 
             assert_gradient(
-                f"mlp-{activation}-{loss}.{i}.{name}[{backend.name}]",
+                f"mlp-{activation}-{loss}{'-' + head if head else ''}.{i}.{name}"
+                f"[{backend.name}]",
                 analytic,
                 numeric_gradient(objective, start),
             )
@@ -530,6 +537,62 @@ def test_one_output_cross_entropy_and_double_mappings_are_refused():
         device="cpu",
     )
     xpnet.mlp([3, 2], output_activation="sigmoid", loss="mse", device="cpu")
+
+
+def test_a_softmax_output_on_one_output_is_refused():
+    _one_line_error(
+        lambda: xpnet.mlp(
+            [3, 1], output_activation="softmax", loss="mse", device="cpu"
+        ),
+        r"a Softmax output layer needs at least 2 outputs.*use a Sigmoid output",
+    )
+    xpnet.mlp([3, 1], output_activation="sigmoid", loss="mse", device="cpu")
+
+
+def test_mlp_init_applies_to_every_dense_layer():
+    # The classic recipe's He init on all layers, the sigmoid-fed one included;
+    # "auto" keeps Glorot there.
+    def inits(model):
+        return [layer.init for layer in model.layers if isinstance(layer, Dense)]
+
+    he = xpnet.mlp(
+        [4, 3, 2],
+        output_activation="sigmoid",
+        init="he_normal",
+        loss="mse",
+        device="cpu",
+    )
+    assert inits(he) == ["he_normal", "he_normal"]
+    assert he.output_activation == "sigmoid"
+    auto = xpnet.mlp([4, 3, 2], output_activation="sigmoid", loss="mse", device="cpu")
+    assert inits(auto) == ["auto", "auto"]
+    assert xpnet.mlp([4, 3, 2], device="cpu").output_activation == "identity"
+    _one_line_error(
+        lambda: xpnet.mlp([4, 2], init="kaiming", device="cpu"),
+        "unknown initialiser 'kaiming'",
+    )
+
+
+def test_sigmoid_mse_classifier_probabilities_are_its_sigmoid_outputs(numpy_backend):
+    """predict_proba of the classic sigmoid-MSE net: each output as it is, in
+    [0, 1], not normalised; predict is their arg-max."""
+    X, y = _xor(200)
+    y4 = y + 2 * (X[:, 0] > 0)  # 4 classes, one per quadrant
+    model = xpnet.mlp(
+        [2, 8, 4],
+        "tanh",
+        output_activation="sigmoid",
+        loss="mse",
+        device=numpy_backend,
+        seed=1,
+    )
+    model.fit(X, y4, epochs=3, batch_size=32)
+    proba = model.predict_proba(X)
+    out = xpnet.to_numpy(model.forward(model.prepare_inputs(X)))
+    np.testing.assert_allclose(proba, out, rtol=1e-6)
+    assert proba.min() >= 0.0 and proba.max() <= 1.0
+    assert not np.allclose(proba.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(model.predict(X), proba.argmax(axis=1))
 
 
 def test_bce_on_integer_labels_trains_a_classifier(numpy_backend):

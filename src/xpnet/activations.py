@@ -198,6 +198,14 @@ ACTIVATIONS: dict[str, type[Layer]] = {
 RELU_LIKE = (ReLU, LeakyReLU, ELU, GELU, SiLU, Softplus)
 
 
+def activation_name(layer: Layer) -> str:
+    """The table's name of an activation layer, e.g. ``"sigmoid"``."""
+    for name, cls in ACTIVATIONS.items():
+        if type(layer) is cls:
+            return name
+    return type(layer).__name__
+
+
 def get_activation(name: str | Layer) -> Layer:
     """An activation layer from its name (``"relu"``, ``"leaky-relu"``, ...)."""
     if isinstance(name, Layer):

@@ -22,6 +22,7 @@ from .activations import (
     Identity,
     Sigmoid,
     Softmax,
+    activation_name,
     get_activation,
 )
 from .arraytypes import Array, ArrayLike, HostArray
@@ -58,10 +59,18 @@ class Sequential:
     whatever the loss (one-hot for ``K > 1`` outputs), and cross-entropy's
     float targets are class-probability rows, so it always classifies.
 
+    Output heads: the layers after the last Dense map its outputs before the
+    loss sees them. With the fused losses (cross-entropy, BCE on logits) there
+    is none; MSE compares whatever the head gives with the targets, e.g. a
+    Sigmoid head for the classic sigmoid-MSE classifier (see
+    :func:`mlp`'s ``output_activation``).
+
     Raises :class:`~xpnet.errors.XpnetError` for set-ups that cannot learn:
     cross-entropy on a 1-output model (its softmax is always 1, its loss 0),
-    and a Softmax or Sigmoid output layer before a loss that applies that
-    mapping itself (``from_logits=True``, the default).
+    a Softmax output layer on 1 output (always 1, for the same reason), and a
+    Softmax or Sigmoid output layer before a loss that applies a mapping
+    itself (``from_logits=True``, the default): the outputs would be mapped
+    twice.
     """
 
     def __init__(
@@ -127,6 +136,12 @@ class Sequential:
         last = next(
             (x for x in reversed(self.layers) if not isinstance(x, Identity)), None
         )
+        if isinstance(last, Softmax) and self.out_features == 1:
+            raise XpnetError(
+                "a Softmax output layer needs at least 2 outputs: the softmax of 1 "
+                "output is always 1 and its gradient 0; use a Sigmoid output layer "
+                "for 1 output"
+            )
         if getattr(loss, "from_logits", False) and isinstance(last, Softmax | Sigmoid):
             layer = type(last).__name__
             mapping = "softmax" if isinstance(loss, CrossEntropy) else "sigmoid"
@@ -361,6 +376,14 @@ class Sequential:
         """Probabilities ``(samples, outputs)`` as a host NumPy array.
 
         Softmax of the logits for cross-entropy, sigmoid for BCE on logits.
+        For MSE (and the losses with ``from_logits=False``), the model's
+        outputs as they are, head included: with a Sigmoid head (the classic
+        sigmoid-MSE classifier) each value lies in [0, 1] and estimates
+        ``P(class k | x)`` on its own, since the squared error to one-hot
+        targets (the Brier score) is smallest at the class probabilities;
+        the rows are not normalised, so they need not sum to 1 (like BCE's
+        one-vs-rest outputs). With MSE on a linear head the values are
+        unbounded scores. The arg-max is always :meth:`predict`'s class.
         Classifiers only (and models not fitted yet).
         """
         if self.task == "regression":
@@ -457,6 +480,14 @@ class Sequential:
             "target_ndim": self.target_ndim,
         }
 
+    @property
+    def output_activation(self) -> str:
+        """The head after the last Dense layer by name: ``"identity"`` when there
+        is none (logits), else e.g. ``"sigmoid"`` (``"+"``-joined if several)."""
+        last = max(i for i, x in enumerate(self.layers) if isinstance(x, Dense))
+        head = [x for x in self.layers[last + 1 :] if not isinstance(x, Identity)]
+        return "+".join(activation_name(x) for x in head) or "identity"
+
     def summary(self) -> str:
         """A few lines: each layer, its output width and parameter count."""
         lines = []
@@ -496,26 +527,38 @@ def mlp(
     activation: str = "relu",
     *,
     output_activation: str | None = None,
+    init: str = "auto",
     **kwargs: Any,
 ) -> Sequential:
     """A multilayer perceptron from layer sizes, e.g. ``mlp([784, 256, 10])``.
 
     Hidden layers use ``activation``; the last Dense layer is followed by
     ``output_activation`` (default: none, i.e. logits for the fused
-    cross-entropy or BCE-with-logits losses). Other keyword arguments go to
+    cross-entropy or BCE-with-logits losses; ``"sigmoid"`` or ``"softmax"``
+    give outputs in [0, 1] for ``loss="mse"``). ``init`` is every Dense
+    layer's weight initialiser (default ``"auto"``: He-normal before ReLU-like
+    activations, Glorot-uniform otherwise). Other keyword arguments go to
     :class:`Sequential` (``loss``, ``optimizer``, ``device``, ``dtype``, ``seed``).
+
+    The classic sigmoid-MSE net of the from-scratch texts (784-16-16-16-10,
+    ReLU, He init, SGD lr 0.1 with inverse-time decay 0.001 per step)::
+
+        mlp([784, 16, 16, 16, 10], "relu", output_activation="sigmoid",
+            init="he_normal", loss="mse",
+            optimizer=SGD(lr=InverseTimeDecay(0.1, 0.001), momentum=0.0))
     """
     sizes = list(sizes)
     if len(sizes) < 2:
         raise XpnetError(f"mlp needs at least input and output sizes, got {sizes}")
-    get_activation(activation)  # validate the name before building anything
+    get_activation(activation)  # validate the names before building anything
+    head = None if output_activation is None else get_activation(output_activation)
     layers: list[Layer] = []
     for i, (a, b) in enumerate(zip(sizes, sizes[1:], strict=False)):
-        layers.append(Dense(a, b))
+        layers.append(Dense(a, b, init=init))
         if i < len(sizes) - 2:
             layers.append(get_activation(activation))
-    if output_activation not in (None, "identity", "linear"):
-        layers.append(get_activation(output_activation))
+    if head is not None and not isinstance(head, Identity):
+        layers.append(head)
     return Sequential(layers, **kwargs)
 
 

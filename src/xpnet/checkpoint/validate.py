@@ -251,6 +251,8 @@ def _check_sections(meta: dict[str, Any], where: str) -> None:
     kinds: dict[str, tuple[type, ...]] = {
         "dataset": (str,),
         "activation": (str,),
+        "output_activation": (str,),
+        "init": (str,),
         "loss": (str,),
         "optimizer": (str,),
         "dtype": (str,),

@@ -27,6 +27,12 @@ ACTIVATION_CHOICES = (
     "silu",
 )
 
+# Heads that make sense after the last layer: none (logits), or a mapping into
+# [0, 1] for --loss mse (the fused losses refuse them: see cli/train.py).
+OUTPUT_ACTIVATION_CHOICES = ("identity", "sigmoid", "softmax")
+
+INIT_CHOICES = ("auto", "he-normal", "he-uniform", "glorot-normal", "glorot-uniform")
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors instead of the whole usage block."""
@@ -171,12 +177,28 @@ def build_parser() -> _Parser:
         help="hidden-layer activation (default: relu)",
     )
     train.add_argument(
+        "--output-activation",
+        choices=OUTPUT_ACTIVATION_CHOICES,
+        default="identity",
+        help="what follows the last layer: identity (logits, for the fused "
+        "losses) or, with --loss mse, sigmoid (the classic sigmoid-MSE net) or "
+        "softmax; predict then reports these outputs as they are "
+        "(default: identity)",
+    )
+    train.add_argument(
+        "--init",
+        choices=INIT_CHOICES,
+        default="auto",
+        help="weight initialiser of every layer; auto: he-normal before ReLU-like "
+        "activations, glorot-uniform otherwise (default: auto)",
+    )
+    train.add_argument(
         "--loss",
         choices=LOSS_CHOICES,
         default="cross-entropy",
-        help="cross-entropy (softmax fused), mse or bce (sigmoid "
-        "fused), all on the last layer's logits (default: "
-        "cross-entropy)",
+        help="cross-entropy (softmax fused) or bce (sigmoid fused), both on the "
+        "last layer's logits, or mse on the --output-activation's outputs "
+        "(default: cross-entropy)",
     )
     train.add_argument(
         "--optimizer", choices=tuple(DEFAULT_LR), default="sgd", help="default: sgd"
@@ -206,8 +228,8 @@ def build_parser() -> _Parser:
         "--lr-decay",
         type=_non_negative_float,
         default=0.0,
-        help="inverse-time decay per update: lr / (1 + decay * step) "
-        "(default: 0, constant)",
+        help="inverse-time decay per update (batch), the classic texts' decay: "
+        "lr / (1 + decay * step), step = updates done (default: 0, constant)",
     )
     train.add_argument(
         "--batch-size", type=_positive_int, default=64, help="default: 64"

@@ -12,7 +12,18 @@ from .common import UsageError
 # Options a resumed run must share with its checkpoint: they define the model
 # (architecture, dtype) or its data. Any other option that differs is refused
 # too (the optimizer state and RNG continue), except the batch size, honoured.
-_ARCHITECTURE_OPTIONS = ("hidden", "activation", "loss", "dtype")
+_ARCHITECTURE_OPTIONS = (
+    "hidden",
+    "activation",
+    "output_activation",
+    "init",
+    "loss",
+    "dtype",
+)
+
+# What checkpoints written before an option existed were trained with: the
+# command line offered nothing else then.
+_OLD_DEFAULTS = {"output_activation": "identity", "init": "auto"}
 
 _DATA_OPTIONS = ("dataset", "deskew", "standardize", "no_scale")
 
@@ -81,6 +92,8 @@ def reconcile_resume(
     Returns notices about options that are honoured although they differ.
     """
     notices = []
+    if saved:
+        saved = {**_OLD_DEFAULTS, **saved}
     for key in TRAIN_OPTIONS:
         if key not in saved:
             continue

@@ -18,6 +18,7 @@ from ..preprocessing import Preprocessing
 from .common import (
     CheckpointWriteError,
     Exit,
+    UsageError,
     check_features,
     dataset_facts,
     device_facts,
@@ -34,6 +35,18 @@ from .resume import (
     reconcile_resume,
     resume_source,
 )
+
+
+def _check_head(args: argparse.Namespace) -> None:
+    """Refuse an output activation before a loss that maps the outputs itself."""
+    head, loss = args.output_activation, args.loss
+    if head != "identity" and loss != "mse":
+        fused = "softmax" if loss == "cross-entropy" else "sigmoid"
+        raise UsageError(
+            f"--output-activation {head} with --loss {loss} maps the outputs twice "
+            f"({loss} applies the {fused} to the logits itself): drop "
+            "--output-activation, or use --loss mse"
+        )
 
 
 def _build_model(args: argparse.Namespace, data, backend: Backend):
@@ -62,6 +75,8 @@ def _build_model(args: argparse.Namespace, data, backend: Backend):
     return mlp(
         sizes,
         args.activation,
+        output_activation=args.output_activation,
+        init=args.init.replace("-", "_"),
         loss=args.loss,
         optimizer=optimizer,
         device=backend,
@@ -87,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
     from ..interrupts import Terminated, deferred
     from ..runlock import CheckpointLock, LockError, remove_stale_temp_files
 
+    _check_head(args)
     resume = resume_source(args)
     target = SaveTarget(args, resume)
     backend = resolve(args.device, args.backend)
@@ -154,13 +170,16 @@ def run(args: argparse.Namespace) -> int:
     sizes = [model.in_features] + [
         layer.out_features for layer in model.layers if hasattr(layer, "out_features")
     ]
+    last = max(i for i, layer in enumerate(model.layers) if layer.params)
     activation = next(
-        (type(layer).__name__ for layer in model.layers if not layer.params), "linear"
+        (type(x).__name__ for x in model.layers[:last] if not x.params), "linear"
     )
+    head = model.output_activation
     say(
         args,
         f"model: {'-'.join(map(str, sizes))} {activation}"
-        f" | loss {type(model.loss).__name__} | {model.optimizer!r}"
+        + ("" if head == "identity" else f", {head} output")
+        + f" | loss {type(model.loss).__name__} | {model.optimizer!r}"
         f" | batch {args.batch_size} | epochs {total_epochs}"
         + (f" | resumed at epoch {model.epochs_trained}" if resume else ""),
     )
