@@ -102,7 +102,6 @@ def run(args: argparse.Namespace) -> int:
     from ..interrupts import Terminated, deferred
     from ..runlock import CheckpointLock, LockError, remove_stale_temp_files
 
-    _check_head(args)
     resume = resume_source(args)
     target = SaveTarget(args, resume)
     backend = resolve(args.device, args.backend)
@@ -133,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
             return _nothing_to_train(args, saved, resume, backend)
     if unwritable is not None:
         raise CheckpointWriteError(f"{unwritable}; {target.holds()}")
+    _check_head(args)  # after resuming, which refuses a head the run never had
     args.dataset = dataset_identity(args.dataset)
     data = load_training_data(
         args.dataset,
