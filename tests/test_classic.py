@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -162,3 +163,22 @@ def test_the_example_runs(tmp_path):
     classic, softmax = (float(v.rstrip("%")) for v in row.split()[1:])
     assert 10 < classic < 100 and 10 < softmax < 100
     assert "mnist: not available here, skipped" in proc.stdout
+
+
+def test_the_example_compares_on_full_mnist_when_it_is_cached(monkeypatch, capsys):
+    """Full MNIST is not available offline: its branch runs on the sample's
+    data, handed out under the name mnist."""
+    example = _example()
+    sample = example.load_dataset("mnist-sample")
+    seen = []
+
+    def cached_only(name, data_dir, download):
+        seen.append((name, data_dir, download))
+        return sample
+
+    monkeypatch.setattr(example, "load_dataset", cached_only)
+    assert example.compare("mnist", "/cache", 1, 0)
+    assert seen == [("mnist", "/cache", False)]
+    out = capsys.readouterr().out
+    assert "mnist: 5,000 train / 10,000 test images, seed 0" in out
+    assert re.search(r"^ +1 +\d+\.\d\d% +\d+\.\d\d%$", out, re.M), out
