@@ -20,7 +20,7 @@ def _dataset_once(name: str, data_dir: str | None):
     """A dataset read once per process, however many inputs index into it."""
     from ..datasets import load_dataset
 
-    return load_dataset(name, data_dir)
+    return load_dataset(name, data_dir, test_only=True)
 
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pgm", ".bmp", ".gif")
