@@ -291,6 +291,7 @@ def choose_default_dataset(
     mirrors: Sequence[str] | None = None,
     probe_timeout: float = 3.0,
     progress: bool = False,
+    checksums: Mapping[str, str] | None = None,
 ) -> tuple[str, str | None]:
     """The dataset to train on when none is named, and a notice if it is not MNIST.
 
@@ -298,12 +299,13 @@ def choose_default_dataset(
     ``probe_timeout`` seconds and the download succeeds (it is then cached);
     else the bundled ``"mnist-sample"`` with a one-line notice saying why. So an
     offline machine trains at once instead of failing or waiting for timeouts.
+    ``mirrors``, ``progress`` and ``checksums`` are as for :func:`load_dataset`.
 
     Returns:
         ``("mnist", None)`` or ``("mnist-sample", notice)``.
     """
     try:
-        fetch_dataset("mnist", data_dir, download=False)
+        fetch_dataset("mnist", data_dir, download=False, checksums=checksums)
         return "mnist", None
     except DatasetError:
         pass  # not cached (or damaged): try the network
@@ -311,7 +313,13 @@ def choose_default_dataset(
     why = f"no download mirror answers ({reason})"
     if reason is None:
         try:
-            fetch_dataset("mnist", data_dir, mirrors=mirrors, progress=progress)
+            fetch_dataset(
+                "mnist",
+                data_dir,
+                mirrors=mirrors,
+                progress=progress,
+                checksums=checksums,
+            )
             return "mnist", None
         except DownloadFailed as e:
             why = f"its download failed ({e.reason})"
