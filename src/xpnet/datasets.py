@@ -12,6 +12,11 @@ are importable from here too.
 
 ``mnist-sample`` ships inside the package (no network needed): 5,000 MNIST training
 images (500 per class) and the official 10,000 test images.
+:func:`choose_default_dataset` picks full MNIST when it is cached or downloadable,
+else this sample, so the default run works offline.
+
+Your own data: an ``.npz`` (:func:`load_npz`) or IDX files
+(:mod:`xpnet.idx_dataset`).
 """
 
 from __future__ import annotations

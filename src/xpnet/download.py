@@ -306,7 +306,7 @@ def probe_mirrors(
     for url in urls:
         threading.Thread(target=connect, args=(url,), daemon=True).start()
     end = time.monotonic() + timeout
-    failures = []
+    failures: list[str] = []
     while len(failures) < len(urls):
         try:
             answer = answers.get(timeout=max(end - time.monotonic(), 0.0))
