@@ -322,20 +322,40 @@ def test_cuda_without_cupy_names_the_extra():
     assert "pip install 'xpnet[cuda12]'" in one_line_error(proc)
 
 
-def test_offline_without_cache_points_to_the_sample(tmp_path):
-    proc = run(
-        "train",
-        "--epochs",
-        "1",
-        env={
-            "XPNET_DATA": str(tmp_path / "cache"),
-            "XPNET_MIRRORS": "http://127.0.0.1:9/",
-        },
-    )  # port 9: nothing listens
+def _offline(tmp_path: Path) -> dict[str, str]:
+    """An empty cache and a mirror where nothing listens (port 9): offline."""
+    return {
+        "XPNET_DATA": str(tmp_path / "cache"),
+        "XPNET_MIRRORS": "http://127.0.0.1:9/",
+    }
+
+
+def test_explicit_mnist_offline_without_cache_points_to_the_sample(tmp_path):
+    proc = run("train", "--dataset", "mnist", "--epochs", "1", env=_offline(tmp_path))
     assert proc.returncode == 2
     line = one_line_error(proc)
     assert str(tmp_path / "cache" / "mnist") in line
     assert "--dataset mnist-sample" in line
+
+
+def test_train_with_no_options_offline_uses_the_sample_and_records_it(tmp_path):
+    """Issue 12.4: `xpnet train` on a fresh offline machine trains on the
+    bundled sample, says so in one line, and records it, so that --resume and
+    evaluate use the same data."""
+    proc = run(
+        "train", "--epochs", "1", "--hidden", "8", "--save", "d.npz",
+        env=_offline(tmp_path), cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    notices = [ln for ln in proc.stderr.splitlines() if "dataset:" in ln]
+    assert len(notices) == 1, proc.stderr
+    assert notices[0].startswith("xpnet: dataset: MNIST is not cached in ")
+    assert "training on the bundled mnist-sample" in notices[0]
+    assert "data: mnist-sample (bundled mnist-sample)" in proc.stdout
+    assert "done: 1 epoch" in proc.stdout
+    meta, _ = read_checkpoint(tmp_path / "d.npz")
+    assert meta["train_options"]["dataset"] == "mnist-sample"
+    assert meta["dataset"]["name"] == "mnist-sample"
 
 
 def test_corrupt_or_mismatched_checkpoint(tmp_path):
@@ -445,3 +465,34 @@ def test_progress_bar_shows_on_a_terminal(tmp_path):
     assert "epoch 1:" in bar and "epoch 2:" in bar and "/5.00k" in bar
     assert "sample/s" in bar
     assert sum(ln.startswith("epoch ") for ln in out.splitlines()) == 2
+
+
+def test_evaluate_and_predict_mnist_need_only_the_test_files(
+    tmp_path, monkeypatch, capsys
+):
+    """Issue 12.5: a cache holding only MNIST's two t10k files (which the
+    bundled sample shares) is enough to evaluate on and predict from."""
+    from xpnet import cli
+
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+    if not shared.is_dir():
+        pytest.skip(f"shared MNIST files not found at {shared}")
+    cache = tmp_path / "cache" / "mnist"
+    cache.mkdir(parents=True)
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (cache / name).write_bytes((shared / name).read_bytes())
+    for key, value in _offline(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    model = str(tmp_path / "m.npz")
+    tiny = ["--device", "cpu", "--hidden", "8", "--epochs", "1", "--quiet"]
+    assert cli.main(["train", "--dataset", "mnist-sample", *tiny, "--save", model]) == 0
+    capsys.readouterr()
+    evaluate = ["evaluate", model, "--dataset", "mnist", "--device", "cpu", "--json"]
+    assert cli.main(evaluate) == 0
+    assert last_json(capsys.readouterr().out)["samples"] == 10_000
+    assert cli.main(["predict", model, "mnist:7", "--device", "cpu", "--json"]) == 0
+    (result,) = last_json(capsys.readouterr().out)["results"]
+    assert result["true_label"] == 9  # the eighth test digit is a 9
+    # Training needs the training files, and says which are missing.
+    assert cli.main(["train", "--dataset", "mnist", *tiny]) == 2
+    assert "could not download mnist file train-images" in capsys.readouterr().err

@@ -540,3 +540,73 @@ def test_an_interrupt_before_the_first_epoch_still_prints_json(
         f"xpnet: interrupted; {tmp_path / 'i.npz'} was not written"
     ]
     assert strict_json(out.splitlines()[-1])["exit_code"] == 1
+
+
+# -- issue 12.4: the default dataset offline, recorded, and kept by --resume -------
+def test_resume_keeps_the_dataset_the_default_chose(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XPNET_DATA", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("XPNET_MIRRORS", "http://127.0.0.1:9/")  # nothing listens
+    path = str(tmp_path / "d.npz")
+    tiny = ("--device", "cpu", "--hidden", "8", "--quiet")
+    assert cli.main(["train", *tiny, "--epochs", "1", "--save", path]) == 0
+    assert "training on the bundled mnist-sample" in capsys.readouterr().err
+    assert read_checkpoint(path)[0]["train_options"]["dataset"] == "mnist-sample"
+    # Resumed: the recorded dataset, no new choice and no notice.
+    assert cli.main(["train", "--resume", path, "--epochs", "2", "--quiet"]) == 0
+    assert "dataset:" not in capsys.readouterr().err
+    assert epochs_in(Path(path)) == 2
+    # Naming another dataset is refused in one line.
+    refused = ["--epochs", "3", "--dataset", "mnist", "--device", "cpu"]
+    code = cli.main(["train", "--resume", path, *refused])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert "--dataset mnist contradicts checkpoint" in err
+    assert "(--dataset mnist-sample)" in err
+
+
+# -- issue 12.5: train on your own IDX files -----------------------------------------
+@pytest.fixture()
+def idx_files(tmp_path: Path) -> list[Path]:
+    """Train and test IDX files of 8-pixel samples in 3 classes."""
+    from xpnet.idx import write_idx
+
+    rng = np.random.default_rng(0)
+    arrays = (
+        rng.integers(0, 256, (60, 2, 4), dtype=np.uint8),
+        rng.integers(0, 3, 60).astype(np.uint8),
+        rng.integers(0, 256, (20, 2, 4), dtype=np.uint8),
+        rng.integers(0, 3, 20).astype(np.uint8),
+    )
+    paths = [tmp_path / n for n in ("x.idx", "y.idx", "tx.idx.gz", "ty.idx.gz")]
+    for path, array in zip(paths, arrays, strict=True):
+        write_idx(path, array)
+    return paths
+
+
+def test_train_on_idx_files_and_resume_them_elsewhere(
+    tmp_path, idx_files, capsys, monkeypatch
+):
+    spec = ",".join(p.name for p in idx_files)
+    monkeypatch.chdir(tmp_path)
+    tiny = ("--device", "cpu", "--hidden", "4", "--json", "--quiet")
+    assert cli.main(["train", "--dataset", spec, *tiny, "--save", "i.npz"]) == 0
+    report = strict_json(capsys.readouterr().out.splitlines()[-1])
+    assert report["dataset"]["n_train"] == 60 and report["dataset"]["n_test"] == 20
+    assert report["history"][-1]["test_accuracy"] is not None
+    stored = read_checkpoint(tmp_path / "i.npz")[0]["train_options"]["dataset"]
+    assert stored == ",".join(str(p.resolve()) for p in idx_files)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert cli.main(["train", "--resume", "../i.npz", "--epochs", "11", "--quiet"]) == 0
+    assert epochs_in(tmp_path / "i.npz") == 11
+
+
+def test_train_on_an_idx_pair_without_test_set(tmp_path, idx_files, capsys):
+    spec = f"{idx_files[0]},{idx_files[1]}"
+    args = ["--device", "cpu", "--hidden", "4", "--epochs", "1", "--save"]
+    assert cli.main(["train", "--dataset", spec, *args, str(tmp_path / "p.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "60 train / 0 test" in out and "test acc" not in out
+    assert cli.main(["evaluate", str(tmp_path / "p.npz"), "--device", "cpu"]) == 2
+    assert "hold no test set" in capsys.readouterr().err

@@ -5,6 +5,7 @@ import http.server
 import io
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -601,3 +602,169 @@ def test_offline_with_some_files_missing_names_them(tmp_path, mirror):
     with pytest.raises(DatasetError, match=r"cache \(t10k-labels-idx1-ubyte.gz\)"):
         _load(tmp_path, [mirror.base("good")], download=False)
     assert len(mirror.requests) == 4
+
+
+# --------------------------------------------------------------- default dataset
+# Issue 12.4: ``xpnet train`` with no --dataset must work on an offline machine.
+
+
+def test_default_dataset_is_mnist_when_downloadable_then_cached(
+    tmp_path, mirror, closed_port_url
+):
+    chosen = datasets.choose_default_dataset(
+        tmp_path, mirrors=[mirror.base("good")], checksums=SERVED_MD5
+    )
+    assert chosen == ("mnist", None)
+    assert len(mirror.hits("good")) == 4
+    # Cached: an unreachable mirror no longer matters.
+    chosen = datasets.choose_default_dataset(
+        tmp_path, mirrors=[closed_port_url], checksums=SERVED_MD5
+    )
+    assert chosen == ("mnist", None)
+
+
+def test_default_dataset_offline_is_the_bundled_sample_with_one_notice(
+    tmp_path, closed_port_url
+):
+    name, notice = datasets.choose_default_dataset(tmp_path, mirrors=[closed_port_url])
+    assert name == "mnist-sample"
+    assert "\n" not in notice
+    assert f"MNIST is not cached in {tmp_path / 'mnist'}" in notice
+    assert "no download mirror answers" in notice
+    assert "--dataset mnist insists on the full set" in notice
+    assert not (tmp_path / "mnist").exists()  # nothing written
+
+
+def test_default_dataset_probe_waits_at_most_its_timeout(tmp_path, monkeypatch):
+    """A resolver or firewall that never answers must not hold the run: the
+    probe gives up after its timeout (here a connect that blocks forever)."""
+    never = threading.Event()
+
+    def hang(*args, **kwargs):
+        never.wait()
+
+    monkeypatch.setattr(socket, "create_connection", hang)
+    name, notice = datasets.choose_default_dataset(
+        tmp_path, mirrors=["http://192.0.2.1/"], probe_timeout=0.2
+    )
+    assert name == "mnist-sample"
+    assert "no mirror answered within 0.2 s" in notice
+
+
+def test_default_dataset_falls_back_when_the_download_fails(tmp_path, mirror):
+    """A mirror that accepts connections but serves no file (a captive portal,
+    a 404) gives the sample too, saying why."""
+    name, notice = datasets.choose_default_dataset(
+        tmp_path, mirrors=[mirror.base("missing")], checksums=SERVED_MD5
+    )
+    assert name == "mnist-sample"
+    assert "its download failed" in notice and "HTTP 404" in notice
+    assert "put the files" not in notice  # the reason only, not the how-to
+
+
+def test_explicit_mnist_offline_still_fails_clearly(tmp_path, closed_port_url):
+    with pytest.raises(DatasetError, match="could not download mnist file") as info:
+        load_dataset("mnist", tmp_path, mirrors=[closed_port_url])
+    assert "\n" not in str(info.value)
+
+
+def test_test_only_downloads_and_reads_only_the_test_files(tmp_path, mirror):
+    """Issue 12.5: evaluate and predict mnist:N need only the two t10k files."""
+    ds = _load(tmp_path, [mirror.base("good")], test_only=True)
+    assert sorted(r.rsplit("/", 1)[1] for r in mirror.hits()) == list(IDX_FILES[2:])
+    assert ds.x_test.shape == (10000, 784) and ds.y_test.shape == (10000,)
+    assert ds.x_train.shape == (0, 784) and ds.y_train.shape == (0,)
+    assert ds.num_classes == 10
+
+
+# --------------------------------------------------------------- own IDX files
+# Issue 12.5: train on your own IDX files, not only .npz.
+
+
+@pytest.fixture
+def idx_sets(tmp_path):
+    """Small IDX train and test sets: (train images, labels, test images, labels)."""
+    from xpnet.idx import write_idx
+
+    rng = np.random.default_rng(0)
+    arrays = (
+        rng.integers(0, 256, (30, 6, 5), dtype=np.uint8),
+        np.arange(30, dtype=np.uint8) % 3,
+        rng.integers(0, 256, (12, 6, 5), dtype=np.uint8),
+        np.arange(12, dtype=np.uint8) % 3,
+    )
+    names = ("tr-x.idx", "tr-y.idx", "te-x.idx.gz", "te-y.idx")
+    for name, array in zip(names, arrays, strict=True):
+        write_idx(tmp_path / name, array)
+    return [str(tmp_path / n) for n in names], arrays
+
+
+def test_idx_pair_is_a_training_set_without_test_set(idx_sets):
+    paths, (x, y, _, _) = idx_sets
+    ds = load_dataset(",".join(paths[:2]))
+    np.testing.assert_array_equal(ds.x_train, x.reshape(30, 30))
+    np.testing.assert_array_equal(ds.y_train, y)
+    assert ds.y_train.dtype == np.int64
+    assert ds.x_test.shape == (0, 30) and ds.y_test.shape == (0,)
+    assert ds.num_classes == 3 and ds.image_shape == (6, 5) and ds.name == "tr-x"
+    with pytest.raises(DatasetError, match="hold no test set"):
+        load_dataset(",".join(paths[:2]), test_only=True)
+
+
+def test_idx_four_files_give_train_and_test(idx_sets):
+    paths, (x, y, xt, yt) = idx_sets
+    ds = load_dataset(" , ".join(paths))
+    np.testing.assert_array_equal(ds.x_test, xt.reshape(12, 30))
+    np.testing.assert_array_equal(ds.y_test, yt)
+    assert len(ds.x_train) == 30
+    only = load_dataset(",".join(paths), test_only=True)
+    assert len(only.x_train) == 0 and len(only.x_test) == 12
+
+
+def test_idx_folder_with_mnist_names_gz_or_not_and_dotted(tmp_path, idx_sets):
+    paths, _ = idx_sets
+    folder = tmp_path / "my-digits"
+    folder.mkdir()
+    targets = (
+        "train-images-idx3-ubyte.gz",  # gzip detected by content, not name
+        "train-labels.idx1-ubyte",  # the spelling of some copies
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte.gz",
+    )
+    for source, target in zip(paths, targets, strict=True):
+        (folder / target).write_bytes(Path(source).read_bytes())
+    ds = load_dataset(str(folder))
+    assert (len(ds.x_train), len(ds.x_test), ds.name) == (30, 12, "my-digits")
+    # Evaluating needs only the test files.
+    (folder / targets[0]).unlink()
+    assert len(load_dataset(folder, test_only=True).x_test) == 12
+    with pytest.raises(DatasetError, match="no train-images-idx3-ubyte or train-imag"):
+        load_dataset(folder)
+
+
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda p: p[0], "is a single IDX file: name its labels too, as IMAGES,LAB"),
+        (lambda p: ",".join(p[:3]), "expected 2 or 4 comma-separated IDX files, got 3"),
+        (lambda p: p[0] + ",", "expected 2 or 4 comma-separated IDX files, got 2"),
+        (lambda p: p[0] + ",nope.idx", "nope.idx: no such file"),
+        (lambda p: f"{p[0]},{p[3]}", "12 labels but tr-x.idx has 30 images"),
+        (lambda p: f"{p[1]},{p[0]}", "tr-y.idx: images has shape (30,); expected one"),
+        (lambda p: f"{p[0]},{p[2]}", "te-x.idx.gz: labels has shape (12, 6, 5)"),
+    ],
+)
+def test_idx_mistakes_are_one_line(idx_sets, make, match):
+    paths, _ = idx_sets
+    with pytest.raises(XpnetError, match=re.escape(match)) as info:
+        load_dataset(make(paths))
+    assert "\n" not in str(info.value)
+
+
+def test_idx_train_and_test_features_must_agree(tmp_path, idx_sets):
+    from xpnet.idx import write_idx
+
+    paths, _ = idx_sets
+    write_idx(tmp_path / "wide.idx", np.zeros((12, 7, 5), np.uint8))
+    with pytest.raises(DatasetError, match=r"30 features .* has 35"):
+        load_dataset(",".join([*paths[:2], str(tmp_path / "wide.idx"), paths[3]]))

@@ -180,3 +180,27 @@ def test_decompression_bomb_is_refused(model_dir, side):
     message = predict_error(model_dir, "huge.png")
     assert "image 'huge.png' is too large to read safely" in message
     assert "a digit needs only 28x28 pixels" in message
+
+
+def test_wrong_2d_array_for_a_model_without_images_names_its_shape(tmp_path):
+    """Issue 12.5: a (28, 28) array given to a model of 8 features (not trained
+    on images) was flattened to 784 values and refused without its shape."""
+    rng = np.random.default_rng(0)
+    np.savez(
+        tmp_path / "flat.npz",
+        x_train=rng.random((40, 8)),
+        y_train=rng.integers(0, 2, 40),
+        x_test=rng.random((10, 8)),
+        y_test=rng.integers(0, 2, 10),
+    )
+    proc = run(
+        "train", "--dataset", "flat.npz", "--device", "cpu", "--hidden", "4",
+        "--epochs", "1", "--save", "m.npz", "--quiet", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    np.save(tmp_path / "square.npy", np.zeros((28, 28)))
+    np.save(tmp_path / "rows.npy", np.zeros((3, 8)))
+    message = predict_error(tmp_path, "square.npy")
+    assert "holds an array of shape (28, 28); the model expects (8,) or n " in message
+    assert "(n, 8)" in message
+    assert len(predict(tmp_path, "rows.npy")) == 3

@@ -12,6 +12,11 @@ are importable from here too.
 
 ``mnist-sample`` ships inside the package (no network needed): 5,000 MNIST training
 images (500 per class) and the official 10,000 test images.
+:func:`choose_default_dataset` picks full MNIST when it is cached or downloadable,
+else this sample, so the default run works offline.
+
+Your own data: an ``.npz`` (:func:`load_npz`) or IDX files
+(:mod:`xpnet.idx_dataset`).
 """
 
 from __future__ import annotations
@@ -35,8 +40,10 @@ from xpnet.download import (
     IDX_FILES,
     MNIST_MD5,
     MNIST_SIZES,
+    DownloadFailed,
     fetch_dataset,
     md5sum,
+    probe_mirrors,
 )
 from xpnet.errors import DatasetError
 from xpnet.idx import read_idx
@@ -55,6 +62,7 @@ __all__ = [
     "Dataset",
     "DatasetError",
     "build_mnist_sample",
+    "choose_default_dataset",
     "dataset_dir",
     "default_data_dir",
     "fetch_dataset",
@@ -209,13 +217,17 @@ def load_dataset(
     max_bytes: int | None = None,
     progress: bool = False,
     checksums: Mapping[str, str] | None = None,
+    test_only: bool = False,
 ) -> Dataset:
     """Load a dataset by name, downloading it into the cache on first use.
 
     Args:
-        name: ``"mnist"``, ``"fashion-mnist"``, ``"mnist-sample"`` (bundled, offline)
-            or a path to an ``.npz`` file with arrays ``x_train, y_train, x_test,
-            y_test`` (see :func:`load_npz`).
+        name: ``"mnist"``, ``"fashion-mnist"``, ``"mnist-sample"`` (bundled, offline),
+            a path to an ``.npz`` file with arrays ``x_train, y_train, x_test,
+            y_test`` (see :func:`load_npz`), or your own IDX files: a folder
+            holding the four MNIST-named files, or ``IMAGES,LABELS`` (training set
+            only) or ``IMAGES,LABELS,TEST_IMAGES,TEST_LABELS`` (see
+            :func:`xpnet.idx_dataset.load_idx_files`).
         data_dir: cache root; default :func:`default_data_dir`. The dataset lives in
             ``<data_dir>/<name>/``.
         download: fetch missing or corrupt files; if False, only use the cache.
@@ -232,6 +244,8 @@ def load_dataset(
         progress: print download progress to stderr.
         checksums: md5 per file name, replacing the official ones (for tests and
             private mirrors of modified files).
+        test_only: read (and download) only the test set, e.g. to evaluate;
+            ``x_train``/``y_train`` may then be empty, ``(0, n_features)``.
 
     Returns:
         A :class:`Dataset` with uint8 images flattened to ``(n, 784)`` for the
@@ -256,24 +270,85 @@ def load_dataset(
             max_bytes=max_bytes,
             progress=progress,
             checksums=checksums,
+            files=IDX_FILES[2:] if test_only else IDX_FILES,
         )
-        return _load_idx_dataset(key, directory)
+        return _load_idx_dataset(key, directory, test_only)
+    if not name.endswith(".npz") and ("," in name or Path(name).is_dir()):
+        from xpnet.idx_dataset import load_idx_files
+
+        return load_idx_files(name, test_only=test_only)
     if name.endswith(".npz") or Path(name).is_file():
+        from xpnet.idx_dataset import refuse_single_idx_file
+
+        refuse_single_idx_file(name)
         return load_npz(name)
     choices = ", ".join(DATASET_NAMES)
     raise DatasetError(
         f"unknown dataset {name!r}: choose one of {choices}, or give the path of an "
-        ".npz file with arrays x_train, y_train, x_test, y_test"
+        ".npz file with arrays x_train, y_train, x_test, y_test, of a folder of IDX "
+        "files, or IMAGES,LABELS IDX files"
     )
 
 
-def _load_idx_dataset(key: str, directory: Path) -> Dataset:
-    """Read the four verified IDX files of ``key`` from ``directory``."""
+def choose_default_dataset(
+    data_dir: str | os.PathLike | None = None,
+    *,
+    mirrors: Sequence[str] | None = None,
+    probe_timeout: float = 3.0,
+    progress: bool = False,
+    checksums: Mapping[str, str] | None = None,
+) -> tuple[str, str | None]:
+    """The dataset to train on when none is named, and a notice if it is not MNIST.
+
+    Full MNIST when its files are in the cache, or when a mirror answers within
+    ``probe_timeout`` seconds and the download succeeds (it is then cached);
+    else the bundled ``"mnist-sample"`` with a one-line notice saying why. So an
+    offline machine trains at once instead of failing or waiting for timeouts.
+    ``mirrors``, ``progress`` and ``checksums`` are as for :func:`load_dataset`.
+
+    Returns:
+        ``("mnist", None)`` or ``("mnist-sample", notice)``.
+    """
+    try:
+        fetch_dataset("mnist", data_dir, download=False, checksums=checksums)
+        return "mnist", None
+    except DatasetError:
+        pass  # not cached (or damaged): try the network
+    reason = probe_mirrors("mnist", mirrors, timeout=probe_timeout)
+    why = f"no download mirror answers ({reason})"
+    if reason is None:
+        try:
+            fetch_dataset(
+                "mnist",
+                data_dir,
+                mirrors=mirrors,
+                progress=progress,
+                checksums=checksums,
+            )
+            return "mnist", None
+        except DownloadFailed as e:
+            why = f"its download failed ({e.reason})"
+        except DatasetError as e:
+            why = f"its download failed ({e})"
+    where = dataset_dir("mnist", data_dir)
+    return SAMPLE_NAME, (
+        f"dataset: MNIST is not cached in {where} and {why}; training on the "
+        f"bundled {SAMPLE_NAME} (5,000 training images) instead; --dataset mnist "
+        "insists on the full set"
+    )
+
+
+def _load_idx_dataset(key: str, directory: Path, test_only: bool = False) -> Dataset:
+    """Read the verified IDX files of ``key`` from ``directory``: all four, or
+    with ``test_only`` the test set alone (the training arrays then empty)."""
     train_x, train_y, test_x, test_y = (directory / f for f in IDX_FILES)
-    x_train, image_shape = _read_images(train_x)
-    x_test, _ = _read_images(test_x)
-    y_train = _read_labels(train_y, len(x_train), train_x)
+    x_test, image_shape = _read_images(test_x)
     y_test = _read_labels(test_y, len(x_test), test_x)
+    if test_only:
+        x_train, y_train = x_test[:0].copy(), y_test[:0].copy()
+    else:
+        x_train, _ = _read_images(train_x)
+        y_train = _read_labels(train_y, len(x_train), train_x)
     classes = _CLASS_NAMES[key]
     for path, y in ((train_y, y_train), (test_y, y_test)):
         if len(y) and y.max() >= len(classes):
@@ -526,8 +601,11 @@ def _check_y(y: np.ndarray, n: int, where: str, key: str) -> np.ndarray:
 
 
 def _check_num_classes(y_train: np.ndarray, y_test: np.ndarray, where: str) -> int:
-    """Largest label + 1, refused when most of those classes cannot have samples."""
-    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    """Largest label + 1, refused when most of those classes cannot have samples.
+
+    Either set may be empty (IDX training files without a test set)."""
+    num_classes = max((int(y.max()) for y in (y_train, y_test) if len(y)), default=0)
+    num_classes += 1
     n = len(y_train) + len(y_test)
     if num_classes > n:
         raise DatasetError(

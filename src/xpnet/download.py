@@ -22,9 +22,13 @@ import hashlib
 import http.client
 import logging
 import os
+import queue
+import socket
 import sys
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,8 +45,10 @@ __all__ = [
     "MNIST_MD5",
     "MNIST_SIZES",
     "SIZE_MARGIN",
+    "DownloadFailed",
     "fetch_dataset",
     "md5sum",
+    "probe_mirrors",
 ]
 
 # Logged under the name it had before this module was split from datasets, so
@@ -170,12 +176,14 @@ def fetch_dataset(
     max_bytes: int | None = None,
     progress: bool = False,
     checksums: Mapping[str, str] | None = None,
+    files: Sequence[str] = IDX_FILES,
 ) -> Path:
-    """Make sure the four IDX files of ``name`` are in the cache, with good checksums.
+    """Make sure the IDX files of ``name`` are in the cache, with good checksums.
 
     Files present with the right md5 are never downloaded again. A present file
-    with the wrong md5 is downloaded again (a warning is logged). Arguments are as
-    for :func:`load_dataset`.
+    with the wrong md5 is downloaded again (a warning is logged). ``files``: which
+    of :data:`IDX_FILES` are needed (default all four; the last two are the test
+    set). Other arguments are as for :func:`load_dataset`.
 
     Returns:
         The dataset's directory, ``<data_dir>/<name>``.
@@ -197,10 +205,14 @@ def fetch_dataset(
     md5 = dict(spec.md5 if checksums is None else checksums)
     if unknown := [f for f in IDX_FILES if f not in md5]:
         raise DatasetError(f"checksums= has no md5 for {', '.join(unknown)}")
+    if stray := [f for f in files if f not in IDX_FILES]:
+        raise DatasetError(
+            f"unknown IDX file {stray[0]!r}; known: {', '.join(IDX_FILES)}"
+        )
     directory = dataset_dir(key, data_dir)
     urls = _mirror_list(mirrors, spec)
     missing = []
-    for fname in IDX_FILES:
+    for fname in files:
         path = directory / fname
         if path.is_file():
             ok, got = _is_valid(path, md5[fname])
@@ -232,7 +244,7 @@ def fetch_dataset(
         )
         _download_from_mirrors(fname, directory, md5[fname], urls, limits, progress)
     if missing:
-        what = "" if len(missing) == len(IDX_FILES) else f" ({', '.join(missing)})"
+        what = "" if len(missing) == len(files) else f" ({', '.join(missing)})"
         raise DatasetError(
             f"{key} is not in the cache{what} and downloading is off; "
             f"{_where_to_put(directory)}"
@@ -259,6 +271,54 @@ def _mirror_list(mirrors: Sequence[str] | None, spec: _RemoteSpec) -> list[str]:
     return urls
 
 
+def probe_mirrors(
+    name: str, mirrors: Sequence[str] | None = None, timeout: float = 3.0
+) -> str | None:
+    """Whether a download of ``name`` can start: None if one of its mirrors
+    accepts a TCP connection within ``timeout`` seconds in all, else why not
+    (one line).
+
+    All mirrors are tried at once, each in a daemon thread, so neither a
+    resolver nor a firewall that never answers can hold the caller (or its
+    exit) longer than ``timeout``. A mirror that is not http(s) (``file:``)
+    cannot be probed this way and counts as reachable.
+    """
+    from xpnet.datasets import _canonical_name
+
+    key = _canonical_name(name)
+    if key not in _REMOTE:
+        raise DatasetError(f"no download for dataset {name!r}")
+    urls = _mirror_list(mirrors, _REMOTE[key])
+    answers: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+
+    def connect(url: str) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            answers.put(None)
+            return
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            with socket.create_connection((parts.hostname or "", port), timeout):
+                answers.put(None)
+        except (OSError, ValueError) as e:
+            answers.put(_reason(e, timeout))
+
+    for url in urls:
+        threading.Thread(target=connect, args=(url,), daemon=True).start()
+    end = time.monotonic() + timeout
+    failures: list[str] = []
+    while len(failures) < len(urls):
+        try:
+            answer = answers.get(timeout=max(end - time.monotonic(), 0.0))
+        except queue.Empty:
+            return f"no mirror answered within {timeout:g} s"
+        if answer is None:
+            return None
+        failures.append(answer)
+    # Offline, every mirror fails the same way: say it once.
+    return "; ".join(dict.fromkeys(failures))
+
+
 def _make_dir(directory: Path) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -279,6 +339,15 @@ def _remove_stale_temp_files(directory: Path, max_age_s: float = 3600.0) -> None
                 tmp.unlink()
         except OSError:
             pass  # another process may be cleaning up too
+
+
+class DownloadFailed(DatasetError):
+    """No mirror delivered a good file; ``reason`` is the mirrors' failures
+    alone (the message adds where to put the files instead)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class _MirrorFailed(Exception):
@@ -316,10 +385,11 @@ def _download_from_mirrors(
         except _MirrorFailed as e:
             logger.info("download of %s failed: %s", url, e)
             failures.append(f"{url}: {e}")
-    raise DatasetError(
+    raise DownloadFailed(
         f"could not download {directory.name} file {fname} from any mirror "
         f"({'; '.join(failures)}); "
-        f"{_where_to_put(directory)}"
+        f"{_where_to_put(directory)}",
+        reason="; ".join(failures),
     )
 
 

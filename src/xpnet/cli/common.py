@@ -93,13 +93,17 @@ def load_training_data(
     standardize: bool = False,
     scale: bool = True,
     dtype: str = "float32",
+    test_only: bool = False,
 ) -> Dataset:
     """The dataset ``name``, preprocessed: with recorded ``steps`` when given
-    (a resumed or evaluated run), else by fitting the chosen steps."""
+    (a resumed or evaluated run), else by fitting the chosen steps.
+    ``test_only``: only the test set is needed (see :func:`load_dataset`)."""
     from ..datasets import load_dataset
     from ..preprocessing import preprocess, replay
 
-    raw = load_dataset(name, data_dir, progress=sys.stderr.isatty())
+    raw = load_dataset(
+        name, data_dir, progress=sys.stderr.isatty(), test_only=test_only
+    )
     if steps is not None:
         return replay(raw, steps, dtype)
     return preprocess(

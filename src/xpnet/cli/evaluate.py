@@ -30,9 +30,19 @@ def data_for_checkpoint(
     name = name or ckpt.options.get("dataset") or ckpt.dataset.get("name")
     if not name:
         raise UsageError("the checkpoint does not name its dataset: pass --dataset")
-    return load_training_data(
-        name, data_dir, steps=ckpt.preprocessing, dtype=ckpt.model.dtype_name
+    data = load_training_data(
+        name,
+        data_dir,
+        steps=ckpt.preprocessing,
+        dtype=ckpt.model.dtype_name,
+        test_only=True,
     )
+    if not len(data.x_test):
+        raise UsageError(
+            f"dataset {name!r} has no test set to evaluate on: pass one with "
+            "--dataset (IDX files: IMAGES,LABELS,TEST_IMAGES,TEST_LABELS)"
+        )
+    return data
 
 
 def run(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ def _dataset_once(name: str, data_dir: str | None):
     """A dataset read once per process, however many inputs index into it."""
     from ..datasets import load_dataset
 
-    return load_dataset(name, data_dir)
+    return load_dataset(name, data_dir, test_only=True)
 
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pgm", ".bmp", ".gif")
@@ -56,9 +56,15 @@ def _read_input(
         return data.x_test[i : i + 1], int(data.y_test[i])
     if not path.is_file():
         raise UsageError(f"input {text!r} is neither a file nor DATASET:INDEX")
-    shape = tuple(ckpt.dataset.get("image_shape") or (28, 28))
+    # Only a model trained on images takes an (h, w) sample; a checkpoint
+    # without dataset facts (saved by the library) is taken as MNIST's if its
+    # input size says so.
+    image_shape = ckpt.dataset.get(
+        "image_shape", (28, 28) if features == 28 * 28 else None
+    )
+    shape = tuple(image_shape or (features,))
     if path.suffix.lower() != ".npy":
-        return _read_image(path, shape).reshape(1, -1), None
+        return _read_image(path, tuple(image_shape or (28, 28))).reshape(1, -1), None
     try:
         x = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
@@ -71,6 +77,11 @@ def _read_input(
         return x.reshape(1, -1), None
     if x.ndim in (2, 3) and x.shape[1:] in (shape, (features,)):
         return x.reshape(len(x), -1), None
+    if image_shape is None:
+        raise UsageError(
+            f"{text!r} holds an array of shape {x.shape}; the model expects "
+            f"({features},) or n samples: (n, {features})"
+        )
     h, w = shape
     raise UsageError(
         f"{text!r} holds an array of shape {x.shape}; the model expects a {h}x{w} "

@@ -46,22 +46,37 @@ TRAIN_OPTIONS = (
 )
 
 
-def looks_like_path(name: str) -> bool:
+def data_paths(name: str) -> list[Path] | None:
+    """The files (or folder) a BYO dataset name points at; None for a named
+    dataset such as mnist. ``IMAGES,LABELS,...`` IDX files give several."""
     from ..datasets import DATASET_NAMES
 
-    return name.strip().lower() not in DATASET_NAMES and (
-        name.endswith(".npz") or Path(name).exists()
-    )
+    if name.strip().lower() in DATASET_NAMES:
+        return None
+    if "," in name and not name.endswith(".npz"):
+        return [Path(part.strip()) for part in name.split(",")]
+    if name.endswith(".npz") or Path(name).exists():
+        return [Path(name)]
+    return None
+
+
+def looks_like_path(name: str) -> bool:
+    return data_paths(name) is not None
+
+
+def data_exists(name: str) -> bool:
+    return all(p.exists() for p in data_paths(name) or [])
 
 
 def dataset_identity(name: str) -> str:
     """A dataset name as stored: BYO files resolved, so resuming works anywhere."""
-    return str(Path(name).resolve()) if looks_like_path(name) else name
+    paths = data_paths(name)
+    return ",".join(str(p.resolve()) for p in paths) if paths else name
 
 
 def same_dataset(a: str, b: str) -> bool:
     if looks_like_path(a) or looks_like_path(b):
-        return Path(a).resolve() == Path(b).resolve()
+        return dataset_identity(a) == dataset_identity(b)
     return a.strip().lower() == b.strip().lower()
 
 
@@ -106,7 +121,7 @@ def reconcile_resume(
                 )
                 continue
             if key == "dataset" and looks_like_path(saved[key]):
-                if not Path(saved[key]).exists():
+                if not data_exists(saved[key]):
                     # The data moved since it was trained on: follow it.
                     notices.append(f"dataset {saved[key]} not found; using {given}")
                     continue
@@ -124,7 +139,7 @@ def reconcile_resume(
         "dataset" not in args.given
         and isinstance(stored, str)
         and looks_like_path(stored)
-        and not Path(stored).exists()
+        and not data_exists(stored)
     ):
         raise UsageError(
             f"the dataset this run was trained on, {stored}, is gone: pass its new "
@@ -161,7 +176,9 @@ class SaveTarget:
                 f"{option} {str(path)!r}: {str(parent)!r} is a file, not a directory"
             )
         dataset = getattr(args, "dataset", None)
-        if dataset and looks_like_path(dataset) and same_dataset(dataset, str(path)):
+        if dataset and path.resolve() in [
+            p.resolve() for p in data_paths(dataset) or []
+        ]:
             raise UsageError(
                 f"{option} {str(path)!r} is the training data file: save the "
                 "checkpoint under another name"

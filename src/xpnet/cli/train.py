@@ -13,6 +13,7 @@ import numpy as np
 from .. import __version__
 from ..backend import Backend, resolve
 from ..checkpoint import Checkpoint
+from ..datasets import choose_default_dataset
 from ..errors import DivergenceError
 from ..preprocessing import Preprocessing
 from .common import (
@@ -133,6 +134,13 @@ def run(args: argparse.Namespace) -> int:
     if unwritable is not None:
         raise CheckpointWriteError(f"{unwritable}; {target.holds()}")
     _check_head(args)  # after resuming, which refuses a head the run never had
+    if resume is None and "dataset" not in args.given:
+        # Recorded as chosen, so --resume and evaluate use the same data.
+        args.dataset, notice = choose_default_dataset(
+            args.data_dir, progress=sys.stderr.isatty()
+        )
+        if notice:
+            print(f"xpnet: {notice}", file=sys.stderr, flush=True)
     args.dataset = dataset_identity(args.dataset)
     data = load_training_data(
         args.dataset,
@@ -255,7 +263,9 @@ def run(args: argparse.Namespace) -> int:
     # completed epoch, whatever interrupts the run.
     checkpoint()
     x_train = model.to_device(data.x_train, model.dtype_name)
-    x_test = model.to_device(data.x_test, model.dtype_name)
+    x_test = (
+        model.to_device(data.x_test, model.dtype_name) if len(data.x_test) else None
+    )
     started = time.perf_counter()
     bar_open()
     try:
@@ -267,7 +277,8 @@ def run(args: argparse.Namespace) -> int:
                 data.y_train,
                 epochs=total_epochs - model.epochs_trained,
                 batch_size=args.batch_size,
-                validation_data=(x_test, data.y_test),
+                # IDX training files may come without a test set.
+                validation_data=(x_test, data.y_test) if len(data.x_test) else None,
                 on_batch=on_batch if show_bar else None,
                 on_epoch_end=on_epoch_end,
             )
