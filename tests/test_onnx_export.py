@@ -193,16 +193,22 @@ def test_every_layer_and_loss_has_a_builder():
 
 @pytest.mark.parametrize("name", sorted({c.__name__ for c in ACTIVATIONS.values()}))
 def test_extreme_pre_activations_agree(ort, name):
-    """Weights x50: activations far into their tails (overflow-prone exp, tanh
-    saturation, softplus's log) still agree with the model's own output."""
+    """Inputs from 1e-4 to 10 times weights x50: activations near 0 and far into
+    their tails (overflow-prone exp, tanh saturation, softplus's log) agree with
+    the model's own output."""
     activation = next(c for c in ACTIVATIONS.values() if c.__name__ == name)()
     model = xpnet.Sequential(
         [xpnet.Dense(20, 16), activation, xpnet.Dense(16, 10)], device="cpu", seed=1
     )
     state = {k: v * 50 for k, v in model.state_dict().items()}
-    state["0.b"] = np.linspace(-100, 100, 16, dtype=np.float32)
+    state["0.b"] = np.linspace(-0.5, 0.5, 16, dtype=np.float32)
     model.load_state_dict(state)
-    x = np.random.default_rng(0).normal(0, 3, (64, 20)).astype(np.float32)
+    # rows from tiny to huge: the middle of each function and its tails
+    x = (
+        np.random.default_rng(0).normal(0, 1, (64, 20))
+        * np.logspace(-4, 1, 64)[:, None]
+    )
+    x = x.astype(np.float32)
     np.testing.assert_allclose(
         run_onnx(ort, export_onnx(model), x), model.predict_proba(x), atol=ATOL, rtol=0
     )
