@@ -82,6 +82,7 @@ HEADS = {
     "bce-one-output": ("relu", "bce", "binary", False),
     "mse": ("relu", "mse", "labels", False),
     "mse-regressor": ("tanh", "mse", "values", True),
+    "bce-regressor": ("relu", "bce", "values", False),
     "softmax-layer-ce-on-probabilities": ("relu", "ce-probs", "labels", False),
     "sigmoid-output-mse": ("relu", "mse-sigmoid-output", "labels", False),
 }
@@ -226,6 +227,16 @@ def test_graph_states_opset_dynamic_batch_and_metadata(ort, trained):
     props = {p.key: p.value for p in proto.metadata_props}
     assert props["task"] == "classification"
     assert json.loads(props["preprocessing"])["standardize"] is True
+
+
+def test_float64_model_exports_in_float32(ort):
+    model = xpnet.mlp([30, 16, 4], "gelu", dtype="float64", device="cpu")
+    x = np.random.default_rng(0).normal(size=(40, 30))
+    proto = export_onnx(model)
+    assert {t.data_type for t in proto.graph.initializer} == {1}  # FLOAT
+    np.testing.assert_allclose(
+        run_onnx(ort, proto, x), model.predict_proba(x), atol=ATOL, rtol=0
+    )
 
 
 def test_bce_from_logits_false_output_is_not_mapped_again(ort):
