@@ -6,10 +6,12 @@ the ``onnx`` package's helper API and checked by ``onnx.checker``):
 - input ``"input"``: ``(N, features)`` float32, ``N`` dynamic, in the same raw
   units as ``xpnet predict`` takes them (MNIST: pixels 0-255). The recorded
   preprocessing is inside the graph: ``x / scale``, then ``(x - mean) / std``,
-  in float32 as :func:`xpnet.preprocessing.transform` computes them. (Unlike
-  ``xpnet predict``, the graph does not guess the unit: floats already scaled
-  to [0, 1] must be multiplied back.) Deskewing is not affine and cannot be
-  expressed in ONNX: a deskewed model is refused.
+  in float32 as :func:`xpnet.preprocessing.transform` computes them. Unlike
+  ``xpnet predict``, the graph does not guess the unit from the values: it
+  always divides by the recorded ``scale`` (255 for pixels), so inputs
+  already scaled to [0, 1] must be multiplied back (and a model trained on
+  data that needed no scaling takes that data's units). Deskewing is not
+  affine and cannot be expressed in ONNX: a deskewed model is refused.
 - the layers, each through :data:`LAYER_BUILDERS` (class name -> node builder).
   Activations whose ONNX operator computes xpnet's formula use it (Relu,
   LeakyRelu, Sigmoid, Tanh, Elu, Softmax); the others are written with
