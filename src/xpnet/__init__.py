@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         get_loss,
     )
     from .model import History, Sequential, mlp
+    from .onnx_export import export_onnx
     from .optimizers import SGD, Adam, AdamW, Optimizer, get_optimizer
     from .schedules import Constant, CosineDecay, InverseTimeDecay, Schedule, StepDecay
 
@@ -75,6 +76,7 @@ _EXPORTS = {
     "StepDecay": "schedules",
     "Tanh": "activations",
     "XpnetError": "errors",
+    "export_onnx": "onnx_export",
     "get_activation": "activations",
     "get_loss": "losses",
     "get_optimizer": "optimizers",
@@ -129,6 +131,7 @@ __all__ = [
     "StepDecay",
     "Tanh",
     "XpnetError",
+    "export_onnx",
     "get_activation",
     "get_loss",
     "get_optimizer",

@@ -3,8 +3,8 @@
 - :mod:`.parser`: every command's options (light: ``xpnet --help`` imports no
   command module, no benchmark and no torch);
 - :mod:`.main`: parse, dispatch, map errors to exit codes and one-line messages;
-- :mod:`.train`, :mod:`.evaluate`, :mod:`.predict`, :mod:`.info`: the commands
-  (``bench`` lives in :mod:`xpnet.bench.cli`);
+- :mod:`.train`, :mod:`.evaluate`, :mod:`.predict`, :mod:`.export`, :mod:`.info`:
+  the commands (``bench`` lives in :mod:`xpnet.bench.cli`);
 - :mod:`.resume`: the save/resume/overwrite rules of ``xpnet train``;
 - :mod:`.common`: errors, JSON output, facts and data loading they share.
 

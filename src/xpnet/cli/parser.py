@@ -341,6 +341,33 @@ def build_parser() -> _Parser:
     )
     predict.set_defaults(func=_command("predict"))
 
+    export = sub.add_parser(
+        "export",
+        help="write a checkpoint as an ONNX graph",
+        description="Write a checkpoint's network, with its input scaling and "
+        "standardisation, as an ONNX graph (opset 17; needs pip install "
+        "'xpnet[onnx]'). The graph takes the raw inputs xpnet predict takes "
+        "(input 'input', (N, features) float32) and outputs 'probabilities' "
+        "(classifiers) or 'values' (regressors). Deskewed models cannot be "
+        "exported.",
+    )
+    export.add_argument("model", metavar="MODEL", help="checkpoint .npz to export")
+    export.add_argument(
+        "output", metavar="OUTPUT", help="the .onnx file to write (atomically)"
+    )
+    export.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUTPUT if it exists (default: refuse)",
+    )
+    export.add_argument(
+        "--json",
+        action="store_true",
+        help="print the result (output file, opset, input and output) as one "
+        "JSON object",
+    )
+    export.set_defaults(func=_command("export"))
+
     info = sub.add_parser("info", help="backends, devices, GPU, versions")
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=_command("info"))

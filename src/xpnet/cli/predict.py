@@ -189,7 +189,9 @@ def run(args: argparse.Namespace) -> int:
                 "prediction": label,
                 "class_name": name,
                 "probability": confidence,
-                "probabilities": [round(float(v), 6) for v in p],
+                # Full precision (the model's floats, as Python floats): what
+                # other runtimes (e.g. an ONNX export) are compared with.
+                "probabilities": [float(v) for v in p],
                 "true_label": truth,
             }
             results.append(item)
