@@ -70,11 +70,12 @@ _EXPORTS = {
     "workers": "Worker",
     "results": (
         "TIMING_TEXT FLOPS_TEXT ISOLATION_TEXT IN_PROCESS_TEXT CONTENTION_TEXT "
-        "DENORMAL_TEXT make_row add_row remarks output_stem summary"
+        "DENORMAL_TEXT make_row add_row remarks output_stem summary free_stem "
+        "latest_stem combine_gemm rescale_pct_gemm over_ceiling_notes"
     ),
     "report": "TABLE_COLUMNS table_cells format_table header_lines format_report "
     "write_outputs",
-    "plot": "plot_results",
+    "plot": "plot_results results_figure",
     "run": "run_plan",
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names.split()}

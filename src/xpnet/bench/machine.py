@@ -22,6 +22,7 @@ from .. import backend as _backend
 from ..backend import Backend
 from ..errors import XpnetError
 from .peers import import_torch, module_version
+from .timing import contended, cpu_ticks, foreign_cores
 
 
 def measure_gemm(
@@ -35,6 +36,9 @@ def measure_gemm(
     above 100% of it). ``gflops_median`` is kept too.
     ``library``: ``"xpnet"`` (the backend's namespace: NumPy or CuPy) or
     ``"pytorch"``. Inputs are standard-normal (no zeros, no denormals).
+    ``foreign_cores`` is the CPU cores other processes used meanwhile and
+    ``contended`` whether that was enough to lower the rate (see
+    :func:`.timing.contended`); both from ``/proc`` (None/False elsewhere).
     """
     rng = np.random.default_rng(1)
     a_host = rng.standard_normal((n, n), dtype=np.float32)
@@ -65,6 +69,8 @@ def measure_gemm(
     else:
         raise XpnetError(f"unknown GEMM library {library!r}")
     times = []
+    before = cpu_ticks()
+    started = time.perf_counter()
     with context:
         for i in range(repeats + 1):
             sync()
@@ -74,6 +80,8 @@ def measure_gemm(
             if i:  # the first product is the warm-up
                 times.append(time.perf_counter() - start)
             del c
+    elapsed = time.perf_counter() - started
+    foreign = foreign_cores(before, cpu_ticks(), elapsed)
     median = statistics.median(times)
     flops = 2 * n**3
     return {
@@ -84,6 +92,8 @@ def measure_gemm(
         "best_s": min(times),
         "gflops": flops / min(times) / 1e9,
         "gflops_median": flops / median / 1e9,
+        "foreign_cores": foreign,
+        "contended": contended(foreign, elapsed),
     }
 
 

@@ -11,7 +11,15 @@ from typing import Any
 
 from ..atomic import atomic_write
 from .plan import MODELS, QUICK_TEXT
-from .results import DENORMAL_TEXT, FLOPS_TEXT, IN_PROCESS_TEXT, TIMING_TEXT
+from .results import (
+    DENORMAL_TEXT,
+    FLOPS_TEXT,
+    IN_PROCESS_TEXT,
+    OVER_CEILING_MARK,
+    TIMING_TEXT,
+    over_ceiling,
+    over_ceiling_notes,
+)
 
 Row = dict[str, Any]
 #: ``(model, device, rows)`` -> that group's rows, by batch size
@@ -47,7 +55,7 @@ def table_cells(row: Row) -> list[str]:
         _fmt(x.get("median_s"), ".3f"),
         _fmt(x.get("samples_per_s"), ",.0f"),
         _fmt(x.get("gflops"), ".1f"),
-        _fmt(x.get("pct_gemm"), ".0f"),
+        _fmt(x.get("pct_gemm"), ".0f") + (OVER_CEILING_MARK if over_ceiling(x) else ""),
         _fmt(s.get("pytorch", {}).get("median_s"), ".3f"),
         _fmt(row.get("ratio_xpnet_torch"), ".2f"),
         _fmt(s.get("sklearn", {}).get("median_s"), ".3f"),
@@ -115,7 +123,9 @@ def header_lines(result: dict[str, Any]) -> list[str]:
         for lib, g in libs.items():
             lines.append(
                 f"GEMM {device} {g['what']} {g['n']}^3 float32: "
-                f"{g['gflops']:.1f} GFLOP/s (best of {len(g['times'])}) [{lib}]"
+                f"{g['gflops']:.1f} GFLOP/s (best of {len(g['times'])}"
+                + _gemm_samples(g)
+                + f") [{lib}]"
             )
     earlier = result.get("earlier_runs", [])
     prefix = "last run: " if earlier else ""
@@ -144,6 +154,25 @@ def header_lines(result: dict[str, Any]) -> list[str]:
         "% GEMM = xpnet GFLOP/s / the device's measured GEMM rate"
     )
     return lines
+
+
+def _gemm_samples(gemm: dict[str, Any]) -> str:
+    """``, the faster of before the rows 70.1 and after the rows 75.5
+    (contended before the rows: 1.20 other cores)`` for a re-measured ceiling."""
+    measured = gemm.get("measured", [])
+    text = ""
+    if len(measured) > 1:
+        text = ", the faster of " + " and ".join(
+            f"{m['when']} {m['gflops']:.1f}" for m in measured
+        )
+    busy = [
+        f"{m['when']}: {m['foreign_cores']:.2f} other cores"
+        for m in measured
+        if m.get("contended") and m.get("foreign_cores") is not None
+    ]
+    if busy:
+        text += " (contended " + "; ".join(busy) + ")"
+    return text
 
 
 def _command_text(argv: Sequence[str] | None) -> str:
@@ -196,7 +225,7 @@ def format_report(result: dict[str, Any], markdown: bool = False) -> str:
         out.append(f"## {title}\n" if markdown else title)
         out.append(format_table(group, markdown=markdown))
         out.append("")
-    for line in result.get("remarks", []):
+    for line in over_ceiling_notes(result) + result.get("remarks", []):
         out.append(f"- {line}" if markdown else line)
     return "\n".join(out).rstrip() + "\n"
 

@@ -7,8 +7,10 @@ A result is a JSON-ready dict; :mod:`.report` renders it as text and markdown.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from ..errors import XpnetError
@@ -98,6 +100,51 @@ def new_result(
     }
 
 
+def _gemm_rate(gemm: dict[str, dict[str, Any]], system: str) -> float | None:
+    """The GEMM ceiling (GFLOP/s) a system is compared with: PyTorch's own
+    matmul for PyTorch, the backend's (NumPy or CuPy) for every other."""
+    return gemm.get("pytorch" if system == "pytorch" else "xpnet", {}).get("gflops")
+
+
+def combine_gemm(
+    before: dict[str, Any], after: dict[str, Any] | None
+) -> dict[str, Any]:
+    """One GEMM ceiling from measurements before and after a device's rows.
+
+    A ceiling is a maximum, and other processes only ever lower a sample, so
+    the faster measurement is kept (with its ``times``); ``measured`` lists
+    both, each with its rate and the CPU cores other processes used.
+    """
+    samples = [("before the rows", before)]
+    if after is not None:
+        samples.append(("after the rows", after))
+    best = max((g for _, g in samples), key=lambda g: g["gflops"])
+    return {
+        **best,
+        "measured": [
+            {
+                "when": when,
+                "gflops": g["gflops"],
+                "foreign_cores": g.get("foreign_cores"),
+                "contended": bool(g.get("contended", False)),
+            }
+            for when, g in samples
+        ],
+    }
+
+
+def rescale_pct_gemm(result: dict[str, Any], device: str) -> None:
+    """Recompute ``pct_gemm`` of every row of ``device`` against the ceiling
+    now in ``result["gemm"][device]``."""
+    gemm = result["gemm"].get(device, {})
+    for row in result["rows"]:
+        if row["device"] != device:
+            continue
+        for name, entry in row["systems"].items():
+            rate = _gemm_rate(gemm, name)
+            entry["pct_gemm"] = 100.0 * entry["gflops"] / rate if rate else None
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or not b:
         return None
@@ -120,7 +167,7 @@ def make_row(
     for name, t in timings.items():
         median = t["median_s"]
         gflops = flops["total"] / median / 1e9
-        rate = gemm.get("pytorch" if name == "pytorch" else "xpnet", {}).get("gflops")
+        rate = _gemm_rate(gemm, name)
         entry = {
             "median_s": median,
             "times": t["times"],
@@ -191,6 +238,55 @@ def merge_previous(result: dict[str, Any], prev: dict[str, Any]) -> None:
     result["config"]["note"] = " | ".join(dict.fromkeys(parts))
 
 
+#: a "% GEMM" above this is impossible against a true ceiling
+PCT_GEMM_LIMIT = 100.0
+#: the mark beside such a value in tables, explained by :func:`over_ceiling_notes`
+OVER_CEILING_MARK = "!"
+
+
+def over_ceiling(entry: dict[str, Any]) -> bool:
+    """Whether a system's ``pct_gemm`` is above :data:`PCT_GEMM_LIMIT`."""
+    pct = entry.get("pct_gemm")
+    return pct is not None and pct > PCT_GEMM_LIMIT
+
+
+def over_ceiling_notes(result: dict[str, Any]) -> list[str]:
+    """One line per device whose rows have a "% GEMM" above 100, saying why
+    such a value cannot be trusted (printed wherever the values are)."""
+    notes = []
+    for device, libs in result.get("gemm", {}).items():
+        rows = [
+            (row, name)
+            for row in result["rows"]
+            if row["device"] == device
+            for name, entry in row["systems"].items()
+            if over_ceiling(entry)
+        ]
+        if not rows:
+            continue
+        worst = max(rows, key=lambda rn: rn[0]["systems"][rn[1]]["pct_gemm"])
+        busy = [
+            f"{m['when']}: {m['foreign_cores']:.2f} cores"
+            for g in libs.values()
+            for m in g.get("measured", [])
+            if m.get("contended") and m.get("foreign_cores") is not None
+        ]
+        rates = ", ".join(f"[{lib}] {g['gflops']:.1f}" for lib, g in libs.items())
+        notes.append(
+            f"{OVER_CEILING_MARK} % GEMM above 100 on {device} (up to "
+            f"{worst[0]['systems'][worst[1]]['pct_gemm']:.0f}, {worst[1]} "
+            f"{worst[0]['model']} b={worst[0]['batch_size']}): impossible against "
+            f"a true ceiling, so the GEMM rate ({rates} GFLOP/s) was measured low, "
+            + (
+                "while other processes used the CPU (" + "; ".join(busy) + ")"
+                if busy
+                else "most likely while other processes used the CPU"
+            )
+            + "; these percentages are not reliable: re-run on a quiet machine"
+        )
+    return notes
+
+
 def remarks(result: dict[str, Any]) -> list[str]:
     """Notes derived from the rows: large input-check shares, denormals."""
     out = []
@@ -235,6 +331,37 @@ def output_stem(devices: Sequence[str], date: str) -> str:
     return f"{tag}-{date}"
 
 
+#: the files a run writes, per stem
+OUTPUT_SUFFIXES = (".json", ".md", ".png")
+
+
+def _numbered(stem: str) -> Iterator[str]:
+    """``stem``, ``stem-2``, ``stem-3``, ..."""
+    yield stem
+    yield from (f"{stem}-{i}" for i in itertools.count(2))
+
+
+def _taken(out_dir: Path, stem: str) -> bool:
+    return any((out_dir / f"{stem}{ext}").exists() for ext in OUTPUT_SUFFIXES)
+
+
+def free_stem(out_dir: Path, stem: str) -> str:
+    """The first of ``stem``, ``stem-2``, ... with no results file in
+    ``out_dir``: a new run never replaces an earlier one of the same day."""
+    return next(s for s in _numbered(stem) if not _taken(out_dir, s))
+
+
+def latest_stem(out_dir: Path, stem: str) -> str:
+    """The last of ``stem``, ``stem-2``, ... that exists in ``out_dir`` (the
+    file ``--append`` adds to), or ``stem`` when none does."""
+    latest = stem
+    for candidate in _numbered(stem):
+        if not _taken(out_dir, candidate):
+            return latest
+        latest = candidate
+    raise AssertionError("unreachable")
+
+
 def summary(result: dict[str, Any]) -> dict[str, Any]:
     """A compact, JSON-ready digest of ``result`` (for ``--json``)."""
     return {
@@ -243,6 +370,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         "paths": result.get("paths", {}),
         "data": result["config"]["data"],
         "skipped": result["peer_messages"],
+        "notes": over_ceiling_notes(result),
         "rows": [
             {
                 "model": r["model"],
@@ -251,6 +379,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
                 "rows": r["rows"],
                 **{f"{k}_s": v["median_s"] for k, v in r["systems"].items()},
                 "xpnet_pct_gemm": r["systems"]["xpnet"]["pct_gemm"],
+                "xpnet_pct_gemm_over_100": over_ceiling(r["systems"]["xpnet"]),
                 "ratio_xpnet_torch": r["ratio_xpnet_torch"],
                 "ratio_xpnet_sklearn": r["ratio_xpnet_sklearn"],
                 "ratio_xpnet_numpy": r.get("ratio_xpnet_numpy"),

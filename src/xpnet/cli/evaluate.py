@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
+import numpy as np
+
+from .. import figures
 from ..backend import Backend, resolve
 from ..checkpoint import Checkpoint
 from ..datasets import Dataset
@@ -15,6 +19,7 @@ from .common import (
     load_training_data,
     print_json,
 )
+from .plot import CONFUSION, run_title
 
 
 def load_for_inference(args: argparse.Namespace) -> tuple[Checkpoint, Backend]:
@@ -46,13 +51,28 @@ def data_for_checkpoint(
 
 
 def run(args: argparse.Namespace) -> int:
+    marker = figures.marker_of(CONFUSION, args.model)
+    plot = (
+        figures.check_output(
+            args.plot, "--plot", overwrite=args.overwrite, marker=marker
+        )
+        if args.plot
+        else None
+    )
     ckpt, backend = load_for_inference(args)
     model = ckpt.model
+    if plot is not None and model.task == "regression":
+        raise UsageError(
+            f"--plot draws a confusion matrix, and {args.model!r} is a regressor "
+            "(trained on float targets): drop --plot"
+        )
     data = data_for_checkpoint(ckpt, args.dataset, args.data_dir)
     check_features(model, data, f"checkpoint {args.model!r}")
     start = time.perf_counter()
     result = model.evaluate(data.x_test, data.y_test)
     seconds = time.perf_counter() - start
+    if plot is not None:
+        _draw_confusion(plot, marker, ckpt, data, args.model)
     if args.json:
         print_json(
             {
@@ -63,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
                 "device": device_facts(backend),
                 "seconds": seconds,
                 **result,
+                **({"plot": str(plot)} if plot is not None else {}),
             }
         )
     else:
@@ -73,4 +94,24 @@ def run(args: argparse.Namespace) -> int:
             + f"loss {result['loss']:.4f} ({len(data.x_test):,} samples, "
             f"{seconds:.2f} s, {backend.describe()})"
         )
+        if plot is not None:
+            print(f"plotted {plot}")
     return 0
+
+
+def _draw_confusion(
+    path: Path, marker: str | None, ckpt: Checkpoint, data: Dataset, source: str
+) -> None:
+    """The test set's confusion matrix of ``ckpt``'s model, written to ``path``."""
+    model = ckpt.model
+    k = max(int(data.num_classes), 2)
+    counts = figures.confusion_matrix(
+        np.asarray(data.y_test), model.predict(data.x_test), k
+    )
+    names = data.class_names if data.class_names else None
+    title = run_title(source, model, ckpt.options, {})
+    figures.save_figure(
+        figures.confusion_figure(counts, names, title=f"{title}\n{data.name} test set"),
+        path,
+        marker,
+    )

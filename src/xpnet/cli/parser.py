@@ -11,6 +11,12 @@ from typing import NoReturn
 
 from .. import __version__
 from ..backend import BACKENDS
+from ..figures import INSTALL_HINT
+
+#: ``xpnet train --plot`` redraws after an epoch at most this often (seconds)
+PLOT_EVERY_S = 30.0
+
+PLOT_HINT = INSTALL_HINT
 
 DEFAULT_LR = {"sgd": 0.1, "adam": 0.001, "adamw": 0.001}
 
@@ -293,10 +299,18 @@ def build_parser() -> _Parser:
         "command that survives being killed and re-run",
     )
     train.add_argument(
+        "--plot",
+        metavar="PATH.png",
+        default=None,
+        help="draw loss and accuracy per epoch to this picture (.png, .svg, .pdf) "
+        "when the run ends, also when it is stopped, and at most every "
+        f"{PLOT_EVERY_S:.0f} s while it runs (needs matplotlib: {PLOT_HINT})",
+    )
+    train.add_argument(
         "--overwrite",
         action="store_true",
-        help="allow --save to replace an existing file that is not the run's own "
-        "checkpoint",
+        help="allow --save (and --plot) to replace an existing file that is not "
+        "the run's own",
     )
     train.add_argument(
         "--json",
@@ -318,7 +332,46 @@ def build_parser() -> _Parser:
     evaluate.add_argument(
         "--json", action="store_true", help="print the result as one JSON object"
     )
+    evaluate.add_argument(
+        "--plot",
+        metavar="PATH.png",
+        default=None,
+        help="draw the test set's confusion matrix to this picture (.png, .svg, "
+        f".pdf; needs matplotlib: {PLOT_HINT})",
+    )
+    evaluate.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="allow --plot to replace an existing file that xpnet did not draw "
+        "for this checkpoint",
+    )
     evaluate.set_defaults(func=_command("evaluate"))
+
+    plot = sub.add_parser(
+        "plot",
+        help="draw a checkpoint's loss and accuracy per epoch",
+        description="Draw the loss and accuracy per epoch (train, validation and "
+        "test) recorded in a checkpoint to a picture, with matplotlib "
+        f"({PLOT_HINT}).",
+    )
+    plot.add_argument("model", metavar="MODEL", help="checkpoint .npz")
+    plot.add_argument(
+        "-o",
+        "--output",
+        metavar="PATH.png",
+        default=None,
+        help="picture to write: .png, .svg or .pdf (default: MODEL with .png)",
+    )
+    plot.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="allow replacing an existing file that xpnet did not draw for this "
+        "checkpoint",
+    )
+    plot.add_argument(
+        "--quiet", action="store_true", help="no line naming the written file"
+    )
+    plot.set_defaults(func=_command("plot"))
 
     predict = sub.add_parser(
         "predict",

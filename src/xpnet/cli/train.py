@@ -15,6 +15,7 @@ from ..backend import Backend, resolve
 from ..checkpoint import Checkpoint
 from ..datasets import choose_default_dataset
 from ..errors import DivergenceError
+from ..figures import PlotError
 from ..preprocessing import Preprocessing
 from .common import (
     CheckpointWriteError,
@@ -29,6 +30,7 @@ from .common import (
     say,
 )
 from .parser import DEFAULT_LR
+from .plot import LivePlot, loss_name, run_title
 from .resume import (
     TRAIN_OPTIONS,
     SaveTarget,
@@ -105,6 +107,12 @@ def run(args: argparse.Namespace) -> int:
 
     resume = resume_source(args)
     target = SaveTarget(args, resume)
+    # matplotlib and the picture's path are checked before any work is done.
+    plot = (
+        LivePlot(args.plot, overwrite=args.overwrite, checkpoint=target.path)
+        if args.plot
+        else None
+    )
     backend = resolve(args.device, args.backend)
     args.describe_saved = target.holds
     unwritable: LockError | None = None
@@ -130,6 +138,10 @@ def run(args: argparse.Namespace) -> int:
         args.dtype = model.dtype_name
         args.report["epochs_trained"] = model.epochs_trained
         if args.epochs <= model.epochs_trained:
+            if plot is not None:
+                plot.title = run_title(target.path, model, saved.options, saved.dataset)
+                plot.loss = loss_name(model, saved.options)
+                plot.draw_on_stop(saved.history)
             return _nothing_to_train(args, saved, resume, backend)
     if unwritable is not None:
         raise CheckpointWriteError(f"{unwritable}; {target.holds()}")
@@ -193,6 +205,9 @@ def run(args: argparse.Namespace) -> int:
     )
     for notice in notices:
         print(f"xpnet: {notice}", file=sys.stderr)
+    if plot is not None:
+        plot.title = run_title(target.path, model, train_options, dataset_facts(data))
+        plot.loss = loss_name(model, train_options)
 
     record = Checkpoint(
         model,
@@ -257,6 +272,8 @@ def run(args: argparse.Namespace) -> int:
         checkpoint()
         say(args, _epoch_line(record, total_epochs))
         if model.epochs_trained < total_epochs:
+            if plot is not None and plot.due():
+                plot.draw(history_so_far)
             bar_open()
 
     # The starting state first: from here on the file always holds the last
@@ -284,6 +301,8 @@ def run(args: argparse.Namespace) -> int:
             )
     except (KeyboardInterrupt, Terminated) as exc:
         bar_close()
+        if plot is not None:
+            plot.draw_on_stop(history_so_far)
         # The unfinished epoch is dropped, so --resume continues exactly.
         how = str(exc) if isinstance(exc, Terminated) else "interrupted"
         hint = (
@@ -297,12 +316,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"{end_bar_line()}xpnet: {message}", file=sys.stderr)
         raise Exit(Terminated.exit_code if isinstance(exc, Terminated) else 1) from None
     except DivergenceError as exc:
+        bar_close()
+        if plot is not None:
+            plot.draw_on_stop(history_so_far)
         raise DivergenceError(f"{exc}; {target.holds()}") from None
     finally:
         bar_close()
     total = time.perf_counter() - started
     if target.path is not None:
         say(args, f"saved {target.path}")
+    if plot is not None:
+        try:
+            plot.draw(history_so_far)
+        except PlotError as exc:
+            raise PlotError(f"{exc}; {target.holds()}") from None
+        say(args, f"plotted {plot.path}")
     final = records[-1] if records else {}
     _finish(
         args,
