@@ -1,9 +1,9 @@
 """Programs that tests/test_mpi.py runs on every rank: ``mpiexec -n N python
 tests/mpi_ranks.py SCENARIO OUT [options]``.
 
-- ``train OUT OPTIMIZER WEIGHT_DECAY``: 4 epochs of 5 batches (20 steps) of a
+- ``train OUT``: for each of CONFIGS, 4 epochs of 5 batches (20 steps) of a
   small float64 problem, global batch 16 (uneven shares, a partial last
-  batch); rank 0 saves the parameters and history to OUT (``.npz``).
+  batch); rank 0 saves the parameters and histories to OUT (``.npz``).
 - ``mismatch OUT``: rank 1 builds a wider model; every rank must refuse.
 - ``slow OUT``: many epochs of tiny steps, so a test can signal or kill a rank
   mid-epoch; rank 0 writes ``OUT`` after every epoch.
@@ -22,6 +22,8 @@ from xpnet.distributed import MPICommunicator
 
 #: the problem every scenario trains on: 70 samples, 8 features, 3 classes
 N, FEATURES, CLASSES, BATCH, EPOCHS = 70, 8, 3, 16, 4
+#: (optimizer, weight decay) of the exactness runs
+CONFIGS = [("sgd", 0.0), ("sgd", 0.01), ("adam", 0.0), ("adam", 0.01)]
 
 
 def data(n: int = N) -> tuple[np.ndarray, np.ndarray]:
@@ -48,17 +50,17 @@ def main(argv: list[str]) -> int:
     comm = MPICommunicator()
     X, y = data()
     if scenario == "train":
-        net = model(argv[2], float(argv[3]))
-        history = net.fit(
-            X, y, EPOCHS, BATCH, validation_data=(X[:25], y[:25]), communicator=comm
-        )
-        if comm.rank == 0:
-            np.savez(
-                out,
-                flat=xpnet.to_numpy(net.parameters.flat),
-                history=json.dumps(history.records),
-                calls=comm.reduce_calls,
+        results = {}
+        for optimizer, decay in CONFIGS:
+            net = model(optimizer, decay)
+            history = net.fit(
+                X, y, EPOCHS, BATCH, validation_data=(X[:25], y[:25]), communicator=comm
             )
+            key = f"{optimizer}-{decay}"
+            results[key] = xpnet.to_numpy(net.parameters.flat)
+            results[key + "-history"] = np.array(json.dumps(history.records))
+        if comm.rank == 0:
+            np.savez(out, calls=comm.reduce_calls, **results)
         return 0
     if scenario == "mismatch":
         net = model("sgd", 0.0, hidden=16 if comm.rank == 0 else 32)
