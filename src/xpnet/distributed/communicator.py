@@ -67,7 +67,7 @@ class Communicator:
         out = self._reduce(grads, stop, backend)
         self.reduce_seconds += time.perf_counter() - start
         self.reduce_calls += 1
-        self.reduce_bytes += (grads.shape[0] + 1) * grads.dtype.itemsize
+        self.reduce_bytes += (grads.shape[0] + 1) * _itemsize(grads.dtype)
         return out
 
     def _reduce(
@@ -90,6 +90,12 @@ class Communicator:
 
     def describe(self) -> str:
         return f"{type(self).__name__}(rank {self.rank} of {self.size})"
+
+
+def _itemsize(dtype: Any) -> int:
+    """Bytes per element of any namespace's float dtype (e.g. ``torch.float32``,
+    ``array_api_strict.float64``)."""
+    return np.dtype(str(dtype).rsplit(".", 1)[-1]).itemsize
 
 
 class SingleProcess(Communicator):
