@@ -179,9 +179,11 @@ def training_facts(
 
 def _layers(model: Sequential) -> str:
     """E.g. ``Dense 8x16, ReLU, Dense 16x3, CrossEntropy, float64``."""
+    from ..layers import Dense
+
     names = [
         f"Dense {layer.in_features}x{layer.out_features}"
-        if hasattr(layer, "out_features")
+        if isinstance(layer, Dense)
         else type(layer).__name__
         for layer in model.layers
     ]
