@@ -5,15 +5,12 @@ tests/mpi_ranks.py SCENARIO OUT [options]``.
   small float64 problem, global batch 16 (uneven shares, a partial last
   batch); rank 0 saves the parameters and histories to OUT (``.npz``).
 - ``mismatch OUT``: rank 1 builds a wider model; every rank must refuse.
-- ``slow OUT``: many epochs of tiny steps, so a test can signal or kill a rank
-  mid-epoch; rank 0 writes ``OUT`` after every epoch.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-import time
 
 import numpy as np
 
@@ -69,19 +66,6 @@ def main(argv: list[str]) -> int:
         except xpnet.XpnetError as exc:
             print(f"rank {comm.rank}: {exc}", flush=True)
             return 2
-        return 0
-    if scenario == "slow":
-        net = model("sgd", 0.0)
-        Xs, ys = data(4000)
-
-        def saved(record: dict) -> None:
-            if comm.rank == 0:
-                with open(out, "w") as f:
-                    f.write(str(record["epoch"]))
-            time.sleep(0.01)
-
-        print(f"rank {comm.rank} started", flush=True)
-        net.fit(Xs, ys, 1000, 1, on_epoch_end=saved, communicator=comm)
         return 0
     raise SystemExit(f"unknown scenario {scenario}")
 
