@@ -26,6 +26,7 @@ from .activations import (
     get_activation,
 )
 from .arraytypes import Array, ArrayLike, HostArray
+from .distributed.communicator import Communicator
 from .errors import XpnetError
 from .fastpaths import StepFn
 from .layers import Dense, Layer
@@ -275,6 +276,7 @@ class Sequential:
         on_batch: Callable[[int], None] | None = None,
         on_epoch_end: Callable[[dict[str, Any]], Any] | None = None,
         check_inputs: bool = True,
+        communicator: Communicator | None = None,
     ) -> History:
         """Train for ``epochs`` passes over ``X: (samples, features)``.
 
@@ -310,6 +312,16 @@ class Sequential:
         NaN/inf or more than 100x the reference loss, any weight is NaN/inf, or
         the validation loss is NaN/inf. The model then holds the diverged
         weights and counts that epoch in ``epochs_trained``.
+
+        Data-parallel: every rank (e.g. of ``mpiexec -n N python script.py``)
+        calls ``fit`` with the same data and options and ``communicator=
+        xpnet.distributed.MPICommunicator()``. ``batch_size`` is then the
+        global batch: each rank computes its share of every batch, one
+        all-reduce per step sums the gradients, and N ranks follow the
+        trajectory of one process (to rounding). At the start rank 0's
+        weights are broadcast and the ranks' options and data compared
+        (:class:`~xpnet.distributed.DistributedError` on every rank when they
+        differ); loss, accuracy and validation are computed over all ranks.
         """
         return _fit(
             self,
@@ -322,6 +334,7 @@ class Sequential:
             on_batch=on_batch,
             on_epoch_end=on_epoch_end,
             check_inputs=check_inputs,
+            communicator=communicator,
         )
 
     @on_model_device

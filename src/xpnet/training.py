@@ -29,6 +29,7 @@ operations, read back once (see ``tests/test_kernel_budget.py``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import time
@@ -38,8 +39,19 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import array_api_compat
 
 from .arraytypes import Array, ArrayLike
+from .distributed.communicator import Communicator, SingleProcess
+from .distributed.data_parallel import (
+    GradientAllReduce,
+    check_in_step,
+    evaluate_sharded,
+    sum_over_ranks,
+    training_facts,
+)
+from .distributed.data_parallel import start as start_ranks
+from .distributed.sharding import ShardPlan
 from .errors import DivergenceError, XpnetError
 from .fastpaths import StepFn
+from .interrupts import held_signals
 from .rng import permutation
 
 if TYPE_CHECKING:
@@ -135,19 +147,37 @@ class TrainStep:
         self._backpropagate_and_update(out, yb)
         return loss, out
 
-    def update(self, xb: Array, yb: Array) -> Array:
+    def update(self, xb: Array, yb: Array, total: int | None = None) -> Array:
         """The step without its loss value: returns the outputs ``(batch,
         out_features)``. :func:`fit` keeps them and computes the epoch's loss
-        and accuracy from them once per epoch, not once per step."""
+        and accuracy from them once per epoch, not once per step.
+
+        ``total``: the rows of the whole batch when ``xb`` is only this
+        process's share of it (data-parallel): the loss gradient is then
+        divided by ``total``, not by the rows here, so that the sum of the
+        shares (the all-reduce) is the gradient of the whole batch's mean. A
+        share may have no rows (its gradients are zero).
+        """
         out = self.model.forward(xb)
-        self._backpropagate_and_update(out, yb)
+        self._backpropagate_and_update(out, yb, total)
         return out
 
-    def _backpropagate_and_update(self, out: Array, yb: Array) -> None:
+    def _backpropagate_and_update(
+        self, out: Array, yb: Array, total: int | None = None
+    ) -> None:
         model = self.model
         optimizer = model.optimizer
         folded = optimizer.folds_lr
-        model.backward(model.loss.grad(out, yb, optimizer.lr if folded else 1.0))
+        scale = optimizer.lr if folded else 1.0
+        rows = out.shape[0]
+        if total is None or rows == total:
+            grad = model.loss.grad(out, yb, scale)
+        elif rows:
+            # The loss divides by the rows it sees: rows/total makes it 1/total.
+            grad = model.loss.grad(out, yb, scale * rows / total)
+        else:
+            grad = model.xp.zeros_like(out)
+        model.backward(grad)
         params = model.parameters
         if self.reduce_gradients is not None:
             params.set_grads(self.reduce_gradients(params.gather_grads()))
@@ -230,6 +260,7 @@ def fit(
     on_epoch_end: Callable[[dict[str, Any]], Any] | None = None,
     check_inputs: bool = True,
     step: StepFn | None = None,
+    communicator: Communicator | None = None,
 ) -> History:
     """Train ``model`` for ``epochs`` passes over ``X: (samples, features)``.
 
@@ -239,6 +270,12 @@ def fit(
     ``on_epoch_end`` (so a callback that saves checkpoints never saves a
     diverged epoch); the model then holds the diverged weights and counts that
     epoch in ``epochs_trained``.
+
+    ``communicator`` (see :mod:`xpnet.distributed`) of more than one rank: data
+    parallel. Every rank passes the same data and options; ``batch_size`` is
+    the global batch, each rank takes its share of every batch
+    (:class:`~xpnet.distributed.ShardPlan`) and the step all-reduces the
+    gradients. Each record's ``samples`` is this rank's count.
     """
     epochs = check_count("epochs", epochs, minimum=0)
     batch_size = check_count("batch_size", batch_size, minimum=1)
@@ -253,73 +290,130 @@ def fit(
     if model.task is None:
         model.task = task
         model.target_ndim = y.ndim if task == "regression" else None
+    comm = communicator if communicator is not None else SingleProcess()
+    plan = ShardPlan(n, batch_size, comm.rank, comm.size)
+    if plan.sharded:
+        if step is not None:
+            raise XpnetError(
+                "fit cannot share a replacement step between ranks: pass step or "
+                "communicator, not both"
+            )
+        validation = (Xv, yv) if validation_data is not None else None
+        start_ranks(
+            model,
+            comm,
+            training_facts(model, X, y, batch_size, shuffle, validation),
+        )
+        step = TrainStep(model, GradientAllReduce(comm, model.backend))
     step = step or model.step_function()
     # Without update() (a replacement step), take the outputs of a full step.
     update = getattr(step, "update", None) or (lambda xb, yb: step(xb, yb)[1])
     history = History()
     if not epochs:
         return history
-    xp, device = model.xp, model.backend.device
     guard = DivergenceGuard(model, X, y, batch_size)
     # Once per fit: the float targets the loss compares with (one-hot labels).
     targets = model.loss.targets(y, model.out_features)
-    keep_in_place = array_api_compat.is_writeable_array(X)
-    chunk = _gather_rows(batch_size, X.shape[1], n)
-    for _ in range(epochs):
-        start = time.perf_counter()
-        order = None
-        Te, Le = targets, labels
-        if shuffle:
-            order = model.backend.asarray(permutation(model.shuffle_rng, n))
-            Te = xp.take(targets, order, axis=0)
-            Le = xp.take(labels, order, axis=0) if labels is not None else None
-        # The step's outputs are kept, so loss and accuracy cost a few whole-
-        # epoch operations instead of a few per step.
-        outs = xp.empty((n, model.out_features), dtype=model.dtype, device=device)
-        parts = []
-        for c0 in range(0, n, chunk):
-            c1 = min(c0 + chunk, n)
-            # One gather per chunk of batches, then contiguous slices: few
-            # operations per step, and the rows are still in cache when used.
-            Xc = (
-                xp.take(X, order[c0:c1], axis=0) if order is not None else X[c0:c1, ...]
+    # A signal to one rank is held back until the next step's all-reduce,
+    # where all ranks agree to stop (see xpnet.interrupts).
+    with held_signals() if plan.sharded else contextlib.nullcontext():
+        for _ in range(epochs):
+            record = _epoch(
+                model, comm, X, targets, labels, plan, update, guard, on_batch, shuffle
             )
-            for lo in range(c0, c1, batch_size):
-                hi = min(lo + batch_size, c1)
-                out = update(Xc[lo - c0 : hi - c0, ...], Te[lo:hi, ...])
-                if keep_in_place:
-                    outs[lo:hi, ...] = out
+            if validation_data is not None:
+                if plan.sharded:
+                    val = evaluate_sharded(model, comm, Xv, yv, labels_v, 1024)
                 else:
-                    parts.append(out)
-                if on_batch is not None:
-                    on_batch(hi)
-        if not keep_in_place:
-            outs = xp.concat(parts, axis=0)
-        metrics = [model.loss.value(outs, Te), xp.sum(model.parameters.flat)]
+                    val = model.evaluate_prepared(Xv, yv, labels_v, 1024)
+                guard.check_validation(val["loss"])
+                record["val_loss"] = val["loss"]
+                record["val_accuracy"] = val["accuracy"]
+            history.records.append(record)
+            if on_epoch_end is not None:
+                on_epoch_end(record)
+    return history
+
+
+def _epoch(
+    model: Sequential,
+    comm: Communicator,
+    X: Array,
+    targets: Array,
+    labels: Array | None,
+    plan: ShardPlan,
+    update: Callable[..., Array],
+    guard: DivergenceGuard,
+    on_batch: Callable[[int], None] | None,
+    shuffle: bool,
+) -> dict[str, Any]:
+    """One epoch of :func:`fit` (this rank's share of it): its record."""
+    xp, device = model.xp, model.backend.device
+    n = X.shape[0]
+    start = time.perf_counter()
+    # Positions, in the epoch's order, of this rank's rows: the same
+    # permutation on every rank, each takes its share of every batch.
+    rows = permutation(model.shuffle_rng, n) if shuffle else None
+    if plan.sharded:
+        mine = plan.rows
+        rows = mine if rows is None else rows[mine]
+    order = model.backend.asarray(rows) if rows is not None else None
+    Te, Le = targets, labels
+    if order is not None:
+        Te = xp.take(targets, order, axis=0)
+        Le = xp.take(labels, order, axis=0) if labels is not None else None
+    n_local = plan.n_local
+    # The step's outputs are kept, so loss and accuracy cost a few whole-
+    # epoch operations instead of a few per step.
+    outs = xp.empty((n_local, model.out_features), dtype=model.dtype, device=device)
+    keep_in_place = array_api_compat.is_writeable_array(outs)
+    parts = []
+    batches = plan.batches
+    per_gather = plan.batches_per_gather(_gather_rows(plan.batch_size, X.shape[1], n))
+    for g in range(0, len(batches), per_gather):
+        group = batches[g : g + per_gather]
+        c0, c1 = group[0].lo, group[-1].hi
+        # One gather per group of batches, then contiguous slices: few
+        # operations per step, and the rows are still in cache when used.
+        Xc = xp.take(X, order[c0:c1], axis=0) if order is not None else X[c0:c1, ...]
+        for batch in group:
+            lo, hi = batch.lo, batch.hi
+            xb, yb = Xc[lo - c0 : hi - c0, ...], Te[lo:hi, ...]
+            out = update(xb, yb, batch.total) if plan.sharded else update(xb, yb)
+            if keep_in_place:
+                outs[lo:hi, ...] = out
+            else:
+                parts.append(out)
+            if on_batch is not None:
+                on_batch(batch.done)
+    if not keep_in_place and parts:
+        outs = xp.concat(parts, axis=0)
+    metrics = [xp.sum(model.parameters.flat)]
+    if n_local:
+        metrics.append(model.loss.value(outs, Te))
         if Le is not None:
             metrics.append(model.loss.correct(outs, Le))
-        # One read-back for the loss, the weights' sum (any NaN or inf weight
-        # makes it non-finite) and the hits; it also waits for the device.
-        mean_loss, weight_sum, *hits = model.read_floats(*metrics)
-        seconds = time.perf_counter() - start
-        model.epochs_trained += 1
-        guard.check_epoch(mean_loss, weight_sum)
-        record: dict[str, Any] = {
-            "epoch": model.epochs_trained,
-            "loss": mean_loss,
-            "accuracy": hits[0] / n if hits else None,
-            "seconds": seconds,
-            "samples_per_second": n / seconds if seconds > 0 else math.inf,
-        }
-        if validation_data is not None:
-            val = model.evaluate_prepared(Xv, yv, labels_v, 1024)
-            guard.check_validation(val["loss"])
-            record["val_loss"] = val["loss"]
-            record["val_accuracy"] = val["accuracy"]
-        history.records.append(record)
-        if on_epoch_end is not None:
-            on_epoch_end(record)
-    return history
+    # One read-back for the weights' sum (any NaN or inf weight makes it
+    # non-finite), the loss and the hits; it also waits for the device.
+    weight_sum, *local = model.read_floats(*metrics)
+    seconds = time.perf_counter() - start
+    if plan.sharded:
+        sums = [local[0] * n_local, local[1]] if n_local else [0.0, 0.0]
+        loss_sum, hit_sum = sum_over_ranks(comm, sums)
+        check_in_step(comm, weight_sum)
+        mean_loss, hits = loss_sum / n, [hit_sum] if Le is not None else []
+    else:
+        mean_loss, hits = local[0], local[1:]
+    model.epochs_trained += 1
+    guard.check_epoch(mean_loss, weight_sum)
+    return {
+        "epoch": model.epochs_trained,
+        "loss": mean_loss,
+        "accuracy": hits[0] / n if hits else None,
+        "seconds": seconds,
+        "samples_per_second": n / seconds if seconds > 0 else math.inf,
+        **({"samples": n_local} if plan.sharded else {}),
+    }
 
 
 #: the rows of X gathered at once are about this many bytes (float32), a

@@ -313,6 +313,13 @@ def build_parser() -> _Parser:
         "the run's own",
     )
     train.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel over MPI, one rank per process: mpiexec -n N xpnet "
+        "train --distributed ...; --batch-size is the global batch, rank 0 "
+        "prints and saves (needs mpi4py: pip install 'xpnet[mpich]')",
+    )
+    train.add_argument(
         "--json",
         action="store_true",
         help="print one JSON object (config, device, history) as "

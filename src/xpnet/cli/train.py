@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from .common import (
 )
 from .parser import DEFAULT_LR
 from .plot import LivePlot, loss_name, run_title
+
+if TYPE_CHECKING:
+    from .distributed import Rank
 from .resume import (
     TRAIN_OPTIONS,
     SaveTarget,
@@ -102,21 +105,41 @@ def _epoch_line(record: dict[str, Any], total: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.distributed:
+        return _train(args, None)
+    from .distributed import Rank
+
+    rank = Rank(args)
+    try:
+        code = _train(args, rank)
+    except BaseException as exc:
+        rank.failed(exc)
+        raise
+    rank.agreed = True
+    return code
+
+
+def _train(args: argparse.Namespace, rank: Rank | None) -> int:
     from ..interrupts import Terminated, deferred
     from ..runlock import CheckpointLock, LockError, remove_stale_temp_files
 
     resume = resume_source(args)
     target = SaveTarget(args, resume)
     # matplotlib and the picture's path are checked before any work is done.
+    if rank is not None:
+        rank.check_options(args, TRAIN_OPTIONS)
+    # Of the ranks of a distributed run, rank 0 alone writes the checkpoint
+    # and the picture.
+    writes = rank is None or rank.lead
     plot = (
         LivePlot(args.plot, overwrite=args.overwrite, checkpoint=target.path)
-        if args.plot
+        if args.plot and writes
         else None
     )
     backend = resolve(args.device, args.backend)
     args.describe_saved = target.holds
     unwritable: LockError | None = None
-    if target.path is not None:
+    if target.path is not None and writes:
         try:
             lock = CheckpointLock(target.path).acquire()
         except LockError as exc:
@@ -220,6 +243,9 @@ def run(args: argparse.Namespace) -> int:
     def checkpoint() -> None:
         if target.path is None:
             return
+        if not writes:  # rank 0 writes the same epoch
+            target.epoch = model.epochs_trained
+            return
         # A signal waits for the save to finish, so the message that follows
         # it names the epoch that is really on disk.
         with deferred():
@@ -298,6 +324,7 @@ def run(args: argparse.Namespace) -> int:
                 validation_data=(x_test, data.y_test) if len(data.x_test) else None,
                 on_batch=on_batch if show_bar else None,
                 on_epoch_end=on_epoch_end,
+                communicator=rank.comm if rank is not None else None,
             )
     except (KeyboardInterrupt, Terminated) as exc:
         bar_close()
@@ -313,7 +340,8 @@ def run(args: argparse.Namespace) -> int:
         )
         message = f"{how} in epoch {model.epochs_trained + 1}; {target.holds()}{hint}"
         args.report["error"] = message
-        print(f"{end_bar_line()}xpnet: {message}", file=sys.stderr)
+        if writes:  # one message per run, not one per rank
+            print(f"{end_bar_line()}xpnet: {message}", file=sys.stderr)
         raise Exit(Terminated.exit_code if isinstance(exc, Terminated) else 1) from None
     except DivergenceError as exc:
         bar_close()
@@ -332,6 +360,8 @@ def run(args: argparse.Namespace) -> int:
             raise PlotError(f"{exc}; {target.holds()}") from None
         say(args, f"plotted {plot.path}")
     final = records[-1] if records else {}
+    if rank is not None:
+        args.report["distributed"] = _ranks_facts(rank, len(data.x_train), args)
     _finish(
         args,
         backend,
@@ -401,8 +431,20 @@ def _finish(
                 "history": records,
                 "seconds": seconds,
                 "checkpoint": args.save,
+                **args.report.get("distributed", {}),
             }
         )
+
+
+def _ranks_facts(rank: Rank, n: int, args: argparse.Namespace) -> dict[str, Any]:
+    """For --json: the ranks and the samples each processed per epoch."""
+    from ..distributed import rank_samples
+
+    size = rank.comm.size
+    return {
+        "world_size": size,
+        "samples_per_rank": rank_samples(n, args.batch_size, size),
+    }
 
 
 def _history_row(record: dict[str, Any]) -> dict[str, Any]:

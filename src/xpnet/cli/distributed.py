@@ -1,0 +1,83 @@
+"""``xpnet train --distributed``: one rank of ``mpiexec -n N xpnet train ...``.
+
+Rank 0 is the run as one process would be (output, progress bar, checkpoint,
+``--json``); the other ranks train silently (stdout discarded; their own
+errors still reach stderr). Failures: an error raised on every rank alike
+(:func:`xpnet.distributed.is_collective`: mismatched options, divergence, an
+agreed Ctrl-C/SIGTERM) ends each rank normally with its usual exit status;
+anything else on one rank aborts all of them (``MPI_Abort``) after its
+message is printed, so no rank waits forever in a collective.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from ..errors import XpnetError
+from ..interrupts import Terminated
+from .common import Exit
+
+#: the options that must be equal on every rank (the device may differ: one
+#: GPU per rank)
+SAME_ON_EVERY_RANK = ("epochs", "resume", "resume_if_exists", "save", "overwrite")
+
+
+class Rank:
+    """This process's place in a distributed run, and its exit rule."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from ..distributed.mpi import MPICommunicator, local_rank
+
+        self.comm = MPICommunicator(abort_on_error=False)
+        self.agreed = False
+        self.code = 1
+        args.cleanup.append(self.finish)
+        if self.comm.rank != 0:
+            args.quiet, args.json = True, False
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (until exit)
+        if args.device == "cuda":
+            # One GPU per rank: the launcher's local rank picks it.
+            args.device = f"cuda:{local_rank()}"
+
+    @property
+    def lead(self) -> bool:
+        return self.comm.rank == 0
+
+    def check_options(self, args: argparse.Namespace, keys: tuple[str, ...]) -> None:
+        """Refuse (one line, every rank) ranks started with different options.
+
+        Also a barrier: no rank writes the checkpoint before every rank has
+        checked the save and resume paths.
+        """
+        from ..distributed.data_parallel import check_same
+
+        facts: dict[str, Any] = {
+            "--" + key.replace("_", "-"): getattr(args, key, None)
+            for key in (*keys, *SAME_ON_EVERY_RANK)
+        }
+        check_same(self.comm, facts, "start every rank with the same options")
+
+    def failed(self, exc: BaseException) -> None:
+        from ..distributed import is_collective
+
+        self.agreed = is_collective(exc)
+        if isinstance(exc, Exit):
+            self.code = exc.code
+        elif isinstance(exc, Terminated):
+            self.code = Terminated.exit_code
+        elif isinstance(exc, XpnetError):
+            self.code = 2
+
+    def finish(self) -> None:
+        """After the command's message: abort all ranks unless every rank ends
+        the same way (success or a collective error)."""
+        if not self.agreed and self.comm.size > 1:
+            print(
+                f"xpnet: rank {self.comm.rank} of {self.comm.size} failed alone: "
+                "aborting every rank",
+                file=sys.stderr,
+            )
+            self.comm.abort(self.code)

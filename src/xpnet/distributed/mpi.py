@@ -1,0 +1,113 @@
+"""MPI through mpi4py: :class:`MPICommunicator` and the abort hook.
+
+The only module that imports mpi4py, lazily, when a communicator is made, so
+single-process use never needs MPI. Gradients go through a host staging
+buffer with the buffer-based, upper-case ``Allreduce`` (no pickling), so
+arrays of any backend work with any MPI build.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from types import TracebackType
+from typing import Any, NoReturn
+
+from ..arraytypes import HostArray
+from ..errors import XpnetError
+from .communicator import HostStaged
+
+__all__ = ["MPICommunicator", "MPIUnavailable", "install_abort_hook", "local_rank"]
+
+INSTALL_HINT = (
+    "pip install 'xpnet[mpich]' (mpi4py with the MPICH wheels), or "
+    "pip install 'xpnet[mpi]' to build mpi4py against the system MPI"
+)
+
+#: environment variables in which launchers give a process its rank on its node
+LOCAL_RANK_VARIABLES = (
+    "OMPI_COMM_WORLD_LOCAL_RANK",  # Open MPI
+    "MPI_LOCALRANKID",  # MPICH (Hydra), Intel MPI
+    "SLURM_LOCALID",  # srun
+)
+
+
+class MPIUnavailable(XpnetError):
+    """mpi4py (or an MPI library under it) cannot be loaded."""
+
+
+def _import_mpi() -> Any:
+    try:
+        from mpi4py import MPI
+    except ImportError as exc:
+        raise MPIUnavailable(
+            f"distributed training needs mpi4py ({exc}): {INSTALL_HINT}"
+        ) from None
+    except RuntimeError as exc:  # mpi4py found but its MPI library is not
+        raise MPIUnavailable(
+            f"mpi4py cannot load an MPI library ({exc}): {INSTALL_HINT}"
+        ) from None
+    return MPI
+
+
+class MPICommunicator(HostStaged):
+    """Data-parallel ranks over an MPI communicator (default ``COMM_WORLD``).
+
+    Args:
+        comm: an ``mpi4py.MPI.Comm``; ``None`` for ``MPI.COMM_WORLD``.
+        abort_on_error: install :func:`install_abort_hook`, so that an uncaught
+            exception on any rank ends all of them instead of leaving the
+            others waiting in a collective (like ``python -m mpi4py``).
+    """
+
+    def __init__(self, comm: Any = None, *, abort_on_error: bool = True) -> None:
+        super().__init__()
+        self.MPI = _import_mpi()
+        self.comm = comm if comm is not None else self.MPI.COMM_WORLD
+        self.rank = self.comm.Get_rank()
+        self.size = self.comm.Get_size()
+        if abort_on_error and self.size > 1:
+            install_abort_hook(self)
+
+    def _allreduce_host(self, buf: HostArray) -> None:
+        self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
+
+    def allgather(self, value: Any) -> list[Any]:
+        return list(self.comm.allgather(value))
+
+    def bcast_array(self, host: HostArray, root: int = 0) -> HostArray:
+        self.comm.Bcast(host, root=root)
+        return host
+
+    def abort(self, code: int = 1) -> NoReturn:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        self.comm.Abort(code)
+        raise SystemExit(code)  # not reached: Abort ends the process
+
+
+def install_abort_hook(comm: MPICommunicator) -> None:
+    """Make an uncaught exception on this rank print its traceback and then
+    abort every rank (``MPI_Abort``), so none is left waiting forever."""
+    previous = sys.excepthook
+
+    def hook(
+        kind: type[BaseException], value: BaseException, tb: TracebackType | None
+    ) -> None:
+        previous(kind, value, tb)
+        comm.abort(1)
+
+    sys.excepthook = hook
+
+
+def local_rank(default: int = 0) -> int:
+    """This process's rank on its node, from the launcher's environment (Open
+    MPI, MPICH/Intel MPI, Slurm), e.g. to pick ``cuda:<local rank>``."""
+    for name in LOCAL_RANK_VARIABLES:
+        value = os.environ.get(name)
+        if value is not None and value.strip().isdigit():
+            return int(value)
+    return default

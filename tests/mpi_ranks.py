@@ -1,0 +1,74 @@
+"""Programs that tests/test_mpi.py runs on every rank: ``mpiexec -n N python
+tests/mpi_ranks.py SCENARIO OUT [options]``.
+
+- ``train OUT``: for each of CONFIGS, 4 epochs of 5 batches (20 steps) of a
+  small float64 problem, global batch 16 (uneven shares, a partial last
+  batch); rank 0 saves the parameters and histories to OUT (``.npz``).
+- ``mismatch OUT``: rank 1 builds a wider model; every rank must refuse.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+
+import xpnet
+from xpnet.distributed import MPICommunicator
+
+#: the problem every scenario trains on: 70 samples, 8 features, 3 classes
+N, FEATURES, CLASSES, BATCH, EPOCHS = 70, 8, 3, 16, 4
+#: (optimizer, weight decay) of the exactness runs
+CONFIGS = [("sgd", 0.0), ("sgd", 0.01), ("adam", 0.0), ("adam", 0.01)]
+
+
+def data(n: int = N) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(n, FEATURES))
+    y = (X[:, 0] > 0).astype(np.int64) + (X[:, 1] > 0.5)
+    return X, y
+
+
+def model(optimizer: str, weight_decay: float, hidden: int = 16) -> xpnet.Sequential:
+    opt = xpnet.get_optimizer(
+        optimizer,
+        lr=0.05 if optimizer == "sgd" else 0.01,
+        weight_decay=weight_decay,
+        **({"momentum": 0.9} if optimizer == "sgd" else {}),
+    )
+    return xpnet.mlp(
+        [FEATURES, hidden, CLASSES], optimizer=opt, dtype="float64", seed=3
+    )
+
+
+def main(argv: list[str]) -> int:
+    scenario, out = argv[0], argv[1]
+    comm = MPICommunicator()
+    X, y = data()
+    if scenario == "train":
+        results = {}
+        for optimizer, decay in CONFIGS:
+            net = model(optimizer, decay)
+            history = net.fit(
+                X, y, EPOCHS, BATCH, validation_data=(X[:25], y[:25]), communicator=comm
+            )
+            key = f"{optimizer}-{decay}"
+            results[key] = xpnet.to_numpy(net.parameters.flat)
+            results[key + "-history"] = np.array(json.dumps(history.records))
+        if comm.rank == 0:
+            np.savez(out, calls=comm.reduce_calls, **results)
+        return 0
+    if scenario == "mismatch":
+        net = model("sgd", 0.0, hidden=16 if comm.rank == 0 else 32)
+        try:
+            net.fit(X, y, 1, BATCH, communicator=comm)
+        except xpnet.XpnetError as exc:
+            print(f"rank {comm.rank}: {exc}", flush=True)
+            return 2
+        return 0
+    raise SystemExit(f"unknown scenario {scenario}")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
