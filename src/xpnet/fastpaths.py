@@ -72,6 +72,27 @@ class Ops:
         """``a`` where ``mask`` holds, else ``b`` (arrays or Python floats)."""
         return self.xp.where(mask, a, b)
 
+    def row_max(self, x: Array) -> Array:
+        """``max(x, axis=1)`` of ``x: (batch, n)``, kept as ``(batch, 1)``."""
+        return self.xp.max(x, axis=1, keepdims=True)
+
+    def row_sum(self, x: Array) -> Array:
+        """``sum(x, axis=1)`` of ``x: (batch, n)``, kept as ``(batch, 1)``."""
+        return self.xp.sum(x, axis=1, keepdims=True)
+
+    def rows_buffer(self, rows: int, x: Array) -> Array | None:
+        """A ``(rows, features)`` buffer for :meth:`take_rows` to gather rows of
+        ``x: (samples, features)`` into, or ``None`` where gathers make new
+        arrays (the generic path: the standard's ``take`` has no ``out=``)."""
+        return None
+
+    def take_rows(self, x: Array, rows: Array, out: Array | None = None) -> Array:
+        """``x[rows]``: the rows of ``x: (samples, features)`` at the integer
+        indices ``rows: (m,)`` (all in range), ``(m, features)``. ``out``: an
+        ``(m, features)`` buffer from :meth:`rows_buffer` that a backend may
+        write into and return instead of a new array."""
+        return self.xp.take(x, rows, axis=0)
+
     def matmul_into(self, out: Array, a: Array, b: Array) -> Array:
         """``out[...] = a @ b``; returns ``out``."""
         out[...] = a @ b

@@ -235,6 +235,8 @@ def fit(
 
     See :meth:`xpnet.model.Sequential.fit` for the arguments; ``step``
     replaces the model's training step (default :func:`make_train_step`).
+    A batch given to the step is valid until the step returns: where the
+    backend gathers into a reused buffer (NumPy), later chunks overwrite it.
     Divergence is checked after each epoch by :class:`DivergenceGuard`, before
     ``on_epoch_end`` (so a callback that saves checkpoints never saves a
     diverged epoch); the model then holds the diverged weights and counts that
@@ -265,6 +267,10 @@ def fit(
     targets = model.loss.targets(y, model.out_features)
     keep_in_place = array_api_compat.is_writeable_array(X)
     chunk = _gather_rows(batch_size, X.shape[1], n)
+    ops = model.backend.ops
+    # Reused by every gather of this fit where the backend can write into it
+    # (NumPy): no fresh pages to fault in per chunk.
+    buffer = ops.rows_buffer(chunk, X) if shuffle else None
     for _ in range(epochs):
         start = time.perf_counter()
         order = None
@@ -281,9 +287,11 @@ def fit(
             c1 = min(c0 + chunk, n)
             # One gather per chunk of batches, then contiguous slices: few
             # operations per step, and the rows are still in cache when used.
-            Xc = (
-                xp.take(X, order[c0:c1], axis=0) if order is not None else X[c0:c1, ...]
-            )
+            if order is None:
+                Xc = X[c0:c1, ...]
+            else:
+                into = buffer[: c1 - c0, ...] if buffer is not None else None
+                Xc = ops.take_rows(X, order[c0:c1], into)
             for lo in range(c0, c1, batch_size):
                 hi = min(lo + batch_size, c1)
                 out = update(Xc[lo - c0 : hi - c0, ...], Te[lo:hi, ...])
