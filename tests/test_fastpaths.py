@@ -102,6 +102,26 @@ def test_row_sum_within_rounding(dtype, shape):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", ROW_SHAPES)
+@pytest.mark.parametrize("tie", [None, "zeros", "equal", "nan"])
+def test_argmax_hits_counts_the_first_maximum(dtype, shape, tie):
+    x, _ = _data(dtype, shape)
+    labels = xp.asarray(np.random.default_rng(2).integers(0, shape[1], shape[0]))
+    labels[:3] = 0
+    x[0, 0] = x[1, 0] = x[2, 0] = 9.0  # some hits
+    if tie == "zeros":  # a dead network: all outputs equal, argmax is 0
+        x[:] = 0.0
+    elif tie == "equal" and shape[1] > 1:  # the first of two maxima counts
+        x[0, -1] = 9.0
+        labels[1], x[1, -1] = shape[1] - 1, 9.0
+    elif tie == "nan" and shape[1] > 1:
+        x[5, 1] = np.nan
+    got, want = NATIVE.argmax_hits(x, labels), REF.argmax_hits(x, labels)
+    assert got.dtype == want.dtype == np.int64 and got.shape == ()
+    assert int(got) == int(want) == int(np.sum(np.argmax(x, axis=1) == labels))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_take_rows_into_the_buffer(dtype):
     x, _ = _data(dtype, (50, 7))
     rows = xp.asarray(np.random.default_rng(1).permutation(50)[:20])

@@ -80,6 +80,12 @@ class Ops:
         """``sum(x, axis=1)`` of ``x: (batch, n)``, kept as ``(batch, 1)``."""
         return self.xp.sum(x, axis=1, keepdims=True)
 
+    def argmax_hits(self, x: Array, labels: Array) -> Array:
+        """How many rows of ``x: (batch, n)`` have their arg-max (the first
+        maximum) at the integer ``labels: (batch,)``; a 0-d int64 array."""
+        xp = self.xp
+        return xp.sum(xp.astype(xp.argmax(x, axis=1) == labels, xp.int64))
+
     def rows_buffer(self, rows: int, x: Array) -> Array | None:
         """A ``(rows, features)`` buffer for :meth:`take_rows` to gather rows of
         ``x: (samples, features)`` into, or ``None`` where gathers make new
