@@ -165,28 +165,49 @@ def make_train_step(
 class DivergenceGuard:
     """Decides after each epoch whether training has diverged.
 
-    Before the first step, a reference loss is measured on the first batch
-    (at least 256, at most 1024 samples; one forward pass and one read-back):
+    The reference loss is measured on the first batch (at least 256, at most
+    1024 samples, the first of the first epoch's order) before its update:
     the larger of the model's loss there and the loss of all-zero outputs
     (``ln K`` for K-class cross-entropy on logits, ``ln 2`` for BCE on logits,
     half the mean squared target norm for MSE), and at least 0.01, so that a
     start near 0 (an already trained model, zero targets) cannot make the limit
-    tiny. An epoch diverged when its mean loss is NaN/inf or more than
-    :data:`DIVERGENCE_FACTOR` times the reference, any weight is NaN/inf, or
-    the validation loss is NaN/inf.
+    tiny. When the first step sees that many samples (``batch_size >= 256``),
+    :func:`fit` takes its outputs (:meth:`terms`, read back with the first
+    epoch's metrics: no pass of its own); otherwise the guard runs one forward
+    pass on ``X[:256]`` and reads it back when made. An epoch diverged when its
+    mean loss is NaN/inf or more than :data:`DIVERGENCE_FACTOR` times the
+    reference, any weight is NaN/inf, or the validation loss is NaN/inf.
     """
 
     def __init__(self, model: Sequential, X: Array, y: Array, batch_size: int):
         self.model = model
-        xp = model.xp
-        m = min(X.shape[0], max(batch_size, 256), DIVERGENCE_SAMPLES)
-        yb = y[:m, ...]
-        out = model.forward(X[:m, ...])
-        start = xp.maximum(model.loss(out, yb), model.loss(xp.zeros_like(out), yb))
-        self.reference = max(float(start), DIVERGENCE_FLOOR)
+        #: how many of the first samples the reference is measured on
+        self.rows = min(X.shape[0], max(batch_size, 256), DIVERGENCE_SAMPLES)
+        #: whether :attr:`reference` and :attr:`limit` are set
+        self.measured = False
+        self.reference = self.limit = math.nan
+        if self.rows > batch_size:
+            out = self.model.forward(X[: self.rows, ...])
+            model_loss, zero_loss = model.read_floats(*self.terms(out, y[: self.rows]))
+            self.set_reference(model_loss, zero_loss)
+
+    def terms(self, out: Array, y: Array) -> list[Array]:
+        """The two 0-d losses the reference is the larger of, for the outputs
+        ``out: (rows, outputs)`` of the first :attr:`rows` samples before any
+        update and their targets ``y``: the model's, and all-zero outputs'."""
+        loss, xp = self.model.loss, self.model.xp
+        return [loss(out, y), loss(xp.zeros_like(out), y)]
+
+    def set_reference(self, model_loss: float, zero_loss: float) -> None:
+        """Set the reference and the limit from the two :meth:`terms`."""
+        start = max(model_loss, zero_loss)
+        if math.isnan(model_loss) or math.isnan(zero_loss):
+            start = math.nan
+        self.reference = max(start, DIVERGENCE_FLOOR)  # NaN stays NaN
         # A start that is already NaN/inf leaves only the non-finite checks.
         finite = math.isfinite(self.reference)
         self.limit = DIVERGENCE_FACTOR * self.reference if finite else math.inf
+        self.measured = True
 
     def check_epoch(self, mean_loss: float, weight_sum: float) -> None:
         """Raise :class:`DivergenceError` if the epoch's numbers show divergence.
@@ -306,9 +327,17 @@ def fit(
         metrics = [model.loss.value(outs, Te), xp.sum(model.parameters.flat)]
         if Le is not None:
             metrics.append(model.loss.correct(outs, Le))
+        if not guard.measured:
+            # The first step's outputs, kept from before its update.
+            rows = guard.rows
+            metrics += guard.terms(outs[:rows, ...], Te[:rows, ...])
         # One read-back for the loss, the weights' sum (any NaN or inf weight
-        # makes it non-finite) and the hits; it also waits for the device.
+        # makes it non-finite), the hits and the guard's reference in the
+        # first epoch; it also waits for the device.
         mean_loss, weight_sum, *hits = model.read_floats(*metrics)
+        if not guard.measured:
+            guard.set_reference(*hits[-2:])
+            hits = hits[:-2]
         seconds = time.perf_counter() - start
         model.epochs_trained += 1
         guard.check_epoch(mean_loss, weight_sum)
