@@ -143,13 +143,12 @@ def test_gathers_reuse_one_buffer_and_match_the_generic_path(
     after chunk: the numbers must still be the generic path's (fresh arrays),
     with several chunks, a short last one, and batches big enough for the
     native row reductions of the loss."""
-    import xpnet.training as training
     from xpnet.fastpaths import Ops
     from xpnet.native_numpy import NumpyOps
 
-    # 3 batches of 150 rows (8 features, float64) per chunk: 1000 rows make
-    # 3 chunks, the last one short with a short batch.
-    monkeypatch.setattr(training, "GATHER_BYTES", 3 * 150 * 8 * 4)
+    # 3 batches of 150 rows (8 features) per chunk: 1000 rows make 3 chunks,
+    # the last one short with a short batch.
+    monkeypatch.setattr(NumpyOps, "gather_bytes", 3 * 150 * 8 * 4)
     outs = []
     take_rows = NumpyOps.take_rows
 

@@ -42,6 +42,9 @@ class Ops:
     """
 
     name = "generic"
+    #: the training loop gathers the rows of X about this many bytes (whole
+    #: batches) at a time, then slices: few gathers (kernel launches) per step
+    gather_bytes = 4 << 20
 
     def __init__(self, xp: Namespace, device: Device, on_cpu: bool) -> None:
         self.xp = xp

@@ -287,8 +287,8 @@ def fit(
     # Once per fit: the float targets the loss compares with (one-hot labels).
     targets = model.loss.targets(y, model.out_features)
     keep_in_place = array_api_compat.is_writeable_array(X)
-    chunk = _gather_rows(batch_size, X.shape[1], n)
     ops = model.backend.ops
+    chunk = _gather_rows(batch_size, X.shape[1], n, ops.gather_bytes)
     # Reused by every gather of this fit where the backend can write into it
     # (NumPy): no fresh pages to fault in per chunk.
     buffer = ops.rows_buffer(chunk, X) if shuffle else None
@@ -359,14 +359,10 @@ def fit(
     return history
 
 
-#: the rows of X gathered at once are about this many bytes (float32), a
-#: few batches' worth that stays in cache until the steps read them
-GATHER_BYTES = 4 << 20
-
-
-def _gather_rows(batch_size: int, features: int, n: int) -> int:
-    """Rows per gather: a whole number of batches, about GATHER_BYTES."""
-    batches = max(1, GATHER_BYTES // (4 * features * batch_size))
+def _gather_rows(batch_size: int, features: int, n: int, size: int) -> int:
+    """Rows per gather: a whole number of batches, about ``size`` bytes of
+    float32 rows (the backend's :attr:`~xpnet.fastpaths.Ops.gather_bytes`)."""
+    batches = max(1, size // (4 * features * batch_size))
     return min(n, batches * batch_size)
 
 
