@@ -76,6 +76,64 @@ def test_sum_rows_into_writes_into_out(dtype):
     np.testing.assert_allclose(out_native, x.sum(axis=0, dtype=np.float64), rtol=1e-5)
 
 
+# (rows, columns): the native column loop (many rows, few columns) and both
+# fallbacks to NumPy's own reduction
+ROW_SHAPES = [(300, 10), (300, 1), (7, 10), (300, 40)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", ROW_SHAPES)
+def test_row_max_is_exact(dtype, shape):
+    x, _ = _data(dtype, shape)
+    x[3, -1] = np.nan  # a NaN row stays NaN, as in the reference
+    got, want = NATIVE.row_max(x), REF.row_max(x)
+    assert got.shape == want.shape == (shape[0], 1) and got.dtype == dtype
+    np.testing.assert_array_equal(got, want)
+    assert np.isnan(got[3, 0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", ROW_SHAPES)
+def test_row_sum_within_rounding(dtype, shape):
+    x, _ = _data(dtype, shape)
+    got, want = NATIVE.row_sum(x), REF.row_sum(x)
+    assert got.shape == want.shape == (shape[0], 1) and got.dtype == dtype
+    np.testing.assert_allclose(got, want, rtol=0, atol=8 * np.finfo(dtype).eps)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", ROW_SHAPES)
+@pytest.mark.parametrize("tie", [None, "zeros", "equal", "nan"])
+def test_argmax_hits_counts_the_first_maximum(dtype, shape, tie):
+    x, _ = _data(dtype, shape)
+    labels = xp.asarray(np.random.default_rng(2).integers(0, shape[1], shape[0]))
+    labels[:3] = 0
+    x[0, 0] = x[1, 0] = x[2, 0] = 9.0  # some hits
+    if tie == "zeros":  # a dead network: all outputs equal, argmax is 0
+        x[:] = 0.0
+    elif tie == "equal" and shape[1] > 1:  # the first of two maxima counts
+        x[0, -1] = 9.0
+        labels[1], x[1, -1] = shape[1] - 1, 9.0
+    elif tie == "nan" and shape[1] > 1:
+        x[5, 1] = np.nan
+    got, want = NATIVE.argmax_hits(x, labels), REF.argmax_hits(x, labels)
+    assert got.dtype == want.dtype == np.int64 and got.shape == ()
+    assert int(got) == int(want) == int(np.sum(np.argmax(x, axis=1) == labels))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_take_rows_into_the_buffer(dtype):
+    x, _ = _data(dtype, (50, 7))
+    rows = xp.asarray(np.random.default_rng(1).permutation(50)[:20])
+    assert REF.rows_buffer(20, x) is None
+    buffer = NATIVE.rows_buffer(20, x)
+    assert buffer.shape == (20, 7) and buffer.dtype == dtype
+    got = NATIVE.take_rows(x, rows, buffer)
+    assert got is buffer
+    np.testing.assert_array_equal(got, REF.take_rows(x, rows))
+    np.testing.assert_array_equal(NATIVE.take_rows(x, rows), x[rows])
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_flush_denormals(dtype):
     tiny = np.finfo(dtype).smallest_normal

@@ -503,6 +503,41 @@ def test_divergence_reference_never_falls_near_zero(numpy_backend):
     assert (guard.limit, guard.reference) == (1.0, 0.01)
 
 
+def test_large_batches_take_the_reference_from_the_first_step(
+    numpy_backend, monkeypatch
+):
+    """With batch_size >= 256 the divergence reference comes from the first
+    step's outputs before its update (read back with the first epoch's
+    metrics): no forward pass of its own, and the value a separate pass on
+    the same samples measures."""
+    rng = np.random.default_rng(4)
+    X, y = rng.normal(size=(600, 8)), rng.integers(0, 3, size=600)
+    twin = xpnet.mlp([8, 16, 3], device=numpy_backend, seed=1)
+    Xd, yd = twin.to_device(X, "float32"), twin.to_device(y)
+    expected = DivergenceGuard(twin, Xd, yd, 16)  # its own pass on X[:256]
+    assert expected.measured and expected.rows == 256
+
+    model = xpnet.mlp([8, 16, 3], device=numpy_backend, seed=1)
+    rows_seen = []
+    forward = model.forward
+    monkeypatch.setattr(
+        model, "forward", lambda x: rows_seen.append(x.shape[0]) or forward(x)
+    )
+    guards = []
+    set_reference = DivergenceGuard.set_reference
+
+    def spy(self, *terms):
+        set_reference(self, *terms)
+        guards.append(self)
+
+    monkeypatch.setattr(DivergenceGuard, "set_reference", spy)
+    model.fit(X, y, epochs=2, batch_size=256, shuffle=False)
+    assert rows_seen == [256, 256, 88] * 2  # the steps' passes only
+    assert len(guards) == 1 and guards[0].rows == 256
+    assert guards[0].reference == pytest.approx(expected.reference, rel=1e-6)
+    assert guards[0].limit == pytest.approx(expected.limit, rel=1e-6)
+
+
 def test_one_output_cross_entropy_and_double_mappings_are_refused():
     _one_line_error(
         lambda: xpnet.mlp([3, 4, 1], device="cpu"),

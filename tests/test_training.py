@@ -135,6 +135,49 @@ def test_make_train_step_falls_back_to_the_generic_step(numpy_backend):
 # ------------------------------------------------------------------ fit
 
 
+def test_gathers_reuse_one_buffer_and_match_the_generic_path(
+    numpy_backend, monkeypatch
+):
+    """NumPy gathers each chunk of shuffled rows into one buffer per fit (no
+    fresh pages per chunk), which the steps read while it is overwritten chunk
+    after chunk: the numbers must still be the generic path's (fresh arrays),
+    with several chunks, a short last one, and batches big enough for the
+    native row reductions of the loss."""
+    from xpnet.fastpaths import Ops
+    from xpnet.native_numpy import NumpyOps
+
+    # 3 batches of 150 rows (8 features) per chunk: 1000 rows make 3 chunks,
+    # the last one short with a short batch.
+    monkeypatch.setattr(NumpyOps, "gather_bytes", 3 * 150 * 8 * 4)
+    outs = []
+    take_rows = NumpyOps.take_rows
+
+    def spy(self, x, rows, out=None):
+        outs.append(out)
+        return take_rows(self, x, rows, out)
+
+    monkeypatch.setattr(NumpyOps, "take_rows", spy)
+    rng = np.random.default_rng(3)
+    X, y = rng.normal(size=(1000, 8)), rng.integers(0, 10, size=1000)
+
+    def run(backend):
+        model = xpnet.mlp([8, 16, 10], device=backend, dtype="float64", seed=2)
+        history = model.fit(X, y, epochs=2, batch_size=150)
+        return history, model.state_dict()
+
+    b = numpy_backend
+    generic = xpnet.Backend(b.name, b.xp, b.device, b.device_name)
+    generic.__dict__["ops"] = Ops(generic.xp, generic.device, on_cpu=True)
+    ref_history, ref_state = run(generic)
+    history, state = run(numpy_backend)
+    assert len(outs) == 6 and all(o is not None for o in outs)
+    assert len({o.ctypes.data for o in outs}) == 1  # one buffer in each fit
+    for key in ("loss", "accuracy"):
+        np.testing.assert_allclose(history[key], ref_history[key], rtol=1e-12)
+    for key, value in ref_state.items():
+        np.testing.assert_allclose(state[key], value, rtol=1e-10, atol=1e-13)
+
+
 def test_fit_without_shuffle_visits_samples_in_order(backend):
     X, y = _data(n=47)
     fitted = _model(backend, momentum=0.9)

@@ -42,6 +42,9 @@ class Ops:
     """
 
     name = "generic"
+    #: the training loop gathers the rows of X about this many bytes (whole
+    #: batches) at a time, then slices: few gathers (kernel launches) per step
+    gather_bytes = 4 << 20
 
     def __init__(self, xp: Namespace, device: Device, on_cpu: bool) -> None:
         self.xp = xp
@@ -71,6 +74,33 @@ class Ops:
     def select(self, mask: Array, a: Array | float, b: Array | float) -> Array:
         """``a`` where ``mask`` holds, else ``b`` (arrays or Python floats)."""
         return self.xp.where(mask, a, b)
+
+    def row_max(self, x: Array) -> Array:
+        """``max(x, axis=1)`` of ``x: (batch, n)``, kept as ``(batch, 1)``."""
+        return self.xp.max(x, axis=1, keepdims=True)
+
+    def row_sum(self, x: Array) -> Array:
+        """``sum(x, axis=1)`` of ``x: (batch, n)``, kept as ``(batch, 1)``."""
+        return self.xp.sum(x, axis=1, keepdims=True)
+
+    def argmax_hits(self, x: Array, labels: Array) -> Array:
+        """How many rows of ``x: (batch, n)`` have their arg-max (the first
+        maximum) at the integer ``labels: (batch,)``; a 0-d int64 array."""
+        xp = self.xp
+        return xp.sum(xp.astype(xp.argmax(x, axis=1) == labels, xp.int64))
+
+    def rows_buffer(self, rows: int, x: Array) -> Array | None:
+        """A ``(rows, features)`` buffer for :meth:`take_rows` to gather rows of
+        ``x: (samples, features)`` into, or ``None`` where gathers make new
+        arrays (the generic path: the standard's ``take`` has no ``out=``)."""
+        return None
+
+    def take_rows(self, x: Array, rows: Array, out: Array | None = None) -> Array:
+        """``x[rows]``: the rows of ``x: (samples, features)`` at the integer
+        indices ``rows: (m,)`` (all in range), ``(m, features)``. ``out``: an
+        ``(m, features)`` buffer from :meth:`rows_buffer` that a backend may
+        write into and return instead of a new array."""
+        return self.xp.take(x, rows, axis=0)
 
     def matmul_into(self, out: Array, a: Array, b: Array) -> Array:
         """``out[...] = a @ b``; returns ``out``."""

@@ -82,9 +82,8 @@ class Loss:
         xp = self.xp
         if out.shape[1] == 1:
             hits = (self.probabilities(out)[:, 0] > 0.5) == (labels > 0)
-        else:
-            hits = xp.argmax(out, axis=1) == labels
-        return xp.sum(xp.astype(hits, xp.int64))
+            return xp.sum(xp.astype(hits, xp.int64))
+        return self.ops.argmax_hits(out, labels)
 
     def config(self) -> dict[str, Any]:
         return {}
@@ -182,8 +181,8 @@ class CrossEntropy(Loss):
         y = self.targets(y, out.shape[1])
         n = out.shape[0]
         if self.from_logits:
-            shifted = out - xp.max(out, axis=1, keepdims=True)
-            total = xp.sum(xp.exp(shifted), axis=1, keepdims=True)
+            shifted = out - self.ops.row_max(out)
+            total = self.ops.row_sum(xp.exp(shifted))
             return -xp.sum(y * (shifted - xp.log(total))) / n
         p = self.ops.clip(out, self.eps, 1.0)
         return -xp.sum(y * xp.log(p)) / n
@@ -194,9 +193,9 @@ class CrossEntropy(Loss):
         step = scale / out.shape[0]
         if self.from_logits:
             # softmax(out) - y, times the scale: 7 whole-array operations
-            e = xp.exp(out - xp.max(out, axis=1, keepdims=True))
+            e = xp.exp(out - self.ops.row_max(out))
             u = self._inplace(e)
-            p = u.div(e, xp.sum(e, axis=1, keepdims=True))
+            p = u.div(e, self.ops.row_sum(e))
             return u.mul(u.sub(p, y), step)
         p = self.ops.clip(out, self.eps, 1.0)
         return -y / p * step

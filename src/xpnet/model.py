@@ -299,13 +299,15 @@ class Sequential:
         :class:`Sequential`); for a regressor the history's accuracies are
         ``None``.
 
-        Divergence: before the first step, a reference loss is measured on
-        the first batch (at least 256, at most 1024 samples; one forward pass
-        and one read-back): the larger of the model's loss there and the loss
-        of all-zero outputs (``ln K`` for K-class cross-entropy on logits,
-        ``ln 2`` for BCE on logits, half the mean squared target norm for MSE),
-        and at least 0.01, so that a start near 0 (an already trained model,
-        zero targets) cannot make the limit tiny. After each epoch, before
+        Divergence: a reference loss is measured on the first batch before
+        its update (at least 256, at most 1024 samples of the first epoch's
+        order; from the first step's own outputs when ``batch_size >= 256``,
+        else one forward pass and one read-back): the larger of the model's
+        loss there and the loss of all-zero outputs (``ln K`` for K-class
+        cross-entropy on logits, ``ln 2`` for BCE on logits, half the mean
+        squared target norm for MSE), and at least 0.01, so that a start
+        near 0 (an already trained model, zero targets) cannot make the limit
+        tiny. After each epoch, before
         ``on_epoch_end`` (so a callback that saves checkpoints never saves a
         diverged epoch), fit raises
         :class:`~xpnet.errors.DivergenceError` when the epoch's mean loss is

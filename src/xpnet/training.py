@@ -195,28 +195,58 @@ def make_train_step(
 class DivergenceGuard:
     """Decides after each epoch whether training has diverged.
 
-    Before the first step, a reference loss is measured on the first batch
-    (at least 256, at most 1024 samples; one forward pass and one read-back):
+    The reference loss is measured on the first batch (at least 256, at most
+    1024 samples, the first of the first epoch's order) before its update:
     the larger of the model's loss there and the loss of all-zero outputs
     (``ln K`` for K-class cross-entropy on logits, ``ln 2`` for BCE on logits,
     half the mean squared target norm for MSE), and at least 0.01, so that a
     start near 0 (an already trained model, zero targets) cannot make the limit
-    tiny. An epoch diverged when its mean loss is NaN/inf or more than
-    :data:`DIVERGENCE_FACTOR` times the reference, any weight is NaN/inf, or
-    the validation loss is NaN/inf.
+    tiny. When the first step sees that many samples (``batch_size >= 256``),
+    :func:`fit` takes its outputs (:meth:`terms`, read back with the first
+    epoch's metrics: no pass of its own); otherwise the guard runs one forward
+    pass on ``X[:256]`` and reads it back when made. An epoch diverged when its
+    mean loss is NaN/inf or more than :data:`DIVERGENCE_FACTOR` times the
+    reference, any weight is NaN/inf, or the validation loss is NaN/inf.
+    ``own_pass`` forces the pass of its own (data parallel: a rank's first
+    step sees only its share of the batch, and every rank must agree).
     """
 
-    def __init__(self, model: Sequential, X: Array, y: Array, batch_size: int):
+    def __init__(
+        self,
+        model: Sequential,
+        X: Array,
+        y: Array,
+        batch_size: int,
+        own_pass: bool = False,
+    ):
         self.model = model
-        xp = model.xp
-        m = min(X.shape[0], max(batch_size, 256), DIVERGENCE_SAMPLES)
-        yb = y[:m, ...]
-        out = model.forward(X[:m, ...])
-        start = xp.maximum(model.loss(out, yb), model.loss(xp.zeros_like(out), yb))
-        self.reference = max(float(start), DIVERGENCE_FLOOR)
+        #: how many of the first samples the reference is measured on
+        self.rows = min(X.shape[0], max(batch_size, 256), DIVERGENCE_SAMPLES)
+        #: whether :attr:`reference` and :attr:`limit` are set
+        self.measured = False
+        self.reference = self.limit = math.nan
+        if own_pass or self.rows > batch_size:
+            out = self.model.forward(X[: self.rows, ...])
+            model_loss, zero_loss = model.read_floats(*self.terms(out, y[: self.rows]))
+            self.set_reference(model_loss, zero_loss)
+
+    def terms(self, out: Array, y: Array) -> list[Array]:
+        """The two 0-d losses the reference is the larger of, for the outputs
+        ``out: (rows, outputs)`` of the first :attr:`rows` samples before any
+        update and their targets ``y``: the model's, and all-zero outputs'."""
+        loss, xp = self.model.loss, self.model.xp
+        return [loss(out, y), loss(xp.zeros_like(out), y)]
+
+    def set_reference(self, model_loss: float, zero_loss: float) -> None:
+        """Set the reference and the limit from the two :meth:`terms`."""
+        start = max(model_loss, zero_loss)
+        if math.isnan(model_loss) or math.isnan(zero_loss):
+            start = math.nan
+        self.reference = max(start, DIVERGENCE_FLOOR)  # NaN stays NaN
         # A start that is already NaN/inf leaves only the non-finite checks.
         finite = math.isfinite(self.reference)
         self.limit = DIVERGENCE_FACTOR * self.reference if finite else math.inf
+        self.measured = True
 
     def check_epoch(self, mean_loss: float, weight_sum: float) -> None:
         """Raise :class:`DivergenceError` if the epoch's numbers show divergence.
@@ -311,7 +341,15 @@ def fit(
     history = History()
     if not epochs:
         return history
-    guard = DivergenceGuard(model, X, y, batch_size)
+    guard = DivergenceGuard(model, X, y, batch_size, own_pass=plan.sharded)
+    ops = model.backend.ops
+    chunk = plan.batches_per_gather(
+        _gather_rows(plan.batch_size, X.shape[1], n, ops.gather_bytes)
+    )
+    # Reused by every gather of this fit where the backend can write into it
+    # (NumPy): no fresh pages to fault in per chunk.
+    rows = min(n, chunk * plan.batch_size)
+    buffer = ops.rows_buffer(rows, X) if shuffle else None
     # Once per fit: the float targets the loss compares with (one-hot labels).
     targets = model.loss.targets(y, model.out_features)
     # A signal to one rank is held back until the next step's all-reduce,
@@ -319,7 +357,14 @@ def fit(
     with held_signals() if plan.sharded else contextlib.nullcontext():
         for _ in range(epochs):
             record = _epoch(
-                model, comm, X, targets, labels, plan, update, guard, on_batch, shuffle
+                model,
+                comm,
+                (X, targets, labels),
+                plan,
+                (update, chunk, buffer),
+                guard,
+                on_batch,
+                shuffle,
             )
             if validation_data is not None:
                 if plan.sharded:
@@ -338,17 +383,21 @@ def fit(
 def _epoch(
     model: Sequential,
     comm: Communicator,
-    X: Array,
-    targets: Array,
-    labels: Array | None,
+    data: tuple[Array, Array, Array | None],
     plan: ShardPlan,
-    update: Callable[..., Array],
+    stepping: tuple[Callable[..., Array], int, Array | None],
     guard: DivergenceGuard,
     on_batch: Callable[[int], None] | None,
     shuffle: bool,
 ) -> dict[str, Any]:
-    """One epoch of :func:`fit` (this rank's share of it): its record."""
-    xp, device = model.xp, model.backend.device
+    """One epoch of :func:`fit` (this rank's share of it): its record.
+
+    ``data``: X, the float targets and the labels (or None); ``stepping``: the
+    update function, the batches per gather and the backend's reused gather
+    buffer (or None)."""
+    X, targets, labels = data
+    update, per_gather, buffer = stepping
+    xp, device, ops = model.xp, model.backend.device, model.backend.ops
     n = X.shape[0]
     start = time.perf_counter()
     # Positions, in the epoch's order, of this rank's rows: the same
@@ -369,13 +418,16 @@ def _epoch(
     keep_in_place = array_api_compat.is_writeable_array(outs)
     parts = []
     batches = plan.batches
-    per_gather = plan.batches_per_gather(_gather_rows(plan.batch_size, X.shape[1], n))
     for g in range(0, len(batches), per_gather):
         group = batches[g : g + per_gather]
         c0, c1 = group[0].lo, group[-1].hi
         # One gather per group of batches, then contiguous slices: few
         # operations per step, and the rows are still in cache when used.
-        Xc = xp.take(X, order[c0:c1], axis=0) if order is not None else X[c0:c1, ...]
+        if order is None:
+            Xc = X[c0:c1, ...]
+        else:
+            into = buffer[: c1 - c0, ...] if buffer is not None else None
+            Xc = ops.take_rows(X, order[c0:c1], into)
         for batch in group:
             lo, hi = batch.lo, batch.hi
             xb, yb = Xc[lo - c0 : hi - c0, ...], Te[lo:hi, ...]
@@ -393,9 +445,16 @@ def _epoch(
         metrics.append(model.loss.value(outs, Te))
         if Le is not None:
             metrics.append(model.loss.correct(outs, Le))
+    if not guard.measured:
+        # The first step's outputs, kept from before its update.
+        metrics += guard.terms(outs[: guard.rows, ...], Te[: guard.rows, ...])
     # One read-back for the weights' sum (any NaN or inf weight makes it
-    # non-finite), the loss and the hits; it also waits for the device.
+    # non-finite), the loss, the hits and the guard's reference in the first
+    # epoch; it also waits for the device.
     weight_sum, *local = model.read_floats(*metrics)
+    if not guard.measured:
+        guard.set_reference(*local[-2:])
+        local = local[:-2]
     seconds = time.perf_counter() - start
     if plan.sharded:
         sums = [local[0] * n_local, local[1]] if n_local else [0.0, 0.0]
@@ -416,14 +475,10 @@ def _epoch(
     }
 
 
-#: the rows of X gathered at once are about this many bytes (float32), a
-#: few batches' worth that stays in cache until the steps read them
-GATHER_BYTES = 4 << 20
-
-
-def _gather_rows(batch_size: int, features: int, n: int) -> int:
-    """Rows per gather: a whole number of batches, about GATHER_BYTES."""
-    batches = max(1, GATHER_BYTES // (4 * features * batch_size))
+def _gather_rows(batch_size: int, features: int, n: int, size: int) -> int:
+    """Rows per gather: a whole number of batches, about ``size`` bytes of
+    float32 rows (the backend's :attr:`~xpnet.fastpaths.Ops.gather_bytes`)."""
+    batches = max(1, size // (4 * features * batch_size))
     return min(n, batches * batch_size)
 
 
