@@ -236,8 +236,10 @@ class _BaseMLP(BaseEstimator):
         estimator trains exactly as ``xpnet train --seed`` does), a draw from it
         when it is a RandomState, ``None`` (fresh entropy) for ``None``."""
         state = self.random_state
-        if state is None or isinstance(state, numbers.Integral):
-            return state
+        if state is None:
+            return None
+        if isinstance(state, numbers.Integral):
+            return int(state)
         return int(check_random_state(state).randint(np.iinfo(np.int32).max))
 
     # -- the model -------------------------------------------------------------
@@ -641,6 +643,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     _loss_type = MeanSquaredError
     _multi_output = True
     _out_activation = "identity"
+    #: ndim of the targets given to fit: predict returns (n,) for 1
+    _target_ndim: int = 1
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
