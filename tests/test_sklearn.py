@@ -246,17 +246,11 @@ def test_unpickled_without_its_device_runs_on_the_cpu_with_a_warning():
 
 # -- inputs ----------------------------------------------------------------------
 @quiet
-def test_lists_pandas_and_torch_inputs_give_the_same_predictions():
+def test_lists_and_torch_inputs_give_the_same_predictions_as_numpy():
     import numpy as np
 
-    pd = pytest.importorskip("pandas")
     X, y = _blobs()
     reference = _small().fit(X, y).predict_proba(X)
-    names = [f"f{i}" for i in range(X.shape[1])]
-    frame = pd.DataFrame(X, columns=names)
-    from_pandas = _small().fit(frame, pd.Series(y))
-    assert list(from_pandas.feature_names_in_) == names
-    np.testing.assert_array_equal(from_pandas.predict_proba(frame), reference)
     from_lists = _small().fit(X.tolist(), y.tolist())
     np.testing.assert_array_equal(from_lists.predict_proba(X.tolist()), reference)
     torch = pytest.importorskip("torch")
@@ -265,6 +259,22 @@ def test_lists_pandas_and_torch_inputs_give_the_same_predictions():
     out = from_torch.predict_proba(torch.asarray(X))
     assert isinstance(out, np.ndarray)
     np.testing.assert_array_equal(out, reference)
+
+
+@quiet
+def test_pandas_inputs_record_feature_names():
+    import numpy as np
+
+    pd = pytest.importorskip("pandas")
+    X, y = _blobs()
+    names = [f"f{i}" for i in range(X.shape[1])]
+    frame = pd.DataFrame(X, columns=names)
+    est = _small().fit(frame, pd.Series(y))
+    assert list(est.feature_names_in_) == names
+    reference = _small().fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(est.predict_proba(frame), reference)
+    with pytest.warns(UserWarning, match="X does not have valid feature names"):
+        est.predict(X)
 
 
 @quiet
@@ -349,7 +359,10 @@ def test_early_stopping_keeps_the_weights_of_the_best_validation_score():
     import numpy as np
 
     X, y = _blobs(n=200)
-    est = _small(early_stopping=True, max_iter=300, n_iter_no_change=5).fit(X, y)
+    est = _small(early_stopping=True, max_iter=300, n_iter_no_change=5, alpha=0.9)
+    est.fit(X, y)
+    # scikit-learn's batch ('auto': up to 200) counts the 180 rows trained on.
+    assert est._model.optimizer.weight_decay == pytest.approx(0.9 / 180)
     assert est.n_iter_ < 300 and len(est.validation_scores_) == est.n_iter_
     assert est.best_validation_score_ == max(est.validation_scores_)
     assert est.best_loss_ is None
@@ -379,6 +392,9 @@ def test_warm_start_continues_from_the_fitted_weights():
     assert not np.array_equal(est.coefs_[0], first[0])
     with pytest.raises(ValueError, match="warm_start can only be used where `y`"):
         est.fit(X[y < 2], y[y < 2])
+    # Switching early stopping on between warm fits starts its score record.
+    est.set_params(early_stopping=True).fit(X, y)
+    assert len(est.validation_scores_) == est.n_iter_ - 10
 
 
 @quiet

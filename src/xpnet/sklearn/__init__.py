@@ -7,7 +7,14 @@ names (where xpnet has the feature) plus ``device``, ``backend`` and
 they pass scikit-learn's estimator checks and work in ``Pipeline``,
 ``GridSearchCV`` and ``cross_val_score``. scikit-learn is an optional
 dependency (``pip install 'xpnet[sklearn]'``); ``import xpnet`` never imports
-it. See :mod:`xpnet.sklearn.estimators` for the details.
+it. See :mod:`xpnet.sklearn.estimators` for the details::
+
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from xpnet.sklearn import MLPClassifier
+
+    clf = make_pipeline(StandardScaler(), MLPClassifier((256,), random_state=0))
+    clf.fit(X_train, y_train).score(X_test, y_test)
 """
 
 from __future__ import annotations

@@ -370,6 +370,7 @@ class _BaseMLP(BaseEstimator):
             model = self._new_model(layers, self._backend_for(X), dtype, seed)
             self._start(n_outputs)
             self._fit_namespace = arrays.namespace_key(X)
+            self.__dict__.pop("_saved", None)
         elif not incremental:
             # warm_start: the weights and the shuffling go on, the optimizer
             # starts afresh (as scikit-learn's), from today's parameters.
@@ -380,15 +381,18 @@ class _BaseMLP(BaseEstimator):
             model.shuffle_rng = old.shuffle_rng
             model.epochs_trained = old.epochs_trained
             model.restore_task(old.config())
+            if self.early_stopping != (self.validation_scores_ is not None):
+                self._start_tracking()
         else:
             model = self._get_model()
-        n = X.shape[0]
-        batch = min(200 if self.batch_size == "auto" else self.batch_size, n)
-        model.optimizer.weight_decay = self.alpha / batch
         self._model = model
         validation = None
         if self.early_stopping and not incremental:
             X, targets, validation = self._split(X, targets, seed)
+        # scikit-learn's batch size and penalty: on the rows trained on
+        size = 200 if self.batch_size == "auto" else int(self.batch_size)
+        batch = min(size, X.shape[0])
+        model.optimizer.weight_decay = self.alpha / batch
         epochs = 1 if incremental else self.max_iter
         self._train(model, X, targets, epochs, batch, validation, incremental)
         return self
@@ -402,6 +406,11 @@ class _BaseMLP(BaseEstimator):
         self.t_ = 0
         self.loss_curve_: list[float] = []
         self.loss_ = math.nan
+        self._start_tracking()
+
+    def _start_tracking(self) -> None:
+        """The counters of the stopping rule, for the loss or, with early
+        stopping, the validation score."""
         self._no_improvement_count = 0
         if self.early_stopping:
             self.validation_scores_: list[float] | None = []
