@@ -4,7 +4,12 @@ namespace that is available here, and skips the others saying why."""
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
+
+# scikit-learn's array-API dispatch (tests/test_sklearn.py) needs SciPy's array
+# API support, which SciPy reads once, when it is first imported.
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
 import pytest
 
