@@ -442,6 +442,6 @@ def test_progress_bar_shows_on_a_terminal(tmp_path):
     os.close(main)
     bar = b"".join(chunks).decode(errors="replace")
     assert proc.returncode == 0
-    assert "epoch 1:" in bar and "epoch 2:" in bar and "/5.00k" in bar
+    assert "epoch 1/2:" in bar and "epoch 2/2:" in bar and "/5.00k" in bar
     assert "sample/s" in bar
     assert sum(ln.startswith("epoch ") for ln in out.splitlines()) == 2

@@ -40,7 +40,8 @@ import array_api_compat
 from .arraytypes import Array, ArrayLike
 from .errors import DivergenceError, XpnetError
 from .fastpaths import StepFn
-from .rng import permutation
+from .progress import Progress, for_verbose
+from .rng import permutation, validation_split
 
 if TYPE_CHECKING:
     from .model import Sequential
@@ -225,16 +226,20 @@ def fit(
     batch_size: int = 32,
     *,
     validation_data: tuple[ArrayLike, ArrayLike] | None = None,
+    validation_split: float | None = None,
     shuffle: bool = True,
     on_batch: Callable[[int], None] | None = None,
     on_epoch_end: Callable[[dict[str, Any]], Any] | None = None,
     check_inputs: bool = True,
+    verbose: int = 0,
+    progress: Progress | None = None,
     step: StepFn | None = None,
 ) -> History:
     """Train ``model`` for ``epochs`` passes over ``X: (samples, features)``.
 
-    See :meth:`xpnet.model.Sequential.fit` for the arguments; ``step``
-    replaces the model's training step (default :func:`make_train_step`).
+    See :meth:`xpnet.model.Sequential.fit` for the arguments; ``progress``
+    replaces the display that ``verbose`` chooses, and ``step`` the model's
+    training step (default :func:`make_train_step`).
     Divergence is checked after each epoch by :class:`DivergenceGuard`, before
     ``on_epoch_end`` (so a callback that saves checkpoints never saves a
     diverged epoch); the model then holds the diverged weights and counts that
@@ -242,14 +247,27 @@ def fit(
     """
     epochs = check_count("epochs", epochs, minimum=0)
     batch_size = check_count("batch_size", batch_size, minimum=1)
+    if progress is None:
+        progress = for_verbose(verbose)
+    if validation_split is not None and validation_data is not None:
+        raise XpnetError(
+            "fit got both validation_data and validation_split: pass one (the "
+            "split holds out part of X, y as the validation data)"
+        )
     X = model.prepare_inputs(X, check=check_inputs)
     n = X.shape[0]
     y, labels, task = model.prepare_targets(y, n, "y", check_inputs, model.task)
-    if validation_data is not None:
+    # (X, targets, labels) of the validation rows, checked and on the device
+    validation: tuple[Array, Array, Array | None] | None = None
+    if validation_split is not None:
+        X, y, labels, validation = _split(model, validation_split, X, y, labels)
+        n = X.shape[0]
+    elif validation_data is not None:
         Xv = model.prepare_inputs(validation_data[0], "validation X", check_inputs)
         yv, labels_v, _ = model.prepare_targets(
             validation_data[1], Xv.shape[0], "validation y", check_inputs, task
         )
+        validation = (Xv, yv, labels_v)
     if model.task is None:
         model.task = task
         model.target_ndim = y.ndim if task == "regression" else None
@@ -265,61 +283,133 @@ def fit(
     targets = model.loss.targets(y, model.out_features)
     keep_in_place = array_api_compat.is_writeable_array(X)
     chunk = _gather_rows(batch_size, X.shape[1], n)
-    for _ in range(epochs):
-        start = time.perf_counter()
-        order = None
-        Te, Le = targets, labels
-        if shuffle:
-            order = model.backend.asarray(permutation(model.shuffle_rng, n))
-            Te = xp.take(targets, order, axis=0)
-            Le = xp.take(labels, order, axis=0) if labels is not None else None
-        # The step's outputs are kept, so loss and accuracy cost a few whole-
-        # epoch operations instead of a few per step.
-        outs = xp.empty((n, model.out_features), dtype=model.dtype, device=device)
-        parts = []
-        for c0 in range(0, n, chunk):
-            c1 = min(c0 + chunk, n)
-            # One gather per chunk of batches, then contiguous slices: few
-            # operations per step, and the rows are still in cache when used.
-            Xc = (
-                xp.take(X, order[c0:c1], axis=0) if order is not None else X[c0:c1, ...]
-            )
-            for lo in range(c0, c1, batch_size):
-                hi = min(lo + batch_size, c1)
-                out = update(Xc[lo - c0 : hi - c0, ...], Te[lo:hi, ...])
-                if keep_in_place:
-                    outs[lo:hi, ...] = out
-                else:
-                    parts.append(out)
-                if on_batch is not None:
-                    on_batch(hi)
-        if not keep_in_place:
-            outs = xp.concat(parts, axis=0)
-        metrics = [model.loss.value(outs, Te), xp.sum(model.parameters.flat)]
-        if Le is not None:
-            metrics.append(model.loss.correct(outs, Le))
-        # One read-back for the loss, the weights' sum (any NaN or inf weight
-        # makes it non-finite) and the hits; it also waits for the device.
-        mean_loss, weight_sum, *hits = model.read_floats(*metrics)
-        seconds = time.perf_counter() - start
-        model.epochs_trained += 1
-        guard.check_epoch(mean_loss, weight_sum)
-        record: dict[str, Any] = {
-            "epoch": model.epochs_trained,
-            "loss": mean_loss,
-            "accuracy": hits[0] / n if hits else None,
-            "seconds": seconds,
-            "samples_per_second": n / seconds if seconds > 0 else math.inf,
-        }
-        if validation_data is not None:
-            val = model.evaluate_prepared(Xv, yv, labels_v, 1024)
-            guard.check_validation(val["loss"])
-            record["val_loss"] = val["loss"]
-            record["val_accuracy"] = val["accuracy"]
-        history.records.append(record)
-        if on_epoch_end is not None:
-            on_epoch_end(record)
+    total_epochs = model.epochs_trained + epochs
+    try:
+        for _ in range(epochs):
+            start = time.perf_counter()
+            order = None
+            Te, Le = targets, labels
+            if shuffle:
+                order = model.backend.asarray(permutation(model.shuffle_rng, n))
+                Te = xp.take(targets, order, axis=0)
+                Le = xp.take(labels, order, axis=0) if labels is not None else None
+            if progress is not None:
+                progress.start_epoch(model.epochs_trained + 1, total_epochs, n)
+            running = _RunningMetrics(model, Te, Le)
+            # The step's outputs are kept, so loss and accuracy cost a few whole-
+            # epoch operations instead of a few per step.
+            outs = xp.empty((n, model.out_features), dtype=model.dtype, device=device)
+            parts: list[Array] = []
+            for c0 in range(0, n, chunk):
+                c1 = min(c0 + chunk, n)
+                # One gather per chunk of batches, then contiguous slices: few
+                # operations per step, and the rows are still in cache when used.
+                Xc = (
+                    xp.take(X, order[c0:c1], axis=0)
+                    if order is not None
+                    else X[c0:c1, ...]
+                )
+                for lo in range(c0, c1, batch_size):
+                    hi = min(lo + batch_size, c1)
+                    out = update(Xc[lo - c0 : hi - c0, ...], Te[lo:hi, ...])
+                    if keep_in_place:
+                        outs[lo:hi, ...] = out
+                    else:
+                        parts.append(out)
+                    if on_batch is not None:
+                        on_batch(hi)
+                    if progress is not None and progress.due():
+                        progress.show(
+                            hi, *running.read(outs if keep_in_place else parts, hi)
+                        )
+            if not keep_in_place:
+                outs = xp.concat(parts, axis=0)
+            metrics = [model.loss.value(outs, Te), xp.sum(model.parameters.flat)]
+            if Le is not None:
+                metrics.append(model.loss.correct(outs, Le))
+            # One read-back for the loss, the weights' sum (any NaN or inf weight
+            # makes it non-finite) and the hits; it also waits for the device.
+            mean_loss, weight_sum, *hits = model.read_floats(*metrics)
+            seconds = time.perf_counter() - start
+            model.epochs_trained += 1
+            guard.check_epoch(mean_loss, weight_sum)
+            record: dict[str, Any] = {
+                "epoch": model.epochs_trained,
+                "loss": mean_loss,
+                "accuracy": hits[0] / n if hits else None,
+                "seconds": seconds,
+                "samples_per_second": n / seconds if seconds > 0 else math.inf,
+            }
+            if validation is not None:
+                val = model.evaluate_prepared(*validation, 1024)
+                guard.check_validation(val["loss"])
+                record["val_loss"] = val["loss"]
+                record["val_accuracy"] = val["accuracy"]
+            history.records.append(record)
+            if progress is not None:
+                # Before on_epoch_end: its output comes after the bar is gone.
+                progress.end_epoch(record, total_epochs)
+            if on_epoch_end is not None:
+                on_epoch_end(record)
+    finally:
+        if progress is not None:
+            progress.close()
     return history
+
+
+class _RunningMetrics:
+    """The epoch's mean loss and accuracy so far, for a progress bar: each
+    :meth:`read` adds the rows stepped since the previous one (a few whole-
+    array operations) and reads them back in one read."""
+
+    def __init__(self, model: Sequential, targets: Array, labels: Array | None):
+        self.model, self.targets, self.labels = model, targets, labels
+        self.done = 0  # rows counted so far
+        self.parts_done = 0  # of the step outputs kept as a list
+        self.loss_sum = 0.0
+        self.hits = 0.0
+
+    def read(self, outs: Array | list[Array], hi: int) -> tuple[float, float | None]:
+        """``(mean loss, accuracy or None)`` over rows ``[0, hi)`` of the
+        epoch; ``outs``: the epoch's outputs, as one array or the list of the
+        step outputs so far."""
+        model, lo = self.model, self.done
+        if isinstance(outs, list):
+            new = model.xp.concat(outs[self.parts_done :], axis=0)
+            self.parts_done = len(outs)
+        else:
+            new = outs[lo:hi, ...]
+        metrics = [model.loss.value(new, self.targets[lo:hi, ...])]
+        if self.labels is not None:
+            metrics.append(model.loss.correct(new, self.labels[lo:hi]))
+        mean, *hits = model.read_floats(*metrics)
+        self.loss_sum += mean * (hi - lo)
+        self.hits += hits[0] if hits else 0.0
+        self.done = hi
+        return self.loss_sum / hi, (self.hits / hi if hits else None)
+
+
+def _split(
+    model: Sequential,
+    fraction: float,
+    X: Array,
+    y: Array,
+    labels: Array | None,
+) -> tuple[Array, Array, Array | None, tuple[Array, Array, Array | None]]:
+    """``(X, y, labels)`` of the training rows, then the same of the
+    held-out validation rows (see :func:`xpnet.rng.validation_split`)."""
+    from .backend import to_numpy
+
+    xp = model.xp
+    host_labels = to_numpy(labels) if labels is not None else None
+    train, val = validation_split(model.seed, X.shape[0], fraction, host_labels)
+    train_rows, val_rows = model.backend.asarray(train), model.backend.asarray(val)
+
+    def rows(a: Array | None, which: Array) -> Array | None:
+        return None if a is None else xp.take(a, which, axis=0)
+
+    held = (rows(X, val_rows), rows(y, val_rows), rows(labels, val_rows))
+    return rows(X, train_rows), rows(y, train_rows), rows(labels, train_rows), held
 
 
 #: the rows of X gathered at once are about this many bytes (float32), a

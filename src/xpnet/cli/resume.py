@@ -14,7 +14,7 @@ from .common import UsageError
 # too (the optimizer state and RNG continue), except the batch size, honoured.
 _ARCHITECTURE_OPTIONS = ("hidden", "activation", "loss", "dtype")
 
-_DATA_OPTIONS = ("dataset", "deskew", "standardize", "no_scale")
+_DATA_OPTIONS = ("dataset", "deskew", "standardize", "no_scale", "validation_split")
 
 _CONTINUED_OPTIONS = (
     "optimizer",
