@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from ..checkpoint import Checkpoint
 from ..errors import DivergenceError
 from ..preprocessing import Preprocessing
 from ..progress import Progress, epoch_line
+from ..threads import limited_blas_threads
 from .common import (
     CheckpointWriteError,
     Exit,
@@ -126,10 +128,20 @@ def run(args: argparse.Namespace) -> int:
     args.report.update(
         config=train_options, device=device_facts(backend), checkpoint=args.save
     )
+    threads = None
+    if not backend.is_gpu:
+        stack = contextlib.ExitStack()
+        args.cleanup.append(stack.close)
+        threads = stack.enter_context(limited_blas_threads())
     say(
         args,
         f"xpnet {__version__} | {backend.describe()} | dtype {model.dtype_name}"
-        f" | seed {model.seed}",
+        f" | seed {model.seed}"
+        + (
+            f" | {threads} BLAS thread{'s' * (threads != 1)} (the CPU is busy)"
+            if threads
+            else ""
+        ),
     )
     say(
         args,
