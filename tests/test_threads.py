@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from threadpoolctl import threadpool_info
 
-from xpnet import cli
+from xpnet import cli, threads
 from xpnet.threads import USER_SETTINGS, blas_threads_for, limited_blas_threads
 
 
@@ -16,19 +14,35 @@ def _blas_threads() -> list[int]:
 
 
 @pytest.mark.parametrize(
-    "cpus,load,threads",
+    "cpus,others,threads",
     [(2, 0.0, None), (2, 0.4, None), (2, 1.0, 1), (2, 6.5, 1), (8, 2.2, 6)],
 )
-def test_threads_are_the_cores_the_load_leaves(cpus, load, threads):
-    assert blas_threads_for(cpus, load) == threads
+def test_threads_are_the_cores_others_leave(cpus, others, threads):
+    assert blas_threads_for(cpus, others) == threads
 
 
 @pytest.fixture
 def busy(monkeypatch):
-    """A machine whose load average says other processes fill it."""
-    monkeypatch.setattr(os, "getloadavg", lambda: (64.0, 64.0, 64.0))
+    """A machine where other processes fill every core."""
+    monkeypatch.setattr(threads, "other_running_processes", lambda: 64.0)
     for name in USER_SETTINGS:
         monkeypatch.delenv(name, raising=False)
+
+
+def test_other_processes_are_counted_from_the_runnable_tasks(monkeypatch):
+    import builtins
+    import io
+
+    real_open = builtins.open
+
+    def fake_open(path, *args, **kwargs):
+        if path == "/proc/loadavg":
+            return io.StringIO("0.50 0.40 0.30 3/120 4242\n")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    # 3 runnable, this process among them; not the load average (0.5).
+    assert threads.other_running_processes(pause=0) == 2
 
 
 def test_a_busy_machine_limits_the_blas_while_the_block_runs(busy):
