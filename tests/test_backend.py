@@ -69,7 +69,9 @@ def test_cuda_without_cupy_names_the_extra(no_cupy):
     assert "pip install 'xpnet[cuda12]'" in message and "\n" not in message
 
 
-def test_auto_falls_back_to_cpu_with_a_notice(no_cupy, caplog):
+def test_auto_falls_back_to_cpu_with_a_notice(no_cupy, caplog, monkeypatch):
+    # Logged once per process: as if no earlier test had resolved "auto".
+    monkeypatch.setattr(xpnet.backend, "_logged_notices", set())
     with caplog.at_level("WARNING", logger="xpnet"):
         backend = resolve("auto")
     assert backend.name == "numpy" and backend.device_name == "cpu"

@@ -224,14 +224,14 @@ def test_plot_command_without_matplotlib_says_how_to_install(
 
 def test_train_plot_is_drawn_when_the_run_is_stopped(tmp_path, capsys, monkeypatch):
     png = tmp_path / "c.png"
-    real = cli_train._epoch_line
+    real = cli_train.epoch_line
 
     def stop_in_epoch_2(record, total):
         if record["epoch"] == 2:
             raise KeyboardInterrupt
         return real(record, total)
 
-    monkeypatch.setattr(cli_train, "_epoch_line", stop_in_epoch_2)
+    monkeypatch.setattr(cli_train, "epoch_line", stop_in_epoch_2)
     assert cli.main(["train", *SMALL, "--epochs", "2", "--plot", str(png)]) == 1
     assert png.read_bytes().startswith(b"\x89PNG")
     # Diverging in the first epoch: nothing to draw, and it says so.

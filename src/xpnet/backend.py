@@ -6,8 +6,8 @@ and then passed down; the core modules never import NumPy or CuPy themselves.
 
 Devices: ``"cpu"`` (NumPy by default), ``"cuda"`` / ``"cuda:N"`` (CuPy by
 default), ``"auto"`` (CUDA when CuPy and a working GPU are present, else the
-CPU with a one-line notice). Backends: ``numpy``, ``cupy``, ``torch``,
-``array-api-strict``.
+CPU with a one-line notice, logged once per process). Backends: ``numpy``,
+``cupy``, ``torch``, ``array-api-strict``.
 
 Arrays leave the device through :func:`to_numpy` only, and enter it through
 :meth:`Backend.asarray`.
@@ -30,6 +30,9 @@ from .errors import DeviceError, XpnetError
 from .fastpaths import Ops
 
 log = logging.getLogger("xpnet")
+
+#: the auto-device notices logged so far (each is logged once per process)
+_logged_notices: set[str] = set()
 
 BACKENDS = ("numpy", "cupy", "torch", "array-api-strict")
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")
@@ -387,7 +390,11 @@ def resolve(device: str | Backend = "auto", backend: str | None = None) -> Backe
         reason = f"backend {name} runs on the CPU"
     chosen = _resolve_cpu("numpy" if name in (None, "cupy") else name)
     notice = f"device auto: {reason}; running on the CPU with {chosen.name}"
-    log.warning(notice)
+    if notice not in _logged_notices:
+        # Once per process: a script building many models hears it once. The
+        # CLI shows it only when --device auto was typed (see cli.main).
+        _logged_notices.add(notice)
+        log.warning(notice, extra={"auto_device_notice": True})
     return Backend(chosen.name, chosen.xp, chosen.device, "cpu", notice=notice)
 
 

@@ -33,6 +33,7 @@ from .layers import Dense, Layer
 from .losses import CrossEntropy, Loss, get_loss
 from .optimizers import SGD, Optimizer, get_optimizer
 from .parameters import Parameters
+from .progress import Progress
 from .rng import make_rngs
 from .training import History, check_count, make_train_step, on_model_device
 from .training import fit as _fit
@@ -272,10 +273,13 @@ class Sequential:
         batch_size: int = 32,
         *,
         validation_data: tuple[ArrayLike, ArrayLike] | None = None,
+        validation_split: float | None = None,
         shuffle: bool = True,
         on_batch: Callable[[int], None] | None = None,
         on_epoch_end: Callable[[dict[str, Any]], Any] | None = None,
         check_inputs: bool = True,
+        verbose: int = 0,
+        progress: Progress | None = None,
         communicator: Communicator | None = None,
     ) -> History:
         """Train for ``epochs`` passes over ``X: (samples, features)``.
@@ -289,6 +293,21 @@ class Sequential:
         its update, as the step computed it. ``on_batch(samples_done)`` is called
         after each step with a host integer (for progress bars; it must not
         read device arrays); ``on_epoch_end(record)`` after each epoch.
+
+        Validation (the ``val_loss``/``val_accuracy`` of the history, and the
+        divergence check on the validation loss): ``validation_data=(Xv, yv)``,
+        or ``validation_split=F`` (0 < F < 1) to hold out about that fraction
+        of ``X, y`` and train on the rest: stratified by class for class
+        labels, uniformly random for other targets, drawn from the model's
+        ``seed`` (its own stream), so every call with the same seed and data
+        holds out the same rows. Not both.
+
+        ``verbose`` as in Keras: 0 silent (the default), 1 a progress bar on
+        stderr when it is a terminal (``epoch 3/10``, running loss and
+        accuracy, redrawn at most 4 times a second by wall clock, one device
+        read per redraw and none between) and a line per epoch on stdout, 2 a
+        line per epoch. ``progress``: a :class:`xpnet.progress.Progress` to use
+        instead.
 
         ``check_inputs=False`` skips the one-off scans for NaN/inf and labels out
         of range (a pass over the data and a read-back per call), for callers
@@ -332,10 +351,13 @@ class Sequential:
             epochs,
             batch_size,
             validation_data=validation_data,
+            validation_split=validation_split,
             shuffle=shuffle,
             on_batch=on_batch,
             on_epoch_end=on_epoch_end,
             check_inputs=check_inputs,
+            verbose=verbose,
+            progress=progress,
             communicator=communicator,
         )
 

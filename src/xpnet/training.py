@@ -24,7 +24,9 @@ Nothing in the loop reads the device per batch, and little runs per batch
 besides the step: X and the targets are gathered once per epoch (the batches
 are contiguous slices), one-hot targets are built once per fit, and the step's
 outputs are kept so that the epoch's loss and accuracy are a few whole-epoch
-operations, read back once (see ``tests/test_kernel_budget.py``).
+operations, read back once (see ``tests/test_kernel_budget.py``). A progress
+bar (``verbose=1`` on a terminal) adds one read per redraw, a few a second by
+wall clock, and none in the steps between (see :mod:`xpnet.progress`).
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ from .distributed.sharding import ShardPlan
 from .errors import DivergenceError, XpnetError
 from .fastpaths import StepFn
 from .interrupts import held_signals
-from .rng import permutation
+from .progress import Progress, for_verbose
+from .rng import permutation, validation_split
 
 if TYPE_CHECKING:
     from .model import Sequential
@@ -285,17 +288,21 @@ def fit(
     batch_size: int = 32,
     *,
     validation_data: tuple[ArrayLike, ArrayLike] | None = None,
+    validation_split: float | None = None,
     shuffle: bool = True,
     on_batch: Callable[[int], None] | None = None,
     on_epoch_end: Callable[[dict[str, Any]], Any] | None = None,
     check_inputs: bool = True,
+    verbose: int = 0,
+    progress: Progress | None = None,
     step: StepFn | None = None,
     communicator: Communicator | None = None,
 ) -> History:
     """Train ``model`` for ``epochs`` passes over ``X: (samples, features)``.
 
-    See :meth:`xpnet.model.Sequential.fit` for the arguments; ``step``
-    replaces the model's training step (default :func:`make_train_step`).
+    See :meth:`xpnet.model.Sequential.fit` for the arguments; ``progress``
+    replaces the display that ``verbose`` chooses, and ``step`` the model's
+    training step (default :func:`make_train_step`).
     Divergence is checked after each epoch by :class:`DivergenceGuard`, before
     ``on_epoch_end`` (so a callback that saves checkpoints never saves a
     diverged epoch); the model then holds the diverged weights and counts that
@@ -309,14 +316,27 @@ def fit(
     """
     epochs = check_count("epochs", epochs, minimum=0)
     batch_size = check_count("batch_size", batch_size, minimum=1)
+    if progress is None:
+        progress = for_verbose(verbose)
+    if validation_split is not None and validation_data is not None:
+        raise XpnetError(
+            "fit got both validation_data and validation_split: pass one (the "
+            "split holds out part of X, y as the validation data)"
+        )
     X = model.prepare_inputs(X, check=check_inputs)
     n = X.shape[0]
     y, labels, task = model.prepare_targets(y, n, "y", check_inputs, model.task)
-    if validation_data is not None:
+    # (X, targets, labels) of the validation rows, checked and on the device
+    validation: tuple[Array, Array, Array | None] | None = None
+    if validation_split is not None:
+        X, y, labels, validation = _split(model, validation_split, X, y, labels)
+        n = X.shape[0]
+    elif validation_data is not None:
         Xv = model.prepare_inputs(validation_data[0], "validation X", check_inputs)
         yv, labels_v, _ = model.prepare_targets(
             validation_data[1], Xv.shape[0], "validation y", check_inputs, task
         )
+        validation = (Xv, yv, labels_v)
     if model.task is None:
         model.task = task
         model.target_ndim = y.ndim if task == "regression" else None
@@ -328,11 +348,12 @@ def fit(
                 "fit cannot share a replacement step between ranks: pass step or "
                 "communicator, not both"
             )
-        validation = (Xv, yv) if validation_data is not None else None
         start_ranks(
             model,
             comm,
-            training_facts(model, X, y, batch_size, shuffle, validation),
+            training_facts(
+                model, X, y, batch_size, shuffle, validation and validation[:2]
+            ),
         )
         step = TrainStep(model, GradientAllReduce(comm, model.backend))
     step = step or model.step_function()
@@ -354,8 +375,15 @@ def fit(
     targets = model.loss.targets(y, model.out_features)
     # A signal to one rank is held back until the next step's all-reduce,
     # where all ranks agree to stop (see xpnet.interrupts).
-    with held_signals() if plan.sharded else contextlib.nullcontext():
+    total_epochs = model.epochs_trained + epochs
+    with contextlib.ExitStack() as stack:
+        if plan.sharded:
+            stack.enter_context(held_signals())
+        if progress is not None:
+            stack.callback(progress.close)
         for _ in range(epochs):
+            if progress is not None:
+                progress.start_epoch(model.epochs_trained + 1, total_epochs, n)
             record = _epoch(
                 model,
                 comm,
@@ -363,18 +391,21 @@ def fit(
                 plan,
                 (update, chunk, buffer),
                 guard,
-                on_batch,
+                (on_batch, progress),
                 shuffle,
             )
-            if validation_data is not None:
+            if validation is not None:
                 if plan.sharded:
-                    val = evaluate_sharded(model, comm, Xv, yv, labels_v, 1024)
+                    val = evaluate_sharded(model, comm, *validation, 1024)
                 else:
-                    val = model.evaluate_prepared(Xv, yv, labels_v, 1024)
+                    val = model.evaluate_prepared(*validation, 1024)
                 guard.check_validation(val["loss"])
                 record["val_loss"] = val["loss"]
                 record["val_accuracy"] = val["accuracy"]
             history.records.append(record)
+            if progress is not None:
+                # Before on_epoch_end: its output comes after the bar is gone.
+                progress.end_epoch(record, total_epochs)
             if on_epoch_end is not None:
                 on_epoch_end(record)
     return history
@@ -387,14 +418,15 @@ def _epoch(
     plan: ShardPlan,
     stepping: tuple[Callable[..., Array], int, Array | None],
     guard: DivergenceGuard,
-    on_batch: Callable[[int], None] | None,
+    watchers: tuple[Callable[[int], None] | None, Progress | None],
     shuffle: bool,
 ) -> dict[str, Any]:
     """One epoch of :func:`fit` (this rank's share of it): its record.
 
     ``data``: X, the float targets and the labels (or None); ``stepping``: the
     update function, the batches per gather and the backend's reused gather
-    buffer (or None)."""
+    buffer (or None); ``watchers``: ``on_batch`` and the progress display."""
+    on_batch, progress = watchers
     X, targets, labels = data
     update, per_gather, buffer = stepping
     xp, device, ops = model.xp, model.backend.device, model.backend.ops
@@ -416,7 +448,8 @@ def _epoch(
     # epoch operations instead of a few per step.
     outs = xp.empty((n_local, model.out_features), dtype=model.dtype, device=device)
     keep_in_place = array_api_compat.is_writeable_array(outs)
-    parts = []
+    parts: list[Array] = []
+    running = _RunningMetrics(model, Te, Le) if progress is not None else None
     batches = plan.batches
     for g in range(0, len(batches), per_gather):
         group = batches[g : g + per_gather]
@@ -438,6 +471,15 @@ def _epoch(
                 parts.append(out)
             if on_batch is not None:
                 on_batch(batch.done)
+            if (
+                progress is not None
+                and running is not None
+                and hi > running.done
+                and progress.due()
+            ):
+                # This rank's rows only: the display needs no communication.
+                kept = outs if keep_in_place else parts
+                progress.show(batch.done, *running.read(kept, hi))
     if not keep_in_place and parts:
         outs = xp.concat(parts, axis=0)
     metrics = [xp.sum(model.parameters.flat)]
@@ -473,6 +515,61 @@ def _epoch(
         "samples_per_second": n / seconds if seconds > 0 else math.inf,
         **({"samples": n_local} if plan.sharded else {}),
     }
+
+
+class _RunningMetrics:
+    """The epoch's mean loss and accuracy so far, for a progress bar: each
+    :meth:`read` adds the rows stepped since the previous one (a few whole-
+    array operations) and reads them back in one read."""
+
+    def __init__(self, model: Sequential, targets: Array, labels: Array | None):
+        self.model, self.targets, self.labels = model, targets, labels
+        self.done = 0  # rows counted so far
+        self.parts_done = 0  # of the step outputs kept as a list
+        self.loss_sum = 0.0
+        self.hits = 0.0
+
+    def read(self, outs: Array | list[Array], hi: int) -> tuple[float, float | None]:
+        """``(mean loss, accuracy or None)`` over rows ``[0, hi)`` of the
+        epoch; ``outs``: the epoch's outputs, as one array or the list of the
+        step outputs so far."""
+        model, lo = self.model, self.done
+        if isinstance(outs, list):
+            new = model.xp.concat(outs[self.parts_done :], axis=0)
+            self.parts_done = len(outs)
+        else:
+            new = outs[lo:hi, ...]
+        metrics = [model.loss.value(new, self.targets[lo:hi, ...])]
+        if self.labels is not None:
+            metrics.append(model.loss.correct(new, self.labels[lo:hi]))
+        mean, *hits = model.read_floats(*metrics)
+        self.loss_sum += mean * (hi - lo)
+        self.hits += hits[0] if hits else 0.0
+        self.done = hi
+        return self.loss_sum / hi, (self.hits / hi if hits else None)
+
+
+def _split(
+    model: Sequential,
+    fraction: float,
+    X: Array,
+    y: Array,
+    labels: Array | None,
+) -> tuple[Array, Array, Array | None, tuple[Array, Array, Array | None]]:
+    """``(X, y, labels)`` of the training rows, then the same of the
+    held-out validation rows (see :func:`xpnet.rng.validation_split`)."""
+    from .backend import to_numpy
+
+    xp = model.xp
+    host_labels = to_numpy(labels) if labels is not None else None
+    train, val = validation_split(model.seed, X.shape[0], fraction, host_labels)
+    train_rows, val_rows = model.backend.asarray(train), model.backend.asarray(val)
+
+    def rows(a: Array | None, which: Array) -> Array | None:
+        return None if a is None else xp.take(a, which, axis=0)
+
+    held = (rows(X, val_rows), rows(y, val_rows), rows(labels, val_rows))
+    return rows(X, train_rows), rows(y, train_rows), rows(labels, train_rows), held
 
 
 def _gather_rows(batch_size: int, features: int, n: int, size: int) -> int:

@@ -267,6 +267,7 @@ def _check_sections(meta: dict[str, Any], where: str) -> None:
         "deskew": (bool,),
         "standardize": (bool,),
         "no_scale": (bool,),
+        "validation_split": (int, float, type(None)),
     }
     for key, allowed in kinds.items():
         value = options.get(key)
@@ -278,6 +279,9 @@ def _check_sections(meta: dict[str, Any], where: str) -> None:
             raise _bad(where, f"train_options.{key} is {_show(value)}")
     if "batch_size" in options and options["batch_size"] < 1:
         raise _bad(where, f"train_options.batch_size is {options['batch_size']}")
+    split = options.get("validation_split")
+    if split is not None and not 0 < split < 1:
+        raise _bad(where, f"train_options.validation_split is {_show(split)}")
     if "hidden" in options and not all(
         _is_int(h) and h >= 1 for h in options["hidden"]
     ):

@@ -88,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         raise
     rest = argv[argv.index(args.command) + 1 :]
     args.given = _given_options(command, rest, args)
+    if "device" not in args.given:
+        # The auto device's fallback notice is for those who asked for auto;
+        # the default's choice is in the run's first line.
+        handler.addFilter(lambda r: not getattr(r, "auto_device_notice", False))
     args.report = {}
     args.cleanup = [restore_signals, restore_logging]
     try:

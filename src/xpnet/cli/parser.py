@@ -113,6 +113,18 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a fraction between 0 and 1 (e.g. 0.1), got {text!r}"
+        )
+    return value
+
+
 def _add_device_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device",
@@ -276,6 +288,15 @@ def build_parser() -> _Parser:
         help="standardise features with the training set's mean/std",
     )
     train.add_argument(
+        "--validation-split",
+        type=_fraction,
+        default=None,
+        metavar="F",
+        help="hold out this fraction of the training set (0 < F < 1; stratified "
+        "by class, seeded by --seed) for validation: the divergence check uses "
+        "it, never the test set; recorded, so --resume holds out the same rows",
+    )
+    train.add_argument(
         "--save",
         metavar="PATH.npz",
         default=None,
@@ -388,7 +409,12 @@ def build_parser() -> _Parser:
         "DATASET:INDEX for a test-set image (e.g. mnist-sample:7).",
     )
     predict.add_argument("model", metavar="MODEL", help="checkpoint .npz")
-    predict.add_argument("inputs", metavar="INPUT", nargs="+")
+    predict.add_argument(
+        "inputs",
+        metavar="INPUT",
+        nargs="+",
+        help="image file (PNG/JPEG/PGM), .npy array, or DATASET:INDEX",
+    )
     predict.add_argument(
         "--data-dir",
         default=None,
@@ -429,7 +455,9 @@ def build_parser() -> _Parser:
     export.set_defaults(func=_command("export"))
 
     info = sub.add_parser("info", help="backends, devices, GPU, versions")
-    info.add_argument("--json", action="store_true")
+    info.add_argument(
+        "--json", action="store_true", help="print the facts as one JSON object"
+    )
     info.set_defaults(func=_command("info"))
 
     from ..bench.cli import add_bench_parser

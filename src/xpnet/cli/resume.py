@@ -25,7 +25,7 @@ _ARCHITECTURE_OPTIONS = (
 # command line offered nothing else then.
 _OLD_DEFAULTS = {"output_activation": "identity", "init": "auto"}
 
-_DATA_OPTIONS = ("dataset", "deskew", "standardize", "no_scale")
+_DATA_OPTIONS = ("dataset", "deskew", "standardize", "no_scale", "validation_split")
 
 _CONTINUED_OPTIONS = (
     "optimizer",

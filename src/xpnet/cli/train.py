@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -14,9 +15,12 @@ from .. import __version__
 from ..backend import Backend, resolve
 from ..checkpoint import Checkpoint
 from ..datasets import choose_default_dataset
+from ..distributed.data_parallel import evaluate_sharded
 from ..errors import DivergenceError
 from ..figures import PlotError
 from ..preprocessing import Preprocessing
+from ..progress import Progress, epoch_line
+from ..threads import limited_blas_threads
 from .common import (
     CheckpointWriteError,
     Exit,
@@ -89,19 +93,6 @@ def _build_model(args: argparse.Namespace, data, backend: Backend):
         dtype=args.dtype,
         seed=args.seed,
     )
-
-
-def _epoch_line(record: dict[str, Any], total: int) -> str:
-    acc = record.get("accuracy")
-    test = record.get("val_accuracy")
-    parts = [f"epoch {record['epoch']:>3}/{total}", f"loss {record['loss']:.4f}"]
-    if acc is not None:
-        parts.append(f"train acc {100 * acc:6.2f}%")
-    if test is not None:
-        parts.append(f"test acc {100 * test:6.2f}%")
-    parts.append(f"{record['seconds']:6.2f} s")
-    parts.append(f"{record['samples_per_second']:>9,.0f} samples/s")
-    return "  ".join(parts)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -197,15 +188,30 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
     args.report.update(
         config=train_options, device=device_facts(backend), checkpoint=args.save
     )
+    threads = None
+    if not backend.is_gpu:
+        stack = contextlib.ExitStack()
+        args.cleanup.append(stack.close)
+        threads = stack.enter_context(limited_blas_threads())
     say(
         args,
         f"xpnet {__version__} | {backend.describe()} | dtype {model.dtype_name}"
-        f" | seed {model.seed}",
+        f" | seed {model.seed}"
+        + (
+            f" | {threads} BLAS thread{'s' * (threads != 1)} (the CPU is busy)"
+            if threads
+            else ""
+        ),
     )
     say(
         args,
-        f"data: {data.name} ({data.source}): {len(data.x_train):,} train / "
-        f"{len(data.x_test):,} test, {data.n_features} features, "
+        f"data: {data.name} ({data.source}): {len(data.x_train):,} train"
+        + (
+            f" ({args.validation_split:g} of it held out for validation)"
+            if args.validation_split
+            else ""
+        )
+        + f" / {len(data.x_test):,} test, {data.n_features} features, "
         f"{data.num_classes} classes"
         + (", deskewed" if args.deskew else "")
         + (", standardised" if args.standardize else ""),
@@ -260,57 +266,48 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
 
     records: list[dict[str, Any]] = []
     args.report["history"] = records
-    bar = None
-    show_bar = not args.quiet and not args.json
-
-    def bar_open() -> None:
-        nonlocal bar
-        if show_bar:
-            from tqdm import tqdm
-
-            bar = tqdm(
-                total=len(data.x_train),
-                unit="sample",
-                unit_scale=True,
-                leave=False,
-                file=sys.stderr,
-                dynamic_ncols=True,
-                desc=f"epoch {model.epochs_trained + 1}",
-                disable=None,
-            )
-
-    def bar_close() -> None:
-        nonlocal bar
-        if bar is not None:
-            bar.close()
-            bar = None
-
-    def on_batch(samples_done: int) -> None:
-        if bar is not None:
-            bar.update(samples_done - bar.n)
+    # The bar (on a terminal only) draws itself; the epoch lines are ours,
+    # printed once the epoch is saved.
+    progress = Progress(
+        bar="auto" if writes and not (args.quiet or args.json) else False
+    )
+    x_train = model.to_device(data.x_train, model.dtype_name)
+    test: tuple[Any, Any, Any] | None = None
 
     def on_epoch_end(record: dict[str, Any]) -> None:
+        nonlocal test
+        # The test set is only reported: no choice made in training sees it.
+        # (IDX training files may come without one.)
+        if test is None and len(data.x_test):
+            x_test = model.prepare_inputs(data.x_test, "test X")
+            y_test, labels, _ = model.prepare_targets(
+                data.y_test, x_test.shape[0], "test y", task=model.task
+            )
+            test = (x_test, y_test, labels)
+        if test is not None:
+            scores = (
+                evaluate_sharded(model, rank.comm, *test, 1024)
+                if rank is not None
+                else model.evaluate_prepared(*test)
+            )
+            record = {
+                **record,
+                "test_loss": scores["loss"],
+                "test_accuracy": scores["accuracy"],
+            }
         row = _history_row(record)
         records.append(row)
         history_so_far.append(row)
         args.report["epochs_trained"] = model.epochs_trained
-        bar_close()
         checkpoint()
-        say(args, _epoch_line(record, total_epochs))
-        if model.epochs_trained < total_epochs:
-            if plot is not None and plot.due():
-                plot.draw(history_so_far)
-            bar_open()
+        say(args, epoch_line(record, total_epochs))
+        if model.epochs_trained < total_epochs and plot is not None and plot.due():
+            plot.draw(history_so_far)
 
     # The starting state first: from here on the file always holds the last
     # completed epoch, whatever interrupts the run.
     checkpoint()
-    x_train = model.to_device(data.x_train, model.dtype_name)
-    x_test = (
-        model.to_device(data.x_test, model.dtype_name) if len(data.x_test) else None
-    )
     started = time.perf_counter()
-    bar_open()
     try:
         # Overflow inside a diverging epoch is reported once, by fit, as a
         # DivergenceError; NumPy's per-operation warnings would only bury it.
@@ -320,14 +317,12 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
                 data.y_train,
                 epochs=total_epochs - model.epochs_trained,
                 batch_size=args.batch_size,
-                # IDX training files may come without a test set.
-                validation_data=(x_test, data.y_test) if len(data.x_test) else None,
-                on_batch=on_batch if show_bar else None,
+                validation_split=args.validation_split,
                 on_epoch_end=on_epoch_end,
+                progress=progress,
                 communicator=rank.comm if rank is not None else None,
             )
     except (KeyboardInterrupt, Terminated) as exc:
-        bar_close()
         if plot is not None:
             plot.draw_on_stop(history_so_far)
         # The unfinished epoch is dropped, so --resume continues exactly.
@@ -344,12 +339,9 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
             print(f"{end_bar_line()}xpnet: {message}", file=sys.stderr)
         raise Exit(Terminated.exit_code if isinstance(exc, Terminated) else 1) from None
     except DivergenceError as exc:
-        bar_close()
         if plot is not None:
             plot.draw_on_stop(history_so_far)
         raise DivergenceError(f"{exc}; {target.holds()}") from None
-    finally:
-        bar_close()
     total = time.perf_counter() - started
     if target.path is not None:
         say(args, f"saved {target.path}")
@@ -452,8 +444,13 @@ def _history_row(record: dict[str, Any]) -> dict[str, Any]:
         "epoch": record["epoch"],
         "loss": record["loss"],
         "train_accuracy": record.get("accuracy"),
-        "test_loss": record.get("val_loss"),
-        "test_accuracy": record.get("val_accuracy"),
+        **(
+            {"val_loss": record["val_loss"], "val_accuracy": record["val_accuracy"]}
+            if "val_loss" in record
+            else {}
+        ),
+        "test_loss": record.get("test_loss"),
+        "test_accuracy": record.get("test_accuracy"),
         "seconds": record["seconds"],
         "samples_per_second": record["samples_per_second"],
     }
