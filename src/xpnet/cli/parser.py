@@ -144,11 +144,15 @@ def _add_data_options(parser: argparse.ArgumentParser, default: str | None) -> N
     parser.add_argument(
         "--dataset",
         default=default,
-        metavar="NAME|PATH.npz",
-        help="mnist, fashion-mnist, mnist-sample (bundled, offline) or an .npz with "
-        "x_train, y_train, x_test, y_test"
+        metavar="NAME|PATH",
+        help="mnist, fashion-mnist, mnist-sample (bundled, offline), an .npz with "
+        "x_train, y_train, x_test, y_test, a folder of MNIST-named IDX files, or "
+        "IMAGES,LABELS[,TEST_IMAGES,TEST_LABELS] IDX files"
         + (
-            f" (default: {default})"
+            " (default: mnist, or mnist-sample when MNIST is neither cached nor "
+            "downloadable)"
+            if default == "mnist"
+            else f" (default: {default})"
             if default
             else " (default: the checkpoint's dataset)"
         ),
