@@ -1,4 +1,5 @@
-"""xpnet.threads: ``xpnet train`` gives the BLAS the cores other work leaves."""
+"""xpnet.threads: ``xpnet train --blas-threads auto`` gives the BLAS the cores
+other work leaves; without it the BLAS keeps its own (reproducible) count."""
 
 from __future__ import annotations
 
@@ -60,8 +61,40 @@ def test_a_users_thread_setting_is_kept(busy, monkeypatch):
         assert limit is None
 
 
-def test_train_says_when_it_limits_the_blas(busy, capsys):
-    argv = ["train", "--dataset", "mnist-sample", "--hidden", "8", "--epochs", "1"]
-    assert cli.main([*argv, "--device", "cpu"]) == 0
+ARGV = ["train", "--dataset", "mnist-sample", "--hidden", "8", "--epochs", "1"]
+
+
+def test_train_limits_the_blas_only_when_asked_and_says_so(busy, capsys):
+    assert cli.main([*ARGV, "--device", "cpu", "--blas-threads", "auto"]) == 0
     first = capsys.readouterr().out.splitlines()[0]
-    assert first.endswith("| 1 BLAS thread (the CPU is busy)")
+    assert first.endswith("| 1 BLAS thread")
+    assert cli.main([*ARGV, "--device", "cpu", "--blas-threads", "2"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].endswith("| 2 BLAS threads")
+
+
+def test_a_busy_cpu_keeps_the_blas_default_and_hints(busy, capsys, monkeypatch):
+    """The thread count changes float32 results, so the load must not choose
+    it unasked: the run keeps the BLAS's threads and says what would help."""
+    seen = []
+    real = threads.limited_blas_threads
+
+    def spy(setting="auto"):
+        seen.append(setting)
+        return real(setting)
+
+    monkeypatch.setattr("xpnet.cli.train.limited_blas_threads", spy)
+    before = _blas_threads()
+    assert cli.main([*ARGV, "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert seen == [] and _blas_threads() == before
+    assert "BLAS thread" not in captured.out.splitlines()[0]
+    hint = [line for line in captured.err.splitlines() if "--blas-threads" in line]
+    assert len(hint) == 1 and "the CPU is busy" in hint[0], captured.err
+
+
+def test_bad_blas_threads_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exit:
+        cli.main([*ARGV, "--blas-threads", "0"])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "whole number of threads" in err[0]

@@ -113,6 +113,21 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _blas_threads(text: str) -> int | str:
+    """``--blas-threads``: ``auto`` or a whole number of threads >= 1."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither auto nor a whole number of threads >= 1"
+        )
+    return value
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -299,6 +314,16 @@ def build_parser() -> _Parser:
         help="hold out this fraction of the training set (0 < F < 1; stratified "
         "by class, seeded by --seed) for validation: the divergence check uses "
         "it, never the test set; recorded, so --resume holds out the same rows",
+    )
+    train.add_argument(
+        "--blas-threads",
+        type=_blas_threads,
+        default=None,
+        metavar="N|auto",
+        help="BLAS threads on the CPU: N, or auto (the cores other running "
+        "processes leave free: much faster on a busy CPU, but float32 results then "
+        "depend on the load, as the thread count changes a matmul's sums) "
+        "(default: the BLAS's own count; OPENBLAS_NUM_THREADS and the like win)",
     )
     train.add_argument(
         "--save",

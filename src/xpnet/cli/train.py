@@ -20,7 +20,7 @@ from ..errors import DivergenceError
 from ..figures import PlotError
 from ..preprocessing import Preprocessing
 from ..progress import Progress, epoch_line
-from ..threads import limited_blas_threads
+from ..threads import busy_cpu_hint, limited_blas_threads
 from .common import (
     CheckpointWriteError,
     Exit,
@@ -189,19 +189,19 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
         config=train_options, device=device_facts(backend), checkpoint=args.save
     )
     threads = None
-    if not backend.is_gpu:
+    if not backend.is_gpu and args.blas_threads is not None:
         stack = contextlib.ExitStack()
         args.cleanup.append(stack.close)
-        threads = stack.enter_context(limited_blas_threads())
+        threads = stack.enter_context(limited_blas_threads(args.blas_threads))
+    elif not backend.is_gpu and not args.quiet:
+        hint = busy_cpu_hint()
+        if hint:
+            notices.append(hint)
     say(
         args,
         f"xpnet {__version__} | {backend.describe()} | dtype {model.dtype_name}"
         f" | seed {model.seed}"
-        + (
-            f" | {threads} BLAS thread{'s' * (threads != 1)} (the CPU is busy)"
-            if threads
-            else ""
-        ),
+        + (f" | {threads} BLAS thread{'s' * (threads != 1)}" if threads else ""),
     )
     say(
         args,
