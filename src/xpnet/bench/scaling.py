@@ -127,9 +127,7 @@ def breakdown(ranks: list[dict[str, Any]], step_s: float | None) -> dict[str, fl
     }
 
 
-def setup_facts(
-    job: MPIJob, times: list[float], params: int, repeats: int = ALLREDUCE_REPEATS
-) -> dict[str, Any]:
+def setup_facts(job: MPIJob, times: list[float], params: int) -> dict[str, Any]:
     """What a row records of one set-up besides its epoch times: world size,
     threads, samples per rank, the all-reduce per step (timer and alone,
     bytes) and the :func:`breakdown`."""
@@ -146,7 +144,7 @@ def setup_facts(
     calls = ranks[0]["reduce_calls"]
     step_s = None
     if calls:
-        alone = job.allreduce(params, repeats)
+        alone = job.allreduce(params, ALLREDUCE_REPEATS)
         step_s = statistics.median(alone)
         facts["allreduce"] = {
             "calls_per_epoch": calls,
@@ -353,14 +351,12 @@ def run_scaling(
     return result
 
 
-def allreduce_sweep(
-    job: MPIJob, params: Sequence[int] = SWEEP_PARAMS, repeats: int = ALLREDUCE_REPEATS
-) -> list[dict[str, Any]]:
+def allreduce_sweep(job: MPIJob) -> list[dict[str, Any]]:
     """The all-reduce of a step (after a barrier) for float32 buffers of
-    ``params`` values (+1, the stop flag): median seconds and bytes."""
+    :data:`SWEEP_PARAMS` values (+1, the stop flag): median seconds, bytes."""
     out = []
-    for p in params:
-        seconds = statistics.median(job.allreduce(p, repeats))
+    for p in SWEEP_PARAMS:
+        seconds = statistics.median(job.allreduce(p, ALLREDUCE_REPEATS))
         nbytes = 4 * (p + 1)
         out.append({"params": p, "bytes": nbytes, "s": seconds})
     return out
