@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 from multiprocessing.connection import Client, Connection, Listener, wait
-from typing import Any
+from typing import Any, NoReturn, cast
 
 from ..errors import XpnetError
 from .peers import THREAD_VARS
@@ -124,10 +124,11 @@ class MPIJob:
             ready = wait(list(pending), timeout=min(left, 1.0))
             if not ready and self.proc.poll() is not None:
                 self._fail(f"mpiexec ended (exit {self.proc.returncode}) during {what}")
-            for conn in ready:
-                index = pending.pop(conn)  # type: ignore[index]
+            for item in ready:
+                conn = cast(Connection, item)
+                index = pending.pop(conn)
                 try:
-                    message = conn.recv()  # type: ignore[union-attr]
+                    message = conn.recv()
                 except (EOFError, OSError):
                     self._fail(f"rank {index} hung up during {what}")
                 if what == "start-up":
@@ -201,7 +202,7 @@ class MPIJob:
             conn.close()
         self.listener.close()
 
-    def _fail(self, why: str) -> None:
+    def _fail(self, why: str) -> NoReturn:
         self.kill()
         self.output.seek(0)
         tail = self.output.read().decode("utf-8", "replace").strip()[-OUTPUT_TAIL:]
