@@ -53,6 +53,7 @@ def test_ranks_plan_defaults_to_mlp512_and_seed_on_the_cpu_without_peers():
         (("--ranks", "2", "--append"), "does not combine with --append"),
         (("--ranks", "2", "--in-process"), "does not combine with --in-process"),
         (("--ranks", "2", "--device", "cuda"), "--ranks runs on the CPU only"),
+        (("--overlap",), "--overlap is a set-up of the scaling run"),
     ],
 )
 def test_bad_scaling_options_are_one_line_errors(argv, message):
@@ -65,6 +66,14 @@ def test_setups_are_n_ranks_of_one_thread_and_one_process_of_n_threads():
     got = [(s.name, s.ranks, s.threads) for s in scaling.setups([1, 2])]
     assert got == [("ranks1", 1, 1), ("ranks2", 2, 1), ("threads2", 1, 2)]
     assert [s.name for s in scaling.setups([1])] == ["ranks1"]
+    got = [(s.name, s.overlap) for s in scaling.setups([1, 2], overlap=True)]
+    assert got == [
+        ("ranks1", False),
+        ("ranks2", False),
+        ("ranks2-overlap", True),
+        ("threads2", False),
+    ]
+    assert B.plan_from_args(parse("--ranks", "2", "--overlap")).overlap is True
 
 
 def test_missing_mpiexec_is_one_line_with_the_install_hint(monkeypatch):
@@ -156,6 +165,26 @@ def test_scaling_rows_report_efficiency_and_ranks_against_threads():
     )
 
 
+def test_overlap_saving_is_the_share_of_the_one_call_epoch():
+    row = scaling.make_scaling_row(
+        "seed",
+        B.MODELS["seed"],
+        128,
+        1000,
+        fake_timings({"ranks1": 1.0, "ranks2": 0.8, "ranks2-overlap": 0.76}),
+        fake_facts({"ranks1": 1, "ranks2": 2, "ranks2-overlap": 2}),
+    )
+    assert row["overlap_saves"] == {"ranks2-overlap": pytest.approx(0.05)}
+    assert set(row["efficiency"]) == {"ranks2", "ranks2-overlap"}
+    assert row["ranks_over_threads"] == {}  # no threads set-up in this row
+    remark = scaling.scaling_remarks({"rows": [row]})[1]
+    assert remark.startswith(
+        "seed, 2 ranks overlapped: parallel efficiency t1/(2 t2) 0.66-0.66 over "
+        "b=128..128; overlapping the all-reduce with backward saves 5.0% to 5.0% "
+        "of the epoch of ranks2; all-reduce left after backward 2.00 ms/step"
+    )
+
+
 def test_scaling_report_and_plot_render(tmp_path):
     result = fake_result()
     md = format_report(result, markdown=True)
@@ -174,7 +203,7 @@ def test_scaling_report_and_plot_render(tmp_path):
 def quick_plan():
     plan = B.plan_from_args(
         parse("--ranks", "1,2", "--models", "seed", "--rows", "300",
-              "--batch-sizes", "128", "--max-retries", "0")
+              "--batch-sizes", "128", "--max-retries", "0", "--overlap")
     )  # fmt: skip
     plan.repeats, plan.settle_s = 1, 0.0
     return plan
@@ -200,26 +229,28 @@ def test_scaling_run_writes_rows_with_world_size_and_allreduce_bytes(
     (row,) = saved["rows"]
     assert (row["model"], row["batch_size"], row["rows"]) == ("seed", 128, 300)
     systems = row["systems"]
-    assert set(systems) == {"ranks1", "ranks2", "threads2"}
-    assert [systems[s]["world_size"] for s in ("ranks1", "ranks2", "threads2")] == [
-        1,
-        2,
-        1,
-    ]
+    assert set(systems) == {"ranks1", "ranks2", "ranks2-overlap", "threads2"}
+    assert saved["config"]["setups"]["ranks2-overlap"]["overlap"] is True
+    sizes = [systems[s]["world_size"] for s in ("ranks1", "ranks2", "threads2")]
+    assert sizes == [1, 2, 1]
     assert systems["threads2"]["threads_per_rank"] == 2
     assert systems["ranks2"]["samples_per_rank"] == [150, 150]
     assert systems["ranks1"]["samples_per_rank"] == [300]
     assert systems["ranks1"]["allreduce"] is None
-    reduce = systems["ranks2"]["allreduce"]
-    # the flat float32 gradient buffer plus the stop flag, once per step
-    assert reduce["bytes_per_step"] == 4 * (weight_count(B.MODELS["seed"]) + 1)
-    assert reduce["calls_per_epoch"] == 3
-    assert len(reduce["alone_times"]) == 3
+    for name in ("ranks2", "ranks2-overlap"):
+        assert systems[name]["world_size"] == 2
+        assert systems[name]["samples_per_rank"] == [150, 150]
+        reduce = systems[name]["allreduce"]
+        # the flat float32 gradient buffer plus the stop flag, once per step
+        assert reduce["bytes_per_step"] == 4 * (weight_count(B.MODELS["seed"]) + 1)
+        assert reduce["calls_per_epoch"] == 3
+        assert len(reduce["alone_times"]) == 3
     for name, entry in systems.items():
         assert len(entry["times"]) == 1 and len(entry["warmup_s"]) == 1, name
         assert set(entry["breakdown_s"]) == {"compute", "allreduce", "wait"}
-    assert set(row["efficiency"]) == {"ranks2"}
-    assert set(row["ranks_over_threads"]) == {"ranks2"}
+    assert set(row["efficiency"]) == {"ranks2", "ranks2-overlap"}
+    assert set(row["ranks_over_threads"]) == {"ranks2", "ranks2-overlap"}
+    assert set(row["overlap_saves"]) == {"ranks2-overlap"}
     sweep = saved["allreduce_sweep"]["ranks2"]
     assert [(p["params"], p["bytes"]) for p in sweep] == [(16, 68), (4096, 16388)]
     md = (tmp_path / f"{stem}-2.md").read_text()

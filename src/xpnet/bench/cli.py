@@ -135,6 +135,13 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         + ", ".join(f"{m} b={min(b)}..{max(b)}" for m, b in SCALING_BATCH_SIZES.items())
         + "; needs mpi4py and mpiexec",
     )
+    p.add_argument(
+        "--overlap",
+        action="store_true",
+        help="with --ranks: also time every N > 1 with the all-reduce overlapped "
+        "with backward (MPICommunicator(overlap=True): one Iallreduce per "
+        "parameter as soon as its layer is done)",
+    )
 
 
 def default_out_dir() -> Path:

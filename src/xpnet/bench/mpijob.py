@@ -51,7 +51,12 @@ class MPIJob:
     """
 
     def __init__(
-        self, name: str, ranks: int, threads: int, mpiexec: str = "mpiexec"
+        self,
+        name: str,
+        ranks: int,
+        threads: int,
+        mpiexec: str = "mpiexec",
+        overlap: bool = False,
     ) -> None:
         self.name, self.ranks, self.threads = name, ranks, threads
         self.details: list[dict[str, Any]] = []
@@ -65,7 +70,7 @@ class MPIJob:
         command = [mpiexec, "-n", str(ranks), sys.executable, "-m", __name__]
         try:
             self.proc = subprocess.Popen(
-                [*command, host, str(port)],
+                [*command, host, str(port), *(["--overlap"] if overlap else [])],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=self.output,
@@ -302,13 +307,13 @@ def allreduce_times(comm: Any, params: int, repeats: int) -> list[float]:
 
 
 def rank_main(argv: list[str]) -> int:
-    """``mpiexec -n N python -m xpnet.bench.mpijob HOST PORT``: serve the
-    parent's commands until ``exit``."""
+    """``mpiexec -n N python -m xpnet.bench.mpijob HOST PORT [--overlap]``:
+    serve the parent's commands until ``exit``."""
     from ..distributed.mpi import MPICommunicator
 
     host, port = argv[0], int(argv[1])
     key = bytes.fromhex(os.environ.pop(AUTHKEY_VAR))
-    comm = MPICommunicator()
+    comm = MPICommunicator(overlap="--overlap" in argv[2:])
     conn = Client((host, port), authkey=key)
     conn.send(
         {

@@ -118,6 +118,8 @@ class Plan:
     settle_s: float = SETTLE_S
     #: a scaling run (``--ranks``): the rank counts, 1 first; empty otherwise
     ranks: list[int] = field(default_factory=list)
+    #: with ``ranks``: also time each N > 1 with the all-reduce overlapped
+    overlap: bool = False
 
 
 def _parse_int_list(text: str, what: str, keep_order: bool = False) -> list[int]:
@@ -216,6 +218,12 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     ranks = parse_ranks(args.ranks) if getattr(args, "ranks", None) else []
     if ranks:
         _scaling_checks(args)
+    overlap = bool(getattr(args, "overlap", False))
+    if overlap and not ranks:
+        raise XpnetError(
+            "--overlap is a set-up of the scaling run: give it with --ranks, "
+            "e.g. --ranks 1,2 --overlap"
+        )
     default_models = ",".join(SCALING_BATCH_SIZES if ranks else MODELS)
     models = parse_models(default_models if args.models is None else args.models)
     repeats = args.repeats
@@ -293,4 +301,5 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         max_retries=args.max_retries,
         settle_s=SETTLE_S,
         ranks=ranks,
+        overlap=overlap,
     )

@@ -31,8 +31,13 @@ def _groups(result: dict[str, Any]) -> list[tuple[tuple[str, int], list[Row]]]:
 
 
 def _widest(row: Row) -> str | None:
-    """The set-up with the most ranks (the one broken down), if any has > 1."""
-    ranked = [(e["world_size"], name) for name, e in row["systems"].items()]
+    """The set-up with the most ranks and one all-reduce per step (the one
+    broken down), if any has > 1."""
+    ranked = [
+        (e["world_size"], name)
+        for name, e in row["systems"].items()
+        if not name.endswith("-overlap")
+    ]
     n, name = max(ranked)
     return name if n > 1 else None
 
@@ -47,6 +52,8 @@ def table(rows: list[Row], markdown: bool = False) -> str:
     head += [f"{n} samples/s" for n in names]
     head += [f"eff. {n}" for n in parallel]
     head += [f"{n} vs threads" for n in parallel if rows[0]["ranks_over_threads"]]
+    saving = list(rows[0].get("overlap_saves", {}))
+    head += [f"{n} saves" for n in saving]
     if widest:
         head += [f"{widest}: {BREAKDOWN_LABELS[p]} s" for p in BREAKDOWN_PARTS]
         head += ["all-reduce ms/step (timer)", "alone", "kB/step"]
@@ -60,6 +67,7 @@ def table(rows: list[Row], markdown: bool = False) -> str:
         c += [_fmt(r["efficiency"].get(n), ".2f") for n in parallel]
         if rows[0]["ranks_over_threads"]:
             c += [_fmt(r["ranks_over_threads"].get(n), ".2f") for n in parallel]
+        c += [_fmt(100 * r["overlap_saves"][n], ".1f") + "%" for n in saving]
         if widest:
             b = s[widest]["breakdown_s"]
             c += [_fmt(b[p], ".3f") for p in BREAKDOWN_PARTS]
@@ -100,6 +108,7 @@ def header_lines(result: dict[str, Any]) -> list[str]:
     cfg, env = result["config"], result["environment"]
     setups = "; ".join(
         f"{name} = {s['ranks']} rank(s) x {s['threads_per_rank']} BLAS thread(s)"
+        + (", all-reduce overlapped with backward" if s.get("overlap") else "")
         + (f" (threadpoolctl: {s['blas_threads']})" if s.get("blas_threads") else "")
         for name, s in cfg["setups"].items()
     )
@@ -114,7 +123,8 @@ def header_lines(result: dict[str, Any]) -> list[str]:
         cfg["isolation"],
         cfg["contention"],
         "efficiency = t1 / (N tN), t1 = 1 rank of 1 thread; 'vs threads' = one "
-        "process with N threads' time / N ranks' time (above 1: ranks faster)",
+        "process with N threads' time / N ranks' time (above 1: ranks faster); "
+        "'saves' = 1 - overlapped time / one-call time",
         cfg["breakdown"],
     ]
     if cfg.get("note"):
