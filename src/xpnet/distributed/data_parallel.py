@@ -87,7 +87,8 @@ class OverlappedAllReduce(GradientAllReduce):
         params = model.parameters
         self.grads = params.grads
         if to_numpy(self.grads) is not self.grads or not params.writeable:
-            raise XpnetError(
+            # Every rank runs the same backend: all refuse alike.
+            raise DistributedError(
                 f"overlapped all-reduce works on the NumPy backend only (this "
                 f"model runs on {backend.name}): make the communicator without "
                 "overlap=True"
