@@ -323,12 +323,3 @@ def test_overlap_refuses_a_backend_it_cannot_reduce_in_place():
     assert "\n" not in str(info.value)
     numpy_net = xpnet.mlp([4, 3, 2])
     assert isinstance(gradient_reducer(comm, numpy_net), OverlappedAllReduce)
-
-
-def test_cli_overlap_without_distributed_is_one_line(capsys):
-    assert main(["train", "--dataset", "mnist-sample", "--overlap"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == [
-        "xpnet: error: --overlap overlaps the all-reduce of a distributed run: "
-        "add --distributed (under mpiexec -n N) or drop --overlap"
-    ]

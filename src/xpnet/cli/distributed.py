@@ -31,9 +31,7 @@ class Rank:
     def __init__(self, args: argparse.Namespace) -> None:
         from ..distributed.mpi import MPICommunicator, local_rank
 
-        self.comm = MPICommunicator(
-            abort_on_error=False, overlap=getattr(args, "overlap", False)
-        )
+        self.comm = MPICommunicator(abort_on_error=False)
         self.agreed = False
         self.code = 1
         args.cleanup.append(self.finish)

@@ -320,13 +320,6 @@ def build_parser() -> _Parser:
         "prints and saves (needs mpi4py: pip install 'xpnet[mpich]')",
     )
     train.add_argument(
-        "--overlap",
-        action="store_true",
-        help="with --distributed: start each layer's all-reduce as soon as "
-        "backward has made its gradients, waiting before the update (several "
-        "calls per step; NumPy backend only; same results on 2 ranks)",
-    )
-    train.add_argument(
         "--json",
         action="store_true",
         help="print one JSON object (config, device, history) as "

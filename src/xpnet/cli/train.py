@@ -14,7 +14,7 @@ from .. import __version__
 from ..backend import Backend, resolve
 from ..checkpoint import Checkpoint
 from ..datasets import choose_default_dataset
-from ..errors import DivergenceError, XpnetError
+from ..errors import DivergenceError
 from ..figures import PlotError
 from ..preprocessing import Preprocessing
 from .common import (
@@ -105,11 +105,6 @@ def _epoch_line(record: dict[str, Any], total: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    if getattr(args, "overlap", False) and not args.distributed:
-        raise XpnetError(
-            "--overlap overlaps the all-reduce of a distributed run: add "
-            "--distributed (under mpiexec -n N) or drop --overlap"
-        )
     if not args.distributed:
         return _train(args, None)
     from .distributed import Rank
@@ -449,7 +444,6 @@ def _ranks_facts(rank: Rank, n: int, args: argparse.Namespace) -> dict[str, Any]
     return {
         "world_size": size,
         "samples_per_rank": rank_samples(n, args.batch_size, size),
-        "overlap": rank.comm.overlap,
     }
 
 
