@@ -86,7 +86,10 @@ def main(argv: list[str]) -> int:
         try:
             net.fit(X, y, 1, BATCH, communicator=comm)
         except xpnet.XpnetError as exc:
-            print(f"rank {comm.rank}: {exc}", flush=True)
+            # One write: print() writes the newline apart, and mpiexec could
+            # put the other rank's line between the two.
+            sys.stdout.write(f"rank {comm.rank}: {exc}\n")
+            sys.stdout.flush()
             return 2
         return 0
     raise SystemExit(f"unknown scenario {scenario}")
