@@ -5,6 +5,9 @@ tests/mpi_ranks.py SCENARIO OUT [options]``.
   small float64 problem, global batch 16 (uneven shares, a partial last
   batch); rank 0 saves the parameters and histories to OUT (``.npz``).
 - ``mismatch OUT``: rank 1 builds a wider model; every rank must refuse.
+- ``overlap OUT``: ``train``'s runs with ``MPICommunicator(overlap=True)``
+  (one non-blocking all-reduce per parameter during backward) and without;
+  rank 0 saves both parameters and the overlapped all-reduce counts.
 """
 
 from __future__ import annotations
@@ -59,12 +62,34 @@ def main(argv: list[str]) -> int:
         if comm.rank == 0:
             np.savez(out, calls=comm.reduce_calls, **results)
         return 0
+    if scenario == "overlap":
+        overlapped = MPICommunicator(abort_on_error=False, overlap=True)
+        results = {}
+        for optimizer, decay in CONFIGS:
+            for name, c in (("plain", comm), ("overlap", overlapped)):
+                net = model(optimizer, decay)
+                net.fit(X, y, EPOCHS, BATCH, communicator=c)
+                results[f"{name}-{optimizer}-{decay}"] = xpnet.to_numpy(
+                    net.parameters.flat
+                )
+        if comm.rank == 0:
+            np.savez(
+                out,
+                calls=overlapped.reduce_calls,
+                nbytes=overlapped.reduce_bytes,
+                size=comm.size,
+                **results,
+            )
+        return 0
     if scenario == "mismatch":
         net = model("sgd", 0.0, hidden=16 if comm.rank == 0 else 32)
         try:
             net.fit(X, y, 1, BATCH, communicator=comm)
         except xpnet.XpnetError as exc:
-            print(f"rank {comm.rank}: {exc}", flush=True)
+            # One write: print() writes the newline apart, and mpiexec could
+            # put the other rank's line between the two.
+            sys.stdout.write(f"rank {comm.rank}: {exc}\n")
+            sys.stdout.flush()
             return 2
         return 0
     raise SystemExit(f"unknown scenario {scenario}")

@@ -307,3 +307,19 @@ def test_communicator_base_is_one_rank():
     comm = Communicator()
     assert (comm.rank, comm.size) == (0, 1)
     assert comm.allgather({"a": 1}) == [{"a": 1}]
+
+
+def test_overlap_refuses_a_backend_it_cannot_reduce_in_place():
+    """The overlapped all-reduce sums slices of the gradient buffer in place:
+    only a writeable NumPy buffer allows that; others get one line."""
+    from xpnet.distributed.data_parallel import OverlappedAllReduce, gradient_reducer
+
+    pytest.importorskip("array_api_strict")
+    comm = SingleProcess()
+    comm.overlap = True
+    net = xpnet.mlp([4, 3, 2], device=xpnet.resolve("cpu", "array-api-strict"))
+    with pytest.raises(xpnet.XpnetError, match="NumPy backend only") as info:
+        gradient_reducer(comm, net)
+    assert "\n" not in str(info.value)
+    numpy_net = xpnet.mlp([4, 3, 2])
+    assert isinstance(gradient_reducer(comm, numpy_net), OverlappedAllReduce)

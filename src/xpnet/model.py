@@ -243,10 +243,15 @@ class Sequential:
 
     __call__ = forward
 
-    def backward(self, grad: Array) -> None:
-        """Backpropagate ``dL/dout``; fills every layer's ``grads``."""
+    def backward(
+        self, grad: Array, on_layer: Callable[[Layer], None] | None = None
+    ) -> None:
+        """Backpropagate ``dL/dout``; fills every layer's ``grads``, calling
+        ``on_layer(layer)`` as soon as a layer's are final."""
         for layer in self._backward_layers:
             grad = layer.backward(grad)
+            if on_layer is not None:
+                on_layer(layer)
 
     @on_model_device
     def train_step(self, xb: Array, yb: Array) -> tuple[Array, Array]:

@@ -12,7 +12,9 @@ the reference:
    ``f(grads)`` once per step with the model's flat gradient buffer (every
    gradient of the step, :attr:`Parameters.grads`), e.g. to all-reduce it
    across processes; ``f`` returns the buffer to use (the same one when it
-   reduces in place; see :meth:`Parameters.set_grads`).
+   reduces in place; see :meth:`Parameters.set_grads`). When ``f`` has an
+   ``on_layer(layer)`` method, backward calls it after each layer (to start
+   that layer's reduction early, see ``OverlappedAllReduce``).
 2. **The update.** ``backend.ops.apply_update(optimizer, params, prescaled)``:
    the generic one runs the optimizer's rule (written once, see
    :mod:`xpnet.optimizers`) over the flat buffers; a backend may fuse it.
@@ -43,9 +45,9 @@ import array_api_compat
 from .arraytypes import Array, ArrayLike
 from .distributed.communicator import Communicator, SingleProcess
 from .distributed.data_parallel import (
-    GradientAllReduce,
     check_in_step,
     evaluate_sharded,
+    gradient_reducer,
     sum_over_ranks,
     training_facts,
 )
@@ -180,7 +182,8 @@ class TrainStep:
             grad = model.loss.grad(out, yb, scale * rows / total)
         else:
             grad = model.xp.zeros_like(out)
-        model.backward(grad)
+        # An overlapping reducer starts each layer's sum as backward passes it.
+        model.backward(grad, getattr(self.reduce_gradients, "on_layer", None))
         params = model.parameters
         if self.reduce_gradients is not None:
             params.set_grads(self.reduce_gradients(params.gather_grads()))
@@ -355,7 +358,7 @@ def fit(
                 model, X, y, batch_size, shuffle, validation and validation[:2]
             ),
         )
-        step = TrainStep(model, GradientAllReduce(comm, model.backend))
+        step = TrainStep(model, gradient_reducer(comm, model))
     step = step or model.step_function()
     # Without update() (a replacement step), take the outputs of a full step.
     update = getattr(step, "update", None) or (lambda xb, yb: step(xb, yb)[1])

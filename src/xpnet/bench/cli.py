@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DeviceError, XpnetError
-from .plan import BATCH_SIZES, MODELS, PEERS_TEXT, QUICK_TEXT
+from .plan import BATCH_SIZES, MODELS, PEERS_TEXT, QUICK_TEXT, SCALING_BATCH_SIZES
 
 
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -41,14 +41,16 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``xpnet bench`` (validated later by ``plan_from_args``)."""
     p.add_argument(
         "--device",
-        default="all",
+        default=None,
         help="auto, cpu, cuda, cuda:N or all (default: all = CPU and every "
-        "usable GPU); comma lists allowed",
+        "usable GPU; cpu with --ranks); comma lists allowed",
     )
     p.add_argument(
         "--models",
-        default=",".join(MODELS),
-        help=f"comma list from {', '.join(MODELS)} (default: all)",
+        default=None,
+        help=f"comma list from {', '.join(MODELS)} (default: all; "
+        + ", ".join(SCALING_BATCH_SIZES)
+        + " with --ranks)",
     )
     p.add_argument(
         "--batch-sizes",
@@ -76,7 +78,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--peers",
-        default="torch,sklearn,numpy,jax",
+        default=None,
         help=f"{PEERS_TEXT}; default all: PyTorch eager, scikit-learn, the "
         "hand-written NumPy loop (the floor) and a jitted JAX step",
     )
@@ -123,6 +125,23 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         default=6,
         help="re-runs per row of epochs disturbed by other processes (default 6)",
     )
+    p.add_argument(
+        "--ranks",
+        default=None,
+        metavar="N,M",
+        help="scaling run instead: xpnet data-parallel on 1 and N, M, ... MPI "
+        "ranks (mpiexec, 1 BLAS thread each) against 1 process with max(N, M) "
+        "threads; default models "
+        + ", ".join(f"{m} b={min(b)}..{max(b)}" for m, b in SCALING_BATCH_SIZES.items())
+        + "; needs mpi4py and mpiexec",
+    )
+    p.add_argument(
+        "--overlap",
+        action="store_true",
+        help="with --ranks: also time every N > 1 with the all-reduce overlapped "
+        "with backward (MPICommunicator(overlap=True): one Iallreduce per "
+        "parameter as soon as its layer is done)",
+    )
 
 
 def default_out_dir() -> Path:
@@ -139,6 +158,10 @@ def run_bench(args: argparse.Namespace) -> int:
 
     plan = plan_from_args(args)
     out_dir = Path(args.out) if args.out else default_out_dir()
+    if plan.ranks:
+        from .scaling import run_scaling_bench
+
+        return run_scaling_bench(plan, out_dir, args)
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)

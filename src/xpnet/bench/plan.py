@@ -14,6 +14,8 @@ from typing import TypedDict
 from ..errors import XpnetError
 
 SCHEMA = "xpnet-bench/1"
+#: the schema of a scaling run's results (``xpnet bench --ranks``)
+SCALING_SCHEMA = "xpnet-bench-scaling/1"
 
 #: model name -> layer sizes (ReLU between Dense layers, softmax cross-entropy)
 MODELS: dict[str, tuple[int, ...]] = {
@@ -22,6 +24,11 @@ MODELS: dict[str, tuple[int, ...]] = {
     "wide": (784, 4096, 4096, 10),
 }
 BATCH_SIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+#: a scaling run's default models and batch sizes (``--ranks``)
+SCALING_BATCH_SIZES: dict[str, tuple[int, ...]] = {
+    "mlp512": (512, 1024, 2048, 4096, 8192),
+    "seed": (128, 256, 512, 1024, 2048),
+}
 SYSTEMS = ("xpnet", "pytorch", "sklearn", "numpy", "jax")
 #: numpy: the hand-written NumPy loop (the floor); jax: one jitted JAX step
 PEERS = ("pytorch", "sklearn", "numpy", "jax")
@@ -109,6 +116,10 @@ class Plan:
     append: bool = False
     max_retries: int = 6
     settle_s: float = SETTLE_S
+    #: a scaling run (``--ranks``): the rank counts, 1 first; empty otherwise
+    ranks: list[int] = field(default_factory=list)
+    #: with ``ranks``: also time each N > 1 with the all-reduce overlapped
+    overlap: bool = False
 
 
 def _parse_int_list(text: str, what: str, keep_order: bool = False) -> list[int]:
@@ -177,9 +188,44 @@ def parse_devices(text: str, notes: list[str] | None = None) -> list[str]:
     return list(dict.fromkeys(devices))
 
 
+def parse_ranks(text: str) -> list[int]:
+    """``--ranks 1,2`` -> ``[1, 2]``; 1 is always included (the reference of
+    the parallel efficiency)."""
+    return sorted({1, *_parse_int_list(text, "--ranks")})
+
+
+def _scaling_checks(args: argparse.Namespace) -> None:
+    """Refuse the options a scaling run does not combine with."""
+    for option, given in (
+        ("--peers", args.peers is not None),
+        ("--in-process", args.in_process),
+        ("--append", args.append),
+    ):
+        if given:
+            raise XpnetError(
+                f"--ranks does not combine with {option}: a scaling run times "
+                "xpnet alone, each rank count in an mpiexec job of its own"
+            )
+    if args.device not in (None, "cpu"):
+        raise XpnetError(
+            f"--ranks runs on the CPU only, got --device {args.device}: "
+            "use --device cpu or leave it out"
+        )
+
+
 def plan_from_args(args: argparse.Namespace) -> Plan:
     """Validate the parsed options into a :class:`Plan` (XpnetError when bad)."""
-    models = parse_models(args.models)
+    ranks = parse_ranks(args.ranks) if getattr(args, "ranks", None) else []
+    if ranks:
+        _scaling_checks(args)
+    overlap = bool(getattr(args, "overlap", False))
+    if overlap and not ranks:
+        raise XpnetError(
+            "--overlap is a set-up of the scaling run: give it with --ranks, "
+            "e.g. --ranks 1,2 --overlap"
+        )
+    default_models = ",".join(SCALING_BATCH_SIZES if ranks else MODELS)
+    models = parse_models(default_models if args.models is None else args.models)
     repeats = args.repeats
     if repeats < 3:
         raise XpnetError(
@@ -201,6 +247,12 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         else default_sizes
     )
     batch_sizes = {m: list(sizes) for m in models}
+    if ranks and not args.batch_sizes and not args.quick:
+        batch_sizes.update(
+            (m, list(SCALING_BATCH_SIZES[m]))
+            for m in models
+            if m in SCALING_BATCH_SIZES
+        )
     rows = {m: base_rows for m in models}
     if args.quick and "wide" in models:
         if not args.batch_sizes:
@@ -225,7 +277,8 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     if args.gemm_size is not None and args.gemm_size < 16:
         raise XpnetError(f"--gemm-size must be >= 16, got {args.gemm_size}")
     device_notes: list[str] = []
-    devices = parse_devices(args.device, device_notes)
+    device = args.device if args.device is not None else "all"
+    devices = parse_devices("cpu" if ranks else device, device_notes)
     gemm_size = {d: args.gemm_size or (2048 if d == "cpu" else 8192) for d in devices}
     return Plan(
         devices=devices,
@@ -234,7 +287,9 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         rows=rows,
         repeats=repeats,
         warmup=args.warmup,
-        peers=parse_peers(args.peers),
+        peers=[]
+        if ranks
+        else parse_peers(",".join(PEERS) if args.peers is None else args.peers),
         synthetic=bool(args.synthetic),
         quick=bool(args.quick),
         gemm_size=gemm_size,
@@ -245,4 +300,6 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         append=bool(args.append),
         max_retries=args.max_retries,
         settle_s=SETTLE_S,
+        ranks=ranks,
+        overlap=overlap,
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write
-from .plan import MODELS, SYSTEMS
+from .plan import MODELS, SCALING_SCHEMA, SYSTEMS
 from .report import groups
 
 #: the row key of xpnet's time over a peer's
@@ -68,7 +68,12 @@ def plot_results(result: dict[str, Any], path: Path) -> str | None:
         return "plot: skipped (matplotlib not installed)"
     if not result.get("rows"):
         return "plot: skipped (no rows yet)"
-    fig = results_figure(result)
+    if result.get("schema") == SCALING_SCHEMA:
+        from .scaling_report import scaling_figure
+
+        fig = scaling_figure(result)
+    else:
+        fig = results_figure(result)
     with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=110)
     return None

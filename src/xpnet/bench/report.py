@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write
-from .plan import MODELS, QUICK_TEXT
+from .plan import MODELS, QUICK_TEXT, SCALING_SCHEMA
 from .results import (
     DENORMAL_TEXT,
     FLOPS_TEXT,
@@ -193,7 +193,12 @@ def _command_text(argv: Sequence[str] | None) -> str:
 
 
 def format_report(result: dict[str, Any], markdown: bool = False) -> str:
-    """The whole report: header lines, then one table per model and device."""
+    """The whole report: header lines, then one table per model and device
+    (a scaling run's: :func:`.scaling_report.format_scaling_report`)."""
+    if result.get("schema") == SCALING_SCHEMA:
+        from .scaling_report import format_scaling_report
+
+        return format_scaling_report(result, markdown)
     out = []
     if markdown:
         env = result["environment"]

@@ -26,6 +26,13 @@ buffer in place, with the stop flag as one extra element of it.
 
 Every communicator times its gradient reductions (:attr:`reduce_seconds`,
 :attr:`reduce_calls`, :attr:`reduce_bytes`), for benchmarks.
+
+Opt-in overlap (``overlap = True``, e.g. ``MPICommunicator(overlap=True)``):
+instead of one call per step, :meth:`Communicator.start_reduce` starts a
+non-blocking sum of each layer's gradients as soon as backward has made them
+(as PyTorch DDP's buckets), and :meth:`Communicator.finish_reduce` waits for
+all of them, and the stop flag, before the update (see
+:class:`xpnet.distributed.data_parallel.OverlappedAllReduce`).
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ class Communicator:
 
     rank = 0
     size = 1
+    #: reduce layer by layer during backward (several calls per step)
+    overlap = False
 
     def __init__(self) -> None:
         #: wall seconds, calls and payload bytes of :meth:`reduce_step` so far
@@ -74,6 +83,21 @@ class Communicator:
         self, grads: Array, stop: float, backend: Backend
     ) -> tuple[Array, float]:
         return grads, stop
+
+    # -- the overlapped step (opt-in) ---------------------------------------------
+    def start_reduce(self, part: HostArray) -> Any:
+        """Start summing ``part`` (a contiguous, writeable NumPy slice of the
+        gradient buffer) over all ranks, in place, without waiting; returns a
+        request for :meth:`finish_reduce`. Timed."""
+        raise NotImplementedError(f"{type(self).__name__} cannot overlap")
+
+    def progress(self, requests: list[Any]) -> None:
+        """Let started reductions advance (MPI progresses only inside calls)."""
+
+    def finish_reduce(self, requests: list[Any], stop: float, nbytes: int) -> float:
+        """Wait for ``requests``; returns the sum of the ranks' ``stop``.
+        Counts one step of ``nbytes`` gradient bytes (stop flag included)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot overlap")
 
     # -- small collectives (start-up, once per epoch) ----------------------------
     def allgather(self, value: Any) -> list[Any]:

@@ -4,7 +4,9 @@
   :class:`DistributedError` line on every rank when they differ), then rank
   0's parameters and shuffling RNG are broadcast and checked equal;
 - every step: :class:`GradientAllReduce`, the step's ``reduce_gradients``
-  hook, sums the flat gradient buffer and the stop requests in one call;
+  hook, sums the flat gradient buffer and the stop requests in one call
+  (opt-in, ``comm.overlap``: :class:`OverlappedAllReduce` sums each layer's
+  gradients while backward goes on; :func:`gradient_reducer` picks);
 - every epoch: :func:`sum_over_ranks` adds the ranks' loss sums and hits,
   :func:`check_in_step` checks the parameters are still equal, and
   :func:`evaluate_sharded` evaluates each rank's share of the validation data.
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
 __all__ = [
     "DistributedError",
     "GradientAllReduce",
+    "OverlappedAllReduce",
+    "gradient_reducer",
     "check_same",
     "evaluate_sharded",
     "is_collective",
@@ -62,6 +66,60 @@ class GradientAllReduce:
         summed, stop = self.comm.reduce_step(grads, stop_request(), self.backend)
         raise_agreed_stop(stop)
         return summed
+
+
+class OverlappedAllReduce(GradientAllReduce):
+    """The opt-in overlapped hook (``comm.overlap``), in the style of PyTorch
+    DDP's buckets: :meth:`on_layer`, called by backward after each layer,
+    starts a non-blocking sum of that layer's gradients (one call per
+    parameter: its contiguous slice of the flat buffer, reduced in place)
+    while the layers below are backpropagated; the hook itself waits for them
+    all, with the stop requests, before the update.
+
+    Two ranks give bit-identical sums either way (a + b is a + b); with more
+    ranks the MPI library may add in another order per message size, so
+    results can differ from the one-call mode by rounding. Needs a gradient
+    buffer that is a writeable NumPy array (the NumPy backend).
+    """
+
+    def __init__(self, comm: Communicator, backend: Backend, model: Sequential):
+        super().__init__(comm, backend)
+        params = model.parameters
+        self.grads = params.grads
+        if to_numpy(self.grads) is not self.grads or not params.writeable:
+            # Every rank runs the same backend: all refuse alike.
+            raise DistributedError(
+                f"overlapped all-reduce works on the NumPy backend only (this "
+                f"model runs on {backend.name}): make the communicator without "
+                "overlap=True"
+            )
+        self.parts: dict[int, list[tuple[int, int]]] = {}
+        for slot in params.slots:
+            self.parts.setdefault(id(slot.layer), []).append((slot.start, slot.stop))
+        self.nbytes = (params.size + 1) * self.grads.itemsize
+        self.pending: list[Any] = []
+
+    def on_layer(self, layer: Any) -> None:
+        """``layer``'s gradients are final: start their sums."""
+        for a, b in self.parts.get(id(layer), ()):
+            self.pending.append(self.comm.start_reduce(self.grads[a:b]))
+        if self.pending:
+            self.comm.progress(self.pending)
+
+    def __call__(self, grads: Array) -> Array:
+        pending, self.pending = self.pending, []
+        stop = self.comm.finish_reduce(pending, stop_request(), self.nbytes)
+        raise_agreed_stop(stop)
+        return grads
+
+
+def gradient_reducer(
+    comm: Communicator, model: Sequential
+) -> GradientAllReduce | OverlappedAllReduce:
+    """The step's hook for ``comm``: overlapped when ``comm.overlap``."""
+    if comm.overlap:
+        return OverlappedAllReduce(comm, model.backend, model)
+    return GradientAllReduce(comm, model.backend)
 
 
 def is_collective(exc: BaseException | None) -> bool:

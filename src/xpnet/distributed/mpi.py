@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from types import TracebackType
 from typing import Any, NoReturn
+
+import numpy as np
 
 from ..arraytypes import HostArray
 from ..errors import XpnetError
@@ -58,10 +61,17 @@ class MPICommunicator(HostStaged):
         abort_on_error: install :func:`install_abort_hook`, so that an uncaught
             exception on any rank ends all of them instead of leaving the
             others waiting in a collective (like ``python -m mpi4py``).
+        overlap: reduce each layer's gradients with a non-blocking
+            ``Iallreduce`` as soon as backward has made them, and wait before
+            the update (NumPy backend only; same sums for 2 ranks; see
+            :class:`~xpnet.distributed.data_parallel.OverlappedAllReduce`).
     """
 
-    def __init__(self, comm: Any = None, *, abort_on_error: bool = True) -> None:
+    def __init__(
+        self, comm: Any = None, *, abort_on_error: bool = True, overlap: bool = False
+    ) -> None:
         super().__init__()
+        self.overlap = bool(overlap)
         self.MPI = _import_mpi()
         self.comm = comm if comm is not None else self.MPI.COMM_WORLD
         self.rank = self.comm.Get_rank()
@@ -71,6 +81,28 @@ class MPICommunicator(HostStaged):
 
     def _allreduce_host(self, buf: HostArray) -> None:
         self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
+
+    def start_reduce(self, part: HostArray) -> Any:
+        start = time.perf_counter()
+        request = self.comm.Iallreduce(self.MPI.IN_PLACE, part, op=self.MPI.SUM)
+        self.reduce_seconds += time.perf_counter() - start
+        return request
+
+    def progress(self, requests: list[Any]) -> None:
+        start = time.perf_counter()
+        self.MPI.Request.Testall(requests)
+        self.reduce_seconds += time.perf_counter() - start
+
+    def finish_reduce(self, requests: list[Any], stop: float, nbytes: int) -> float:
+        start = time.perf_counter()
+        flag = np.array([stop], dtype=np.float64)
+        self.MPI.Request.Waitall(
+            [*requests, self.comm.Iallreduce(self.MPI.IN_PLACE, flag, op=self.MPI.SUM)]
+        )
+        self.reduce_seconds += time.perf_counter() - start
+        self.reduce_calls += 1
+        self.reduce_bytes += nbytes
+        return float(flag[0])
 
     def allgather(self, value: Any) -> list[Any]:
         return list(self.comm.allgather(value))
