@@ -872,6 +872,24 @@ def test_a_pct_gemm_above_100_is_never_printed_without_its_explanation():
     assert B.summary(result)["notes"] == []
 
 
+def test_a_peer_above_the_array_librarys_matmul_is_explained_not_blamed_on_noise():
+    """JAX's XLA kernels can beat NumPy's BLAS on one core: with no contention
+    recorded, the note says the ceiling is the library's, not a bad measurement."""
+    row = fake_row(xpnet_s=2.0, jax_s=0.5, numpy_s=None, torch_s=None, sklearn_s=None)
+    result = fake_result(
+        {"rows": [row], "gemm": {"cpu": {"xpnet": {**GEMM, "gflops": 120.0}}}}
+    )
+    B.rescale_pct_gemm(result, "cpu")
+    assert (
+        row["systems"]["jax"]["pct_gemm"] > 100 >= row["systems"]["xpnet"]["pct_gemm"]
+    )
+    note = next(
+        ln for ln in B.format_report(result).splitlines() if "% GEMM above 100" in ln
+    )
+    assert "jax mlp512" in note and "not the hardware's" in note
+    assert "xpnet's percentages hold" in note and "measured low" not in note
+
+
 # --------------------------------------------------------------------- the plot
 
 

@@ -272,11 +272,24 @@ def over_ceiling_notes(result: dict[str, Any]) -> list[str]:
             if m.get("contended") and m.get("foreign_cores") is not None
         ]
         rates = ", ".join(f"[{lib}] {g['gflops']:.1f}" for lib, g in libs.items())
-        notes.append(
+        head = (
             f"{OVER_CEILING_MARK} % GEMM above 100 on {device} (up to "
             f"{worst[0]['systems'][worst[1]]['pct_gemm']:.0f}, {worst[1]} "
-            f"{worst[0]['model']} b={worst[0]['batch_size']}): impossible against "
-            f"a true ceiling, so the GEMM rate ({rates} GFLOP/s) was measured low, "
+            f"{worst[0]['model']} b={worst[0]['batch_size']}): "
+        )
+        if not busy and all(name != "xpnet" for _, name in rows):
+            # Only peers with matmul kernels of their own (XLA's for jax) beat
+            # the rate of the array library's matmul, which xpnet itself uses.
+            notes.append(
+                head + f"the ceiling is the rate of the array library's own "
+                f"matmul ({rates} GFLOP/s), not the hardware's, and no other "
+                f"process used the CPU while it was measured: those peers' own "
+                f"matmul kernels ran faster than it; xpnet's percentages hold"
+            )
+            continue
+        notes.append(
+            head + f"impossible against a true ceiling, so the GEMM rate ({rates} "
+            "GFLOP/s) was measured low, "
             + (
                 "while other processes used the CPU (" + "; ".join(busy) + ")"
                 if busy
