@@ -14,6 +14,7 @@ import pytest
 
 import xpnet
 from xpnet.checkpoint import load_checkpoint, read_checkpoint
+from xpnet.cli.main import main
 
 SCRIPT = Path(sys.executable).with_name("xpnet")
 TRAIN_SAMPLE_ON_CPU = (
@@ -492,3 +493,20 @@ def test_evaluate_and_predict_mnist_need_only_the_test_files(
     # Training needs the training files, and says which are missing.
     assert cli.main(["train", "--dataset", "mnist", *tiny]) == 2
     assert "could not download mnist file train-images" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (["--epochs", "1", "train"], "xpnet train --epochs"),
+        (["--quiet"], "xpnet COMMAND"),
+    ],
+)
+def test_an_option_before_the_command_says_where_it_goes(capsys, argv, hint):
+    # argparse used to say "invalid choice: '1'" for xpnet --epochs 1 train
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "goes after the command" in err, err
+    assert hint in err

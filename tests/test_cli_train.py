@@ -610,3 +610,16 @@ def test_train_on_an_idx_pair_without_test_set(tmp_path, idx_files, capsys):
     assert "60 train / 0 test" in out and "test acc" not in out
     assert cli.main(["evaluate", str(tmp_path / "p.npz"), "--device", "cpu"]) == 2
     assert "hold no test set" in capsys.readouterr().err
+
+
+def test_validation_split_on_a_run_without_one_names_it_plainly(tmp_path, capsys):
+    # the message used to read "(--validation-split None)"
+    path = str(tmp_path / "v.npz")
+    tiny = ("--dataset", "mnist-sample", "--device", "cpu", "--hidden", "8")
+    assert cli.main(["train", *tiny, "--epochs", "1", "--quiet", "--save", path]) == 0
+    capsys.readouterr()
+    argv = ["train", "--resume", path, "--epochs", "2", "--validation-split", "0.1"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "None" not in err, err
+    assert "(no --validation-split)" in err

@@ -268,3 +268,16 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step(tmp_path):
     assert len(messages) == 1, err  # rank 0's, naming the epoch on disk
     held = Checkpoint.from_file(str(save)).model.epochs_trained
     assert f"{save.name} holds epoch {held}" in messages[0]
+
+
+def test_cli_offline_default_dataset_notice_comes_from_rank_0_alone(tmp_path):
+    # every rank used to print the "training on the bundled mnist-sample" line
+    env = {**environment(), "XPNET_DATA": str(tmp_path / "empty-cache")}
+    env["XPNET_MIRRORS"] = "http://127.0.0.1:9/"  # nothing listens
+    run = subprocess.run(
+        [MPIEXEC, "-n", "2", *cli("--distributed", "--epochs", "1", "--hidden", "8",
+                                  "--quiet")],
+        capture_output=True, text=True, timeout=LIMIT, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.count("training on the bundled mnist-sample") == 1, run.stderr

@@ -357,3 +357,16 @@ def test_predict_json_reports_full_precision_probabilities(trained, capsys, tmp_
     ckpt = Checkpoint.from_file(trained("ce"), "cpu")
     exact = ckpt.model.predict_proba(ckpt.preprocessing.apply(x))
     assert np.array_equal(reported(results), exact.astype(np.float64))
+
+
+@pytest.mark.parametrize("name", ["m.npz.json", "x.npy", "train.gz", "m.png"])
+def test_export_refuses_a_name_not_ending_in_onnx(ort, trained, tmp_path, capsys, name):
+    # with --overwrite this used to replace the checkpoint's .json copy or the
+    # training data (e.g. an IDX .gz) with an ONNX graph
+    victim = tmp_path / name
+    victim.write_bytes(b"keep me")
+    args = ["export", str(trained(next(iter(CASES)))), str(victim), "--overwrite"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and ".onnx" in err, err
+    assert victim.read_bytes() == b"keep me"

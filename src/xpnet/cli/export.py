@@ -14,6 +14,13 @@ def run(args: argparse.Namespace) -> int:
 
     require_onnx()  # before any work: without onnx, say how to install it
     source, target = Path(args.model), Path(args.output)
+    # The suffix rule keeps --overwrite off the files a run owns (the .npz,
+    # its .json copy, the lock) and off the training data, as --save's .npz does.
+    if target.suffix.lower() != ".onnx":
+        raise UsageError(
+            f"{args.output!r}: an ONNX file's name must end in .onnx; "
+            "name the output MODEL.onnx"
+        )
     if target.exists() and source.exists() and target.samefile(source):
         raise UsageError(
             f"{args.output!r} is the checkpoint itself: name another output file"

@@ -14,7 +14,7 @@ import sys
 from .. import __version__
 from ..errors import DivergenceError, XpnetError
 from .common import Exit, end_bar_line, print_json
-from .parser import build_parser
+from .parser import _Parser, build_parser
 
 
 def _given_options(
@@ -52,6 +52,19 @@ def _fail(args: argparse.Namespace, message: str, code: int) -> int:
     return code
 
 
+def _refuse_options_before_the_command(parser: _Parser, argv: list[str]) -> None:
+    """``xpnet --epochs 1 train``: argparse would call '1' an invalid command."""
+    first = argv[0]
+    if first.startswith("-") and first.split("=")[0] not in (
+        "-h",
+        "--help",
+        "--version",
+    ):
+        command = next((a for a in argv if a in parser.commands), None)
+        where = f"xpnet {command} {first} ..." if command else "xpnet COMMAND ..."
+        parser.error(f"{first} goes after the command: {where}")
+
+
 def main(argv: list[str] | None = None) -> int:
     from ..interrupts import Terminated, install
 
@@ -75,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         restore_logging()
         return 0
     try:
+        _refuse_options_before_the_command(parser, argv)
         args, unknown = parser.parse_known_args(argv)
         command = parser.commands[args.command]
         if unknown:

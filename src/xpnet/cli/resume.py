@@ -94,6 +94,8 @@ def _flag(key: str, value: Any) -> str:
     name = "--" + key.replace("_", "-")
     if isinstance(value, bool):
         return name if value else f"no {name}"
+    if value is None:  # an option the run was started without
+        return f"no {name}"
     if isinstance(value, list):
         value = ",".join(map(str, value)) or "none"
     return f"{name} {value}"

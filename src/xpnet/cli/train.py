@@ -165,7 +165,7 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
         args.dataset, notice = choose_default_dataset(
             args.data_dir, progress=sys.stderr.isatty()
         )
-        if notice:
+        if notice and (rank is None or rank.lead):  # one notice per run, not per rank
             print(f"xpnet: {notice}", file=sys.stderr, flush=True)
     args.dataset = dataset_identity(args.dataset)
     data = load_training_data(
