@@ -125,8 +125,9 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "xpnet", "train", "--device", "cpu", *args]
 
 
-def test_cli_mismatched_options_one_line_each_rank(tmp_path):
-    """MPMD: rank 0 with --hidden 8, rank 1 with --hidden 16."""
+def test_cli_mismatched_options_one_line(tmp_path):
+    """MPMD: rank 0 with --hidden 8, rank 1 with --hidden 16. Every rank stops
+    alike (exit 2, no abort); rank 0 alone says why."""
     common = ["--dataset", "mnist-sample", "--distributed", "--epochs", "1"]
     run = subprocess.run(
         [MPIEXEC, "-n", "1", *cli(*common, "--hidden", "8"), ":",
@@ -139,10 +140,35 @@ def test_cli_mismatched_options_one_line_each_rank(tmp_path):
         "xpnet: error: the ranks disagree on the --hidden: [8] on rank 0, [16] on "
         "rank 1; start every rank with the same options"
     )
-    # The launcher forwards each rank's stderr in chunks, so two ranks' lines
-    # may interleave mid-line: count the message, then check nothing else.
-    assert run.stderr.count(line) == 2, run.stderr
+    assert run.stderr.count(line) == 1, run.stderr
     assert not run.stderr.replace(line, "").strip(), run.stderr
+
+
+def test_cli_an_existing_save_is_one_line_and_no_abort(tmp_path):
+    """Every rank finds the file exists: they agree, rank 0 says it once."""
+    (tmp_path / "taken.npz").write_bytes(b"not ours")
+    run = subprocess.run(
+        [MPIEXEC, "-n", "2", *cli("--dataset", "mnist-sample", "--distributed",
+                                  "--epochs", "1", "--save", "taken.npz")],
+        capture_output=True, text=True, timeout=LIMIT, env=environment(),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    errors = run.stderr.strip().splitlines()
+    assert len(errors) == 1 and "taken.npz" in errors[0], run.stderr
+    assert "--overwrite" in errors[0] and "abort" not in run.stderr.lower()
+    assert (tmp_path / "taken.npz").read_bytes() == b"not ours"
+
+
+def test_cli_one_rank_says_it_trains_as_one_process(tmp_path):
+    run = subprocess.run(
+        [MPIEXEC, "-n", "1", *cli("--dataset", "mnist-sample", "--distributed",
+                                  "--epochs", "1", "--hidden", "8", "--quiet")],
+        capture_output=True, text=True, timeout=LIMIT, env=environment(),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "--distributed with 1 rank: training as one process" in run.stderr
 
 
 def test_cli_two_ranks_reach_one_process_test_accuracy(tmp_path):
@@ -268,6 +294,9 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step(tmp_path):
     assert len(messages) == 1, err  # rank 0's, naming the epoch on disk
     held = Checkpoint.from_file(str(save)).model.epochs_trained
     assert f"{save.name} holds epoch {held}" in messages[0]
+    # The hint resumes as it ran: on the same number of ranks.
+    assert "continue with: mpiexec -n 2 xpnet train --resume" in messages[0]
+    assert messages[0].rstrip(")").endswith("--distributed")
 
 
 def test_cli_offline_default_dataset_notice_comes_from_rank_0_alone(tmp_path):

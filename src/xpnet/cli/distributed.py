@@ -35,6 +35,12 @@ class Rank:
         self.agreed = False
         self.code = 1
         args.cleanup.append(self.finish)
+        if self.comm.size == 1:
+            print(
+                "xpnet: --distributed with 1 rank: training as one process "
+                "(launch N ranks with: mpiexec -n N xpnet train --distributed ...)",
+                file=sys.stderr,
+            )
         if self.comm.rank != 0:
             args.quiet, args.json = True, False
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (until exit)
@@ -60,10 +66,29 @@ class Rank:
         }
         check_same(self.comm, facts, "start every rank with the same options")
 
+    def agree_on_start(self, error: XpnetError | None) -> None:
+        """Every rank has checked its own paths and settings (``error``: what
+        it found wrong, or None); raise the same one-line error on every rank
+        if any rank found something, so that all stop alike (no abort)."""
+        from ..distributed import DistributedError
+
+        found = self.comm.allgather(None if error is None else str(error))
+        wrong = [(rank, message) for rank, message in enumerate(found) if message]
+        if not wrong:
+            return
+        rank, message = wrong[0]
+        if error is not None and str(error) == message and rank == 0:
+            error.agreed = True  # type: ignore[attr-defined]
+            raise error
+        raise DistributedError(message if rank == 0 else f"rank {rank}: {message}")
+
     def failed(self, exc: BaseException) -> None:
         from ..distributed import is_collective
 
         self.agreed = is_collective(exc)
+        if self.agreed and not self.lead:
+            # Every rank stops alike with the same message: rank 0 says it.
+            sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (until exit)
         if isinstance(exc, Exit):
             self.code = exc.code
         elif isinstance(exc, Terminated):

@@ -16,7 +16,7 @@ from ..backend import Backend, resolve
 from ..checkpoint import Checkpoint
 from ..datasets import choose_default_dataset
 from ..distributed.data_parallel import evaluate_sharded
-from ..errors import DivergenceError
+from ..errors import DivergenceError, XpnetError
 from ..figures import PlotError
 from ..preprocessing import Preprocessing
 from ..progress import Progress, epoch_line
@@ -114,33 +114,41 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
     from ..interrupts import Terminated, deferred
     from ..runlock import CheckpointLock, LockError, remove_stale_temp_files
 
-    resume = resume_source(args)
-    target = SaveTarget(args, resume)
-    # matplotlib and the picture's path are checked before any work is done.
-    if rank is not None:
-        rank.check_options(args, TRAIN_OPTIONS)
     # Of the ranks of a distributed run, rank 0 alone writes the checkpoint
     # and the picture.
     writes = rank is None or rank.lead
-    plot = (
-        LivePlot(args.plot, overwrite=args.overwrite, checkpoint=target.path)
-        if args.plot and writes
-        else None
-    )
-    backend = resolve(args.device, args.backend)
-    args.describe_saved = target.holds
     unwritable: LockError | None = None
-    if target.path is not None and writes:
-        try:
-            lock = CheckpointLock(target.path).acquire()
-        except LockError as exc:
-            if exc.busy:
-                raise
-            # A read-only place: fine for a run with nothing left to train.
-            unwritable = exc
-        else:
-            args.cleanup.append(lock.release)
-            remove_stale_temp_files(target.path)
+    start_error: XpnetError | None = None
+    try:
+        resume = resume_source(args)
+        target = SaveTarget(args, resume)
+        # matplotlib and the picture's path are checked before any work is done.
+        plot = (
+            LivePlot(args.plot, overwrite=args.overwrite, checkpoint=target.path)
+            if args.plot and writes
+            else None
+        )
+        backend = resolve(args.device, args.backend)
+        args.describe_saved = target.holds
+        if target.path is not None and writes:
+            try:
+                lock = CheckpointLock(target.path).acquire()
+            except LockError as exc:
+                if exc.busy:
+                    raise
+                # A read-only place: fine for a run with nothing left to train.
+                unwritable = exc
+            else:
+                args.cleanup.append(lock.release)
+                remove_stale_temp_files(target.path)
+    except XpnetError as exc:
+        if rank is None:
+            raise
+        start_error = exc
+    if rank is not None:
+        # Every rank checks its paths, then they agree: one message, no abort.
+        rank.agree_on_start(start_error)
+        rank.check_options(args, TRAIN_OPTIONS)
     saved: Checkpoint | None = None
     notices: list[str] = []
     if resume:
@@ -161,11 +169,16 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
         raise CheckpointWriteError(f"{unwritable}; {target.holds()}")
     _check_head(args)  # after resuming, which refuses a head the run never had
     if resume is None and "dataset" not in args.given:
-        # Recorded as chosen, so --resume and evaluate use the same data.
-        args.dataset, notice = choose_default_dataset(
-            args.data_dir, progress=sys.stderr.isatty()
-        )
-        if notice and (rank is None or rank.lead):  # one notice per run, not per rank
+        # Recorded as chosen, so --resume and evaluate use the same data. Of
+        # several ranks, rank 0 alone probes (and downloads), then tells the rest.
+        notice = None
+        if writes:
+            args.dataset, notice = choose_default_dataset(
+                args.data_dir, progress=sys.stderr.isatty()
+            )
+        if rank is not None:
+            args.dataset = rank.comm.allgather(args.dataset)[0]
+        if notice:
             print(f"xpnet: {notice}", file=sys.stderr, flush=True)
     args.dataset = dataset_identity(args.dataset)
     data = load_training_data(
@@ -327,12 +340,10 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
             plot.draw_on_stop(history_so_far)
         # The unfinished epoch is dropped, so --resume continues exactly.
         how = str(exc) if isinstance(exc, Terminated) else "interrupted"
-        hint = (
-            f" (continue with: xpnet train --resume {target.path} "
-            f"--epochs {total_epochs})"
-            if target.epoch is not None
-            else ""
-        )
+        again = f"xpnet train --resume {target.path} --epochs {total_epochs}"
+        if rank is not None:
+            again = f"mpiexec -n {rank.comm.size} {again} --distributed"
+        hint = f" (continue with: {again})" if target.epoch is not None else ""
         message = f"{how} in epoch {model.epochs_trained + 1}; {target.holds()}{hint}"
         args.report["error"] = message
         if writes:  # one message per run, not one per rank
