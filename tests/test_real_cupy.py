@@ -62,7 +62,8 @@ def _reason() -> str:
 
 
 def test_auto_falls_back_to_the_cpu_with_the_true_reason():
-    proc = xpnet(*TRAIN, "--quiet")
+    # The notice is for those who typed auto (the default says it in line 1).
+    proc = xpnet(*TRAIN, "--device", "auto", "--quiet")
     assert proc.returncode == 0, proc.stderr
     notice = [ln for ln in proc.stderr.splitlines() if "device auto" in ln]
     assert len(notice) == 1 and _reason() in notice[0]
