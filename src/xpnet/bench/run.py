@@ -34,6 +34,54 @@ from .workers import start_systems
 QUIET_WAIT_S = 30.0
 
 
+def numbered_stem(out_dir: Path, stem: str, say: Callable[[str], None]) -> str:
+    """``stem``, or the next free numbered one (``stem-2``, ...): a run never
+    replaces an earlier run's files of the same day."""
+    free = free_stem(out_dir, stem)
+    if free != stem:
+        say(f"{out_dir / stem}.json exists: this run writes {free}.*")
+    return free
+
+
+class ResultFiles:
+    """A run's result files (``stem.json``, ``.md``; ``.png`` at the end),
+    rewritten after every row so a stopped run keeps the rows it finished.
+    ``remarks(result)`` derives the result's remarks before each write."""
+
+    def __init__(
+        self,
+        result: dict[str, Any],
+        out_dir: Path | None,
+        stem: str,
+        remarks: Callable[[dict[str, Any]], list[str]],
+        plot: bool,
+    ) -> None:
+        self.result, self.out_dir, self.stem = result, out_dir, stem
+        self.remarks, self.plot = remarks, plot
+        #: what the last write wrote, by kind (json, md, png or plot message)
+        self.paths: dict[str, str] = {}
+
+    def save(self, final: bool = False) -> None:
+        self.result["remarks"] = self.remarks(self.result)
+        if self.out_dir is not None:
+            self.paths = write_outputs(
+                self.result, self.out_dir, self.stem, plot=self.plot and final
+            )
+
+
+def contention_notice(say: Callable[[str], None]) -> Callable[[str, EpochTiming], None]:
+    """What :func:`~xpnet.bench.timing.time_runners` calls for an epoch it
+    discards because other processes used the CPU: one line via ``say``."""
+
+    def on_contention(name: str, t: EpochTiming) -> None:
+        say(
+            f"  {name}: epoch of {t.seconds:.3f}s discarded (other processes used "
+            f"{t.foreign_cores:.2f} CPU cores); waiting for quiet and re-running"
+        )
+
+    return on_contention
+
+
 def run_plan(
     plan: Plan,
     out_dir: Path | None = None,
@@ -56,25 +104,12 @@ def run_plan(
             merge_previous(result, json.loads((out_dir / f"{stem}.json").read_text()))
             say(f"appending to {out_dir / f'{stem}.json'}")
     elif out_dir is not None:
-        # Never replace an earlier run of the same day: number the new one.
-        first, stem = stem, free_stem(out_dir, stem)
-        if stem != first:
-            say(f"{out_dir / first}.json exists: this run writes {stem}.*")
+        stem = numbered_stem(out_dir, stem, say)
     for line in result["peer_messages"]:
         say(line)
-    paths: dict[str, str] = {}
-
-    def save(final: bool = False) -> None:
-        nonlocal paths
-        result["remarks"] = derive_remarks(result)
-        if out_dir is not None:
-            paths = write_outputs(result, out_dir, stem, plot=plot and final)
-
-    def on_contention(name: str, t: EpochTiming) -> None:
-        say(
-            f"  {name}: epoch of {t.seconds:.3f}s discarded (other processes used "
-            f"{t.foreign_cores:.2f} CPU cores); waiting for quiet and re-running"
-        )
+    files = ResultFiles(result, out_dir, stem, derive_remarks, plot)
+    save = files.save
+    on_contention = contention_notice(say)
 
     for device in plan.devices:
         systems = ["xpnet"] + [
@@ -142,7 +177,7 @@ def run_plan(
                 w.shutdown()
     result["complete"] = True
     save(final=plot)
-    result["paths"] = paths
+    result["paths"] = files.paths
     return result
 
 

@@ -37,9 +37,9 @@ from . import timing
 from .machine import environment
 from .mpijob import MPIJob
 from .plan import MODELS, SCALING_SCHEMA, Plan, weight_count
-from .report import write_outputs
-from .results import add_row, free_stem, make_row, new_result
-from .timing import EpochTiming, time_runners
+from .results import add_row, make_row, new_result
+from .run import ResultFiles, contention_notice, numbered_stem
+from .timing import time_runners
 
 #: seconds a row waits for a quiet machine before it starts anyway
 QUIET_WAIT_S = 30.0
@@ -300,23 +300,11 @@ def run_scaling(
     env = environment(["cpu"])
     stem = f"cpu-scaling-{env['date'][:10]}"
     if out_dir is not None:
-        first, stem = stem, free_stem(out_dir, stem)
-        if stem != first:
-            say(f"{out_dir / first}.json exists: this run writes {stem}.*")
+        stem = numbered_stem(out_dir, stem, say)
     result = new_scaling_result(plan, env, argv)
-    paths: dict[str, str] = {}
-
-    def save(final: bool = False) -> None:
-        nonlocal paths
-        result["remarks"] = scaling_remarks(result)
-        if out_dir is not None:
-            paths = write_outputs(result, out_dir, stem, plot=plot and final)
-
-    def on_contention(name: str, t: EpochTiming) -> None:
-        say(
-            f"  {name}: epoch of {t.seconds:.3f}s discarded (other processes used "
-            f"{t.foreign_cores:.2f} CPU cores); waiting for quiet and re-running"
-        )
+    files = ResultFiles(result, out_dir, stem, scaling_remarks, plot)
+    save = files.save
+    on_contention = contention_notice(say)
 
     jobs: dict[str, MPIJob] = {}
     try:
@@ -382,7 +370,7 @@ def run_scaling(
             job.shutdown()
     result["complete"] = True
     save(final=plot)
-    result["paths"] = paths
+    result["paths"] = files.paths
     return result
 
 
