@@ -69,6 +69,35 @@ class ResultFiles:
             )
 
 
+def row_settings(plan: Plan, model: str, batch: int) -> dict[str, Any]:
+    """What every system of a row is set up with: the model's layer sizes, the
+    plan's rows and data, the batch size and the learning rate."""
+    return {
+        "sizes": list(MODELS[model]),
+        "rows": plan.rows[model],
+        "synthetic": plan.synthetic,
+        "batch_size": batch,
+        "lr": plan.lr,
+    }
+
+
+def time_row(
+    runners: dict[str, Any],
+    plan: Plan,
+    on_contention: Callable[[str, EpochTiming], None],
+) -> dict[str, Any]:
+    """Time one row's systems, interleaved, with the plan's repeats, warm-up
+    and contention rules (:func:`~xpnet.bench.timing.time_runners`)."""
+    return time_runners(
+        runners,
+        plan.repeats,
+        plan.warmup,
+        max_retries=plan.max_retries,
+        settle_s=plan.settle_s,
+        on_contention=on_contention,
+    )
+
+
 def contention_notice(say: Callable[[str], None]) -> Callable[[str, EpochTiming], None]:
     """What :func:`~xpnet.bench.timing.time_runners` calls for an epoch it
     discards because other processes used the CPU: one line via ``say``."""
@@ -124,26 +153,13 @@ def run_plan(
                 for batch in plan.batch_sizes[model]:
                     start = time.perf_counter()
                     waited = timing.wait_for_quiet(max_wait=QUIET_WAIT_S)
-                    kw = {
-                        "sizes": list(sizes),
-                        "rows": rows,
-                        "synthetic": plan.synthetic,
-                        "batch_size": batch,
-                        "lr": plan.lr,
-                    }
+                    kw = row_settings(plan, model, batch)
                     try:
                         state = workers["xpnet"].setup(state=None, **kw)
                         for name in systems[1:]:
                             workers[name].setup(state=state, **kw)
                         del state
-                        timings = time_runners(
-                            workers,
-                            plan.repeats,
-                            plan.warmup,
-                            max_retries=plan.max_retries,
-                            settle_s=plan.settle_s,
-                            on_contention=on_contention,
-                        )
+                        timings = time_row(workers, plan, on_contention)
                         extra = {k: w.extras() for k, w in workers.items()}
                     finally:
                         for w in workers.values():

@@ -38,8 +38,13 @@ from .machine import environment
 from .mpijob import MPIJob
 from .plan import MODELS, SCALING_SCHEMA, Plan, weight_count
 from .results import add_row, make_row, new_result
-from .run import ResultFiles, contention_notice, numbered_stem
-from .timing import time_runners
+from .run import (
+    ResultFiles,
+    contention_notice,
+    numbered_stem,
+    row_settings,
+    time_row,
+)
 
 #: seconds a row waits for a quiet machine before it starts anyway
 QUIET_WAIT_S = 30.0
@@ -320,24 +325,11 @@ def run_scaling(
             for batch in plan.batch_sizes[model]:
                 start = time.perf_counter()
                 waited = timing.wait_for_quiet(max_wait=QUIET_WAIT_S)
-                kw = {
-                    "sizes": list(sizes),
-                    "rows": rows,
-                    "synthetic": plan.synthetic,
-                    "batch_size": batch,
-                    "lr": plan.lr,
-                }
+                kw = row_settings(plan, model, batch)
                 try:
                     for job in jobs.values():
                         job.setup(**kw)
-                    timings = time_runners(
-                        jobs,
-                        plan.repeats,
-                        plan.warmup,
-                        max_retries=plan.max_retries,
-                        settle_s=plan.settle_s,
-                        on_contention=on_contention,
-                    )
+                    timings = time_row(jobs, plan, on_contention)
                     facts = {
                         name: setup_facts(
                             job, timings[name]["times"], weight_count(sizes)
