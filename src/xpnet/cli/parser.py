@@ -378,7 +378,8 @@ def build_parser() -> _Parser:
     train.add_argument(
         "--quiet",
         action="store_true",
-        help="no progress bar and no per-epoch lines (the final line stays)",
+        help="no progress bar, start-up lines or per-epoch lines (the final line "
+        "stays)",
     )
     train.set_defaults(func=_command("train"))
 
