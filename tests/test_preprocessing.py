@@ -298,3 +298,37 @@ def test_transform_takes_pixels_or_already_scaled_floats(sample):
             transform(bad, scale=255.0)
     with pytest.raises(XpnetError, match=r"expects values in \[0, 1\]$"):
         transform(np.full((1, 3), 2.0), scale=1.0)
+
+
+def test_standardize_statistics_from_fit_rows_only_transform_every_row():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 3)).astype(np.float32)
+    x[40:] += 100.0  # rows left out of the statistics
+    rows = np.arange(40)
+    part = standardize(x, x[:5], fit_rows=rows)
+    whole = standardize(x[:40], x[:5])
+    np.testing.assert_array_equal(part.mean, whole.mean)
+    np.testing.assert_array_equal(part.std, whole.std)
+    assert part.x_train.shape == x.shape  # every row transformed
+    np.testing.assert_array_equal(part.x_train[:40], whole.x_train)
+
+
+def test_cli_standardize_leaves_the_held_out_rows_out_of_its_statistics(tmp_path):
+    """--validation-split with --standardize: the mean and std come from the
+    rows fit trains on, not from the rows it validates on."""
+    from xpnet import cli
+    from xpnet.checkpoint import Checkpoint
+    from xpnet.rng import validation_split
+
+    save = tmp_path / "run.npz"
+    argv = ["train", "--dataset", "mnist-sample", "--device", "cpu", "--quiet",
+            "--hidden", "8", "--epochs", "1", "--standardize", "--seed", "3",
+            "--validation-split", "0.2", "--save", str(save)]  # fmt: skip
+    assert cli.main(argv) == 0
+    mean = Checkpoint.from_file(str(save)).preprocessing.mean
+    raw = load_dataset("mnist-sample")
+    x = raw.x_train.astype(np.float32) / np.float32(255)
+    train, held = validation_split(3, len(raw.y_train), 0.2, raw.y_train)
+    assert len(held) == 1000
+    np.testing.assert_allclose(mean, x[train].mean(axis=0, dtype=np.float64), atol=1e-6)
+    assert not np.allclose(mean, x.mean(axis=0), atol=1e-4)

@@ -104,8 +104,11 @@ def standardize(
     x_test: np.ndarray,
     *,
     min_std: float | Literal["pooled"] = 0.0,
+    fit_rows: np.ndarray | None = None,
 ) -> Standardized:
-    """Per-feature zero mean and unit variance, with statistics from the train set.
+    """Per-feature zero mean and unit variance, with statistics from the train set
+    (its rows ``fit_rows`` only, when given: e.g. without held-out validation
+    rows).
 
     Each feature is divided by ``max(std, min_std)``; a constant feature (std zero
     up to rounding) is only centred. With the default ``min_std=0`` every other
@@ -124,6 +127,8 @@ def standardize(
         x_test: ``(n_test, n_features)``, transformed with the train statistics.
         min_std: floor on the per-feature std, in the units of ``x``, or
             ``"pooled"`` for the pooled std of ``x_train``.
+        fit_rows: ``(m,)`` integer row indices of ``x_train`` that the
+            statistics come from (default: all rows); all rows are transformed.
 
     Returns:
         ``Standardized(x_train, x_test, mean, std)``: float arrays (float32 unless
@@ -135,11 +140,12 @@ def standardize(
             f"standardize needs (n, features) arrays with the same feature count, "
             f"got {x_train.shape} and {x_test.shape}"
         )
-    if len(x_train) == 0:
+    fit = x_train if fit_rows is None else x_train[fit_rows]
+    if len(fit) == 0:
         raise XpnetError("standardize needs at least one training sample")
     dtype = np.dtype(np.float64 if x_train.dtype == np.float64 else np.float32)
-    mean = np.asarray(np.mean(x_train, axis=0, dtype=np.float64))
-    std = np.sqrt(_sum_sq_dev(x_train, mean) / len(x_train))
+    mean = np.asarray(np.mean(fit, axis=0, dtype=np.float64))
+    std = np.sqrt(_sum_sq_dev(fit, mean) / len(fit))
     if isinstance(min_std, str) and min_std == "pooled":
         # The variance of all values together: within plus between features.
         floor = math.sqrt(float(np.mean(std**2) + np.var(mean)))
@@ -187,6 +193,7 @@ def preprocess(
     standardize: bool = False,
     deskew: bool = False,
     dtype: str = "float32",
+    fit_rows: np.ndarray | None = None,
 ) -> Dataset:
     """A new :class:`Dataset` with float features ready for training.
 
@@ -200,6 +207,8 @@ def preprocess(
         ds: raw dataset, e.g. ``x: (n, 784) uint8 pixels 0-255``.
         scale, standardize, deskew: which steps to run.
         dtype: ``"float32"`` or ``"float64"`` for the features.
+        fit_rows: the rows of ``x_train`` that standardisation's statistics
+            come from (default all; e.g. all but held-out validation rows).
 
     Returns:
         A copy of ``ds`` with ``x_train``/``x_test`` as ``(n, n_features)`` floats
@@ -228,7 +237,7 @@ def preprocess(
         # Scaled features are intensities sharing one unit: the default floor
         # (the pooled std) applies. Unscaled ones may each have their own unit.
         x_train, x_test, mean, std = _standardize(
-            x_train, x_test, min_std="pooled" if scale else 0.0
+            x_train, x_test, min_std="pooled" if scale else 0.0, fit_rows=fit_rows
         )
     info: dict[str, object] = {
         "deskew": deskew,

@@ -94,20 +94,36 @@ def load_training_data(
     scale: bool = True,
     dtype: str = "float32",
     test_only: bool = False,
+    held_out: tuple[float, int | None] | None = None,
 ) -> Dataset:
     """The dataset ``name``, preprocessed: with recorded ``steps`` when given
     (a resumed or evaluated run), else by fitting the chosen steps.
-    ``test_only``: only the test set is needed (see :func:`load_dataset`)."""
+    ``test_only``: only the test set is needed (see :func:`load_dataset`).
+    ``held_out``: ``(fraction, seed)`` of the validation split that ``fit``
+    will hold out (:func:`xpnet.rng.validation_split`); the fitted steps'
+    statistics then come from the other training rows only."""
     from ..datasets import load_dataset
     from ..preprocessing import preprocess, replay
+    from ..rng import validation_split
 
     raw = load_dataset(
         name, data_dir, progress=sys.stderr.isatty(), test_only=test_only
     )
     if steps is not None:
         return replay(raw, steps, dtype)
+    fit_rows = None
+    if held_out is not None:
+        y = np.asarray(raw.y_train)
+        # Class labels stratify the split, as fit's own split does.
+        labels = y if np.issubdtype(y.dtype, np.integer) and y.ndim == 1 else None
+        fit_rows, _ = validation_split(held_out[1], len(y), held_out[0], labels)
     return preprocess(
-        raw, deskew=deskew, scale=scale, standardize=standardize, dtype=dtype
+        raw,
+        deskew=deskew,
+        scale=scale,
+        standardize=standardize,
+        dtype=dtype,
+        fit_rows=fit_rows,
     )
 
 

@@ -189,6 +189,8 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
         standardize=args.standardize,
         scale=not args.no_scale,
         dtype=args.dtype,
+        # The standardisation statistics leave out the rows fit holds out.
+        held_out=(args.validation_split, args.seed) if args.validation_split else None,
     )
     if saved is not None:
         check_features(model, data, f"checkpoint {resume!r}")
