@@ -34,7 +34,7 @@ from .common import (
     say,
 )
 from .parser import DEFAULT_LR
-from .plot import LivePlot, loss_name, run_title
+from .plot import LivePlot, layer_sizes, loss_name, run_title
 
 if TYPE_CHECKING:
     from .distributed import Rank
@@ -231,9 +231,6 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
         + (", deskewed" if args.deskew else "")
         + (", standardised" if args.standardize else ""),
     )
-    sizes = [model.in_features] + [
-        layer.out_features for layer in model.layers if hasattr(layer, "out_features")
-    ]
     last = max(i for i, layer in enumerate(model.layers) if layer.params)
     activation = next(
         (type(x).__name__ for x in model.layers[:last] if not x.params), "linear"
@@ -241,7 +238,7 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
     head = model.output_activation
     say(
         args,
-        f"model: {'-'.join(map(str, sizes))} {activation}"
+        f"model: {'-'.join(map(str, layer_sizes(model)))} {activation}"
         + ("" if head == "identity" else f", {head} output")
         + f" | loss {type(model.loss).__name__} | {model.optimizer!r}"
         f" | batch {args.batch_size} | epochs {total_epochs}"
