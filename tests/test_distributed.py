@@ -323,3 +323,11 @@ def test_overlap_refuses_a_backend_it_cannot_reduce_in_place():
     assert "\n" not in str(info.value)
     numpy_net = xpnet.mlp([4, 3, 2])
     assert isinstance(gradient_reducer(comm, numpy_net), OverlappedAllReduce)
+
+
+def test_shard_plan_is_worked_out_once():
+    """fit reads the plan every epoch: its batches and rows are made once."""
+    plan = ShardPlan(70, 16, 1, 3)
+    assert plan.batches is plan.batches
+    assert plan.rows is plan.rows
+    assert plan.n_local == rank_samples(70, 16, 3)[1]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -44,7 +45,7 @@ class Batch:
 @dataclass(frozen=True)
 class ShardPlan:
     """This rank's part of every epoch of ``n`` samples in batches of
-    ``batch_size``, the same every epoch.
+    ``batch_size``, the same every epoch (so each is worked out once).
 
     Attributes:
         batches: one :class:`Batch` per global batch, in order.
@@ -63,7 +64,7 @@ class ShardPlan:
     def sharded(self) -> bool:
         return self.size > 1
 
-    @property
+    @cached_property
     def batches(self) -> list[Batch]:
         out, pos = [], 0
         for lo in range(0, self.n, self.batch_size):
@@ -73,7 +74,7 @@ class ShardPlan:
             pos += b - a
         return out
 
-    @property
+    @cached_property
     def rows(self) -> HostArray | None:
         if not self.sharded:
             return None
@@ -87,7 +88,7 @@ class ShardPlan:
 
     @property
     def n_local(self) -> int:
-        return rank_samples(self.n, self.batch_size, self.size)[self.rank]
+        return self.batches[-1].hi if self.batches else 0
 
     def batches_per_gather(self, rows: int) -> int:
         """Whole global batches per gather of about ``rows`` global rows."""
