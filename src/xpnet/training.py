@@ -367,12 +367,10 @@ def fit(
         return history
     guard = DivergenceGuard(model, X, y, batch_size, own_pass=plan.sharded)
     ops = model.backend.ops
-    chunk = plan.batches_per_gather(
-        _gather_rows(plan.batch_size, X.shape[1], n, ops.gather_bytes)
-    )
+    chunk = _batches_per_gather(batch_size, X.shape[1], ops.gather_bytes)
     # Reused by every gather of this fit where the backend can write into it
     # (NumPy): no fresh pages to fault in per chunk.
-    rows = min(n, chunk * plan.batch_size)
+    rows = min(n, chunk * batch_size)
     buffer = ops.rows_buffer(rows, X) if shuffle else None
     # Once per fit: the float targets the loss compares with (one-hot labels).
     targets = model.loss.targets(y, model.out_features)
@@ -575,11 +573,10 @@ def _split(
     return rows(X, train_rows), rows(y, train_rows), rows(labels, train_rows), held
 
 
-def _gather_rows(batch_size: int, features: int, n: int, size: int) -> int:
-    """Rows per gather: a whole number of batches, about ``size`` bytes of
-    float32 rows (the backend's :attr:`~xpnet.fastpaths.Ops.gather_bytes`)."""
-    batches = max(1, size // (4 * features * batch_size))
-    return min(n, batches * batch_size)
+def _batches_per_gather(batch_size: int, features: int, size: int) -> int:
+    """Whole batches per gather: about ``size`` bytes of float32 rows (the
+    backend's :attr:`~xpnet.fastpaths.Ops.gather_bytes`), at least one."""
+    return max(1, size // (4 * features * batch_size))
 
 
 def check_count(name: str, value: Any, minimum: int) -> int:

@@ -10,7 +10,6 @@ all-reduce with zero gradients).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -89,10 +88,6 @@ class ShardPlan:
     @property
     def n_local(self) -> int:
         return self.batches[-1].hi if self.batches else 0
-
-    def batches_per_gather(self, rows: int) -> int:
-        """Whole global batches per gather of about ``rows`` global rows."""
-        return max(1, math.ceil(rows / self.batch_size))
 
 
 def rank_samples(n: int, batch_size: int, size: int) -> list[int]:
