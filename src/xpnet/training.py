@@ -103,8 +103,10 @@ class History:
     ``history.records`` is a list of dicts with keys ``epoch`` (from 1),
     ``loss``, ``accuracy`` (training, ``None`` without class labels),
     ``val_loss``, ``val_accuracy`` (when validation data was given),
-    ``seconds`` (wall time of the epoch's training steps, device synchronised)
-    and ``samples_per_second``. ``history.history["loss"]`` gives one column.
+    ``seconds`` (wall time of the epoch's training steps, device synchronised),
+    ``samples_per_second`` and, data parallel over more than one rank,
+    ``samples`` (this rank's rows). ``history.history["loss"]`` gives one
+    column.
     """
 
     def __init__(self) -> None:
