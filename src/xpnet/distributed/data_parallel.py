@@ -252,7 +252,7 @@ def sum_over_ranks(comm: Communicator, values: list[float]) -> list[float]:
     """Each of ``values`` summed over the ranks, in rank order (so every rank
     gets bit-identical sums). Small and per epoch: not the step's buffer."""
     gathered = comm.allgather([float(v) for v in values])
-    return [sum(column[i] for column in gathered) for i, _ in enumerate(values)]
+    return [sum(column) for column in zip(*gathered, strict=True)]
 
 
 def check_in_step(comm: Communicator, weight_sum: float) -> None:
