@@ -163,12 +163,27 @@ def test_cli_an_existing_save_is_one_line_and_no_abort(tmp_path):
 def test_cli_one_rank_says_it_trains_as_one_process(tmp_path):
     run = subprocess.run(
         [MPIEXEC, "-n", "1", *cli("--dataset", "mnist-sample", "--distributed",
-                                  "--epochs", "1", "--hidden", "8", "--quiet")],
+                                  "--epochs", "1", "--hidden", "8", "--quiet",
+                                  "--json")],
         capture_output=True, text=True, timeout=LIMIT, env=environment(),
         cwd=tmp_path,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert "--distributed with 1 rank: training as one process" in run.stderr
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["world_size"] == 1 and report["samples_per_rank"] == [5000]
+
+
+def test_cli_samples_per_rank_are_the_rows_trained_on(tmp_path):
+    """A validation split holds rows out: each rank reports what it trained on."""
+    run = mpiexec(
+        2, *cli("--dataset", "mnist-sample", "--distributed", "--epochs", "1",
+                "--hidden", "8", "--validation-split", "0.2", "--json", "--quiet"),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["samples_per_rank"] == [2000, 2000]
 
 
 def test_cli_two_ranks_reach_one_process_test_accuracy(tmp_path):

@@ -405,6 +405,9 @@ def fit(
                 guard.check_validation(val["loss"])
                 record["val_loss"] = val["loss"]
                 record["val_accuracy"] = val["accuracy"]
+            if communicator is not None:
+                # This rank's rows, also for one rank (sharded runs set it).
+                record.setdefault("samples", plan.n_local)
             history.records.append(record)
             if progress is not None:
                 # Before on_epoch_end: its output comes after the bar is gone.

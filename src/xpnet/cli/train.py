@@ -286,8 +286,11 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
     x_train = model.to_device(data.x_train, model.dtype_name)
     test: tuple[Any, Any, Any] | None = None
 
+    samples: list[int | None] = [None]  # this rank's rows in the last epoch
+
     def on_epoch_end(record: dict[str, Any]) -> None:
         nonlocal test
+        samples[0] = record.get("samples")
         # The test set is only reported: no choice made in training sees it.
         # (IDX training files may come without one.)
         if test is None and len(data.x_test):
@@ -363,7 +366,7 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
         say(args, f"plotted {plot.path}")
     final = records[-1] if records else {}
     if rank is not None:
-        args.report["distributed"] = _ranks_facts(rank, len(data.x_train), args)
+        args.report["distributed"] = _ranks_facts(rank, samples[0])
     _finish(
         args,
         backend,
@@ -438,14 +441,12 @@ def _finish(
         )
 
 
-def _ranks_facts(rank: Rank, n: int, args: argparse.Namespace) -> dict[str, Any]:
-    """For --json: the ranks and the samples each processed per epoch."""
-    from ..distributed import rank_samples
-
-    size = rank.comm.size
+def _ranks_facts(rank: Rank, samples: int | None) -> dict[str, Any]:
+    """For --json: the ranks and the rows each trained on in the last epoch
+    (``samples``: this rank's, from ``fit``'s record; every rank calls this)."""
     return {
-        "world_size": size,
-        "samples_per_rank": rank_samples(n, args.batch_size, size),
+        "world_size": rank.comm.size,
+        "samples_per_rank": rank.comm.allgather(samples),
     }
 
 
