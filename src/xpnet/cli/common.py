@@ -114,8 +114,9 @@ def load_training_data(
     fit_rows = None
     if held_out is not None:
         y = np.asarray(raw.y_train)
-        # Class labels stratify the split, as fit's own split does.
-        labels = y if np.issubdtype(y.dtype, np.integer) and y.ndim == 1 else None
+        # Class labels stratify the split, as in fit's own split: 1-D integer
+        # or boolean targets are labels (xpnet.inputs.prepare_targets).
+        labels = y if y.dtype.kind in "iub" and y.ndim == 1 else None
         fit_rows, _ = validation_split(held_out[1], len(y), held_out[0], labels)
     return preprocess(
         raw,
