@@ -39,6 +39,7 @@ from .mpijob import MPIJob
 from .plan import MODELS, SCALING_SCHEMA, Plan, weight_count
 from .results import add_row, make_row, new_result
 from .run import (
+    QUIET_WAIT_S,
     ResultFiles,
     contention_notice,
     numbered_stem,
@@ -46,8 +47,6 @@ from .run import (
     time_row,
 )
 
-#: seconds a row waits for a quiet machine before it starts anyway
-QUIET_WAIT_S = 30.0
 #: timed all-reduces per row (after a barrier each), median reported
 ALLREDUCE_REPEATS = 20
 #: float32 buffer sizes (parameters) of the all-reduce sweep of each job
