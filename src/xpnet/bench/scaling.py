@@ -37,7 +37,7 @@ from . import timing
 from .machine import environment
 from .mpijob import MPIJob
 from .plan import MODELS, SCALING_SCHEMA, Plan, weight_count
-from .results import add_row, make_row, new_result
+from .results import RATIO_KEYS, add_row, make_row, new_result
 from .run import (
     QUIET_WAIT_S,
     ResultFiles,
@@ -180,7 +180,7 @@ def make_scaling_row(
 ) -> dict[str, Any]:
     """One row: every set-up's times and facts, the efficiencies and speed-ups."""
     row = make_row(model, sizes, "cpu", batch_size, rows, timings, {}, facts)
-    for key in [k for k in row if k.startswith("ratio_")]:
+    for key in RATIO_KEYS.values():
         del row[key]
     systems = row["systems"]
     t1 = systems["ranks1"]["median_s"]
