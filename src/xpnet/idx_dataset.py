@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from xpnet.datasets import Dataset, _check_num_classes, _check_x, _check_y
+from xpnet.download import IDX_FILES
 from xpnet.errors import DatasetError
 from xpnet.idx import read_idx
 
@@ -29,12 +30,7 @@ __all__ = ["find_idx_files", "load_idx_files", "refuse_single_idx_file"]
 
 #: The stems of MNIST's four files: train images, train labels, test images,
 #: test labels.
-MNIST_STEMS = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
+MNIST_STEMS = tuple(name.removesuffix(".gz") for name in IDX_FILES)
 
 _FORMS = (
     "a folder holding train-images-idx3-ubyte, train-labels-idx1-ubyte, "
