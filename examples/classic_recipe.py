@@ -117,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.epochs < 1:
         parser.error(f"--epochs must be at least 1, got {args.epochs}")
     print(
-        "784-16-16-16-10, ReLU, He-normal init, SGD lr 0.1 (no momentum) with "
-        "decay 0.001 per update, batch 64"
+        f"{'-'.join(map(str, SIZES))}, ReLU, He-normal init, SGD lr {LR:g} (no "
+        f"momentum) with decay {DECAY:g} per update, batch {BATCH}"
     )
     compare("mnist-sample", None, args.epochs, args.seed)
     if not args.sample_only:

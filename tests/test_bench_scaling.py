@@ -273,3 +273,20 @@ def test_a_rank_that_fails_ends_the_job_with_one_line():
     assert text.startswith("ranks2 (mpiexec -n 2, 1 thread(s) per rank): rank ")
     assert "XpnetError: rows must be >= 1, got 0" in text and "\n" not in text
     assert job.proc.poll() is not None  # nothing left running
+
+
+def test_a_rank_loads_a_models_data_once_for_all_its_batch_sizes(monkeypatch):
+    from xpnet.bench import workers
+
+    loads = []
+
+    def counting_load(rows, synthetic):
+        loads.append((rows, synthetic))
+        return B.load_data(rows, synthetic)
+
+    monkeypatch.setattr(workers, "load_data", counting_load)
+    cache: dict = {}
+    kw = {"sizes": list(B.MODELS["seed"]), "rows": 64, "synthetic": True, "lr": 0.01}
+    for batch in (16, 32):
+        mpijob.RankRunner(object(), cache, batch_size=batch, **kw).close()
+    assert loads == [(64, True)]

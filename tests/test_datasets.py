@@ -768,3 +768,10 @@ def test_idx_train_and_test_features_must_agree(tmp_path, idx_sets):
     write_idx(tmp_path / "wide.idx", np.zeros((12, 7, 5), np.uint8))
     with pytest.raises(DatasetError, match=r"30 features .* has 35"):
         load_dataset(",".join([*paths[:2], str(tmp_path / "wide.idx"), paths[3]]))
+
+
+@pytest.mark.parametrize("call", [download.probe_mirrors, download.fetch_dataset])
+def test_no_download_for_a_dataset_names_the_downloadable_ones(call):
+    expected = "^no download for dataset 'mnist-sample'; downloadable: mnist, "
+    with pytest.raises(DatasetError, match=expected + "fashion-mnist$"):
+        call("mnist-sample")

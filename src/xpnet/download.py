@@ -189,19 +189,14 @@ def fetch_dataset(
         The dataset's directory, ``<data_dir>/<name>``.
     """
     # Imported here: xpnet.datasets (names, cache folder) imports this module.
-    from xpnet.datasets import _canonical_name, dataset_dir
+    from xpnet.datasets import dataset_dir
 
-    key = _canonical_name(name)
-    if key not in _REMOTE:
-        raise DatasetError(
-            f"no download for dataset {name!r}; downloadable: {', '.join(_REMOTE)}"
-        )
+    key, spec = _remote(name)
     for what, value in (("timeout", timeout), ("deadline", deadline)):
         if not value > 0:
             raise DatasetError(f"{what} must be a positive number of seconds")
     if max_bytes is not None and not max_bytes > 0:
         raise DatasetError("max_bytes must be a positive number of bytes")
-    spec = _REMOTE[key]
     md5 = dict(spec.md5 if checksums is None else checksums)
     if unknown := [f for f in IDX_FILES if f not in md5]:
         raise DatasetError(f"checksums= has no md5 for {', '.join(unknown)}")
@@ -260,6 +255,20 @@ def _where_to_put(directory: Path) -> str:
     )
 
 
+def _remote(name: str) -> tuple[str, _RemoteSpec]:
+    """``(canonical name, download spec)`` of dataset ``name``, or one line
+    naming the downloadable ones."""
+    # Imported here: xpnet.datasets (names, cache folder) imports this module.
+    from xpnet.datasets import _canonical_name
+
+    key = _canonical_name(name)
+    if key not in _REMOTE:
+        raise DatasetError(
+            f"no download for dataset {name!r}; downloadable: {', '.join(_REMOTE)}"
+        )
+    return key, _REMOTE[key]
+
+
 def _mirror_list(mirrors: Sequence[str] | None, spec: _RemoteSpec) -> list[str]:
     """Base URLs to try, in order: argument, then ``$XPNET_MIRRORS``, then built-in."""
     if mirrors is None:
@@ -283,12 +292,7 @@ def probe_mirrors(
     exit) longer than ``timeout``. A mirror that is not http(s) (``file:``)
     cannot be probed this way and counts as reachable.
     """
-    from xpnet.datasets import _canonical_name
-
-    key = _canonical_name(name)
-    if key not in _REMOTE:
-        raise DatasetError(f"no download for dataset {name!r}")
-    urls = _mirror_list(mirrors, _REMOTE[key])
+    urls = _mirror_list(mirrors, _remote(name)[1])
     answers: queue.SimpleQueue[str | None] = queue.SimpleQueue()
 
     def connect(url: str) -> None:

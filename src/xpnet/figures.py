@@ -230,9 +230,7 @@ def curves_figure(
     for ax, (what, ylabel, series) in zip(axes, panels_data, strict=True):
         for name, values in series:
             last = values[~np.isnan(values)]
-            end = ""
-            if len(last):
-                end = f" ({last[-1]:.2f}%)" if what == "accuracy" else ""
+            end = f" ({last[-1]:.2f}%)" if what == "accuracy" and len(last) else ""
             ax.plot(epochs, values, label=name + end, color=colors[name], **style)
         ax.set_title(what)
         ax.set_xlabel("epoch")
@@ -287,8 +285,10 @@ def confusion_figure(
     ax = fig.subplots()
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=100)
     ticks = np.arange(k)
-    ax.set_xticks(ticks, labels, rotation=45 if max(map(len, labels)) > 3 else 0,
-                  ha="right" if max(map(len, labels)) > 3 else "center")  # fmt: skip
+    tilted = max(map(len, labels)) > 3
+    ax.set_xticks(
+        ticks, labels, rotation=45 if tilted else 0, ha="right" if tilted else "center"
+    )
     ax.set_yticks(ticks, labels)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from xpnet.datasets import Dataset, _check_num_classes, _check_x, _check_y
+from xpnet.download import IDX_FILES
 from xpnet.errors import DatasetError
 from xpnet.idx import read_idx
 
@@ -29,12 +30,7 @@ __all__ = ["find_idx_files", "load_idx_files", "refuse_single_idx_file"]
 
 #: The stems of MNIST's four files: train images, train labels, test images,
 #: test labels.
-MNIST_STEMS = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
+MNIST_STEMS = tuple(name.removesuffix(".gz") for name in IDX_FILES)
 
 _FORMS = (
     "a folder holding train-images-idx3-ubyte, train-labels-idx1-ubyte, "
@@ -64,8 +60,11 @@ def load_idx_files(spec: str, *, test_only: bool = False) -> Dataset:
         )
     first = test if test_only else train
     x, y, shape = _read_pair(*first)
-    x_train, y_train = (x[:0], y[:0]) if test_only else (x, y)
-    x_test, y_test = x[:0], y[:0]
+    empty = x[:0], y[:0]
+    if test_only:
+        (x_train, y_train), (x_test, y_test) = empty, (x, y)
+    else:
+        (x_train, y_train), (x_test, y_test) = (x, y), empty
     if test and not test_only:
         x_test, y_test, shape_test = _read_pair(*test)
         if x_test.shape[1] != x_train.shape[1]:
@@ -73,8 +72,6 @@ def load_idx_files(spec: str, *, test_only: bool = False) -> Dataset:
                 f"{train[0]} has {x_train.shape[1]} features per sample {shape} "
                 f"but {test[0]} has {x_test.shape[1]} {shape_test}"
             )
-    elif test_only:
-        x_test, y_test = x, y
     folder = Path(spec)
     name = folder.resolve().name if folder.is_dir() else _stem(first[0])
     return Dataset(

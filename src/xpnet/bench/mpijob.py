@@ -26,11 +26,14 @@ import tempfile
 import threading
 import time
 from multiprocessing.connection import Client, Connection, Listener, wait
-from typing import Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from ..errors import XpnetError
 from .peers import THREAD_VARS
 from .timing import TICKS_PER_S, EpochTiming
+
+if TYPE_CHECKING:
+    from .workers import _DataCache
 
 #: seconds any one command (a whole epoch included) may take on every rank
 TIMEOUT_S = 300.0
@@ -234,14 +237,15 @@ def blas_threads() -> int | None:
 
 
 class RankRunner:
-    """This rank's xpnet model, data and communicator for one row."""
+    """This rank's xpnet model, data and communicator for one row; ``cache``
+    keeps the host data between rows (every batch size of a model uses it)."""
 
-    def __init__(self, comm: Any, **kw: Any) -> None:
+    def __init__(self, comm: Any, cache: _DataCache, **kw: Any) -> None:
         from .. import backend as _backend
-        from .data import load_data
         from .runners import XpnetRunner
+        from .workers import _cached_data
 
-        X, y = load_data(kw["rows"], kw["synthetic"])[:2]
+        X, y = _cached_data(cache, kw["rows"], kw["synthetic"])
         self.comm = comm
         self.runner = XpnetRunner(
             kw["sizes"], X, y, kw["batch_size"], _backend.resolve("cpu"), lr=kw["lr"]
@@ -324,6 +328,7 @@ def rank_main(argv: list[str]) -> int:
         }
     )
     runner: RankRunner | None = None
+    cache: _DataCache = {}
     while True:
         cmd, kw = conn.recv()
         try:
@@ -332,7 +337,7 @@ def rank_main(argv: list[str]) -> int:
                 conn.send((True, None))
                 return 0
             if cmd == "setup":
-                runner = RankRunner(comm, **kw)
+                runner = RankRunner(comm, cache, **kw)
             elif cmd == "epoch":
                 if runner is None:
                     raise XpnetError("no row set up")

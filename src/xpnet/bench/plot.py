@@ -15,14 +15,7 @@ from typing import Any
 from ..atomic import atomic_write
 from .plan import MODELS, SCALING_SCHEMA, SYSTEMS
 from .report import groups
-
-#: the row key of xpnet's time over a peer's
-RATIO_KEYS = {
-    "pytorch": "ratio_xpnet_torch",
-    "sklearn": "ratio_xpnet_sklearn",
-    "numpy": "ratio_xpnet_numpy",
-    "jax": "ratio_xpnet_jax",
-}
+from .results import RATIO_KEYS
 
 
 def _plain(value: float, _pos: Any = None) -> str:

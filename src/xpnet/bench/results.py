@@ -100,10 +100,24 @@ def new_result(
     }
 
 
-def _gemm_rate(gemm: dict[str, dict[str, Any]], system: str) -> float | None:
-    """The GEMM ceiling (GFLOP/s) a system is compared with: PyTorch's own
-    matmul for PyTorch, the backend's (NumPy or CuPy) for every other."""
-    return gemm.get("pytorch" if system == "pytorch" else "xpnet", {}).get("gflops")
+#: each peer's row key of xpnet's time over the peer's
+RATIO_KEYS = {
+    "pytorch": "ratio_xpnet_torch",
+    "sklearn": "ratio_xpnet_sklearn",
+    "numpy": "ratio_xpnet_numpy",
+    "jax": "ratio_xpnet_jax",
+}
+
+
+def _pct_gemm(
+    gemm: dict[str, dict[str, Any]], system: str, gflops: float
+) -> float | None:
+    """``gflops`` in percent of the GEMM ceiling the system is compared with:
+    PyTorch's own matmul for PyTorch, the backend's (NumPy or CuPy) for every
+    other; None without a ceiling."""
+    lib = "pytorch" if system == "pytorch" else "xpnet"
+    rate = gemm.get(lib, {}).get("gflops")
+    return 100.0 * gflops / rate if rate else None
 
 
 def combine_gemm(
@@ -141,8 +155,7 @@ def rescale_pct_gemm(result: dict[str, Any], device: str) -> None:
         if row["device"] != device:
             continue
         for name, entry in row["systems"].items():
-            rate = _gemm_rate(gemm, name)
-            entry["pct_gemm"] = 100.0 * entry["gflops"] / rate if rate else None
+            entry["pct_gemm"] = _pct_gemm(gemm, name, entry["gflops"])
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -167,7 +180,6 @@ def make_row(
     for name, t in timings.items():
         median = t["median_s"]
         gflops = flops["total"] / median / 1e9
-        rate = _gemm_rate(gemm, name)
         entry = {
             "median_s": median,
             "times": t["times"],
@@ -176,7 +188,7 @@ def make_row(
             "max_s": max(t["times"]),
             "samples_per_s": rows / median,
             "gflops": gflops,
-            "pct_gemm": 100.0 * gflops / rate if rate else None,
+            "pct_gemm": _pct_gemm(gemm, name, gflops),
             "final_loss": t["losses"][-1] if t.get("losses") else None,
             "foreign_cores": t.get("foreign_cores", []),
             "discarded": t.get("discarded", []),
@@ -194,10 +206,10 @@ def make_row(
         "steps_per_epoch": math.ceil(rows / batch_size),
         "flops_per_epoch": flops["total"],
         "systems": systems,
-        "ratio_xpnet_torch": _ratio(x, systems.get("pytorch", {}).get("median_s")),
-        "ratio_xpnet_sklearn": _ratio(x, systems.get("sklearn", {}).get("median_s")),
-        "ratio_xpnet_numpy": _ratio(x, systems.get("numpy", {}).get("median_s")),
-        "ratio_xpnet_jax": _ratio(x, systems.get("jax", {}).get("median_s")),
+        **{
+            key: _ratio(x, systems.get(peer, {}).get("median_s"))
+            for peer, key in RATIO_KEYS.items()
+        },
         "contended": any(v["contended"] for v in systems.values()),
     }
 
@@ -393,10 +405,8 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
                 **{f"{k}_s": v["median_s"] for k, v in r["systems"].items()},
                 "xpnet_pct_gemm": r["systems"]["xpnet"]["pct_gemm"],
                 "xpnet_pct_gemm_over_100": over_ceiling(r["systems"]["xpnet"]),
-                "ratio_xpnet_torch": r["ratio_xpnet_torch"],
-                "ratio_xpnet_sklearn": r["ratio_xpnet_sklearn"],
-                "ratio_xpnet_numpy": r.get("ratio_xpnet_numpy"),
-                "ratio_xpnet_jax": r.get("ratio_xpnet_jax"),
+                # rows of older files may lack the later peers' ratios
+                **{key: r.get(key) for key in RATIO_KEYS.values()},
             }
             for r in result["rows"]
         ],

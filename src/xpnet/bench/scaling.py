@@ -37,8 +37,9 @@ from . import timing
 from .machine import environment
 from .mpijob import MPIJob
 from .plan import MODELS, SCALING_SCHEMA, Plan, weight_count
-from .results import add_row, make_row, new_result
+from .results import RATIO_KEYS, add_row, make_row, new_result
 from .run import (
+    QUIET_WAIT_S,
     ResultFiles,
     contention_notice,
     numbered_stem,
@@ -46,8 +47,6 @@ from .run import (
     time_row,
 )
 
-#: seconds a row waits for a quiet machine before it starts anyway
-QUIET_WAIT_S = 30.0
 #: timed all-reduces per row (after a barrier each), median reported
 ALLREDUCE_REPEATS = 20
 #: float32 buffer sizes (parameters) of the all-reduce sweep of each job
@@ -181,7 +180,7 @@ def make_scaling_row(
 ) -> dict[str, Any]:
     """One row: every set-up's times and facts, the efficiencies and speed-ups."""
     row = make_row(model, sizes, "cpu", batch_size, rows, timings, {}, facts)
-    for key in [k for k in row if k.startswith("ratio_")]:
+    for key in RATIO_KEYS.values():
         del row[key]
     systems = row["systems"]
     t1 = systems["ranks1"]["median_s"]

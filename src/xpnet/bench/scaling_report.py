@@ -91,7 +91,7 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1e3
 
 
-def sweep_table(result: dict[str, Any], markdown: bool = False) -> list[str]:
+def sweep_table(result: dict[str, Any]) -> list[str]:
     """The all-reduce sweep of each job as lines: bytes, ms, GB/s."""
     out = []
     for name, points in result.get("allreduce_sweep", {}).items():
