@@ -457,9 +457,14 @@ class Sequential:
         return _backend.to_numpy(labels)
 
     @on_model_device
-    def _probabilities(self, X: ArrayLike, batch_size: int) -> Array:
+    def _probabilities(
+        self, X: ArrayLike, batch_size: int, check: bool = True
+    ) -> Array:
+        """Probabilities (classifier) or values (regressor) ``(n, outputs)`` of
+        ``X: (n, features)`` on the device, ``batch_size`` rows at a time;
+        ``check=False`` skips the scan of X's values (already validated)."""
         batch_size = check_count("batch_size", batch_size, minimum=1)
-        X = self.prepare_inputs(X)
+        X = self.prepare_inputs(X, check=check)
         n = X.shape[0]
         parts = []
         for lo in range(0, n, batch_size):

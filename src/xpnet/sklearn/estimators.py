@@ -514,17 +514,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
 def _forward(model: Sequential, X: Any) -> Any:
     """The model's probabilities (classifier) or values (regressor) for
-    validated ``X``, on the model's device, ``PREDICT_BATCH`` rows at a time."""
-    with model.backend.context():
-        X = model.prepare_inputs(X, check=False)
-        n = X.shape[0]
-        parts = [
-            model.loss.probabilities(
-                model.forward(X[lo : min(lo + PREDICT_BATCH, n), ...])
-            )
-            for lo in range(0, n, PREDICT_BATCH)
-        ]
-        return parts[0] if len(parts) == 1 else model.xp.concat(parts, axis=0)
+    ``X`` that scikit-learn already validated, on the model's device,
+    ``PREDICT_BATCH`` rows at a time."""
+    return model._probabilities(X, PREDICT_BATCH, check=False)
 
 
 def _host_state(model: Sequential) -> dict[str, Any]:
