@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 from collections.abc import Callable, Mapping
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .. import __version__
 from ..backend import BACKENDS
@@ -79,65 +80,46 @@ def _hidden_sizes(text: str) -> list[int]:
     return sizes
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _number(
+    cast: Callable[[str], Any], ok: Callable[[Any], bool], expected: str
+) -> Callable[[str], Any]:
+    """An argparse ``type``: ``cast(text)`` where ``ok`` accepts it, else the
+    one-line error ``expected.format(text=text)``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = cast(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(expected.format(text=text))
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(
-            f"expected a non-negative integer, got {text!r}"
-        )
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(
-            f"expected a non-negative number, got {text!r}"
-        )
-    return value
+_positive_int = _number(
+    int, lambda v: v >= 1, "expected a positive integer, got {text!r}"
+)
+_non_negative_int = _number(
+    int, lambda v: v >= 0, "expected a non-negative integer, got {text!r}"
+)
+_non_negative_float = _number(
+    float, lambda v: 0 <= v < math.inf, "expected a non-negative number, got {text!r}"
+)
+_fraction = _number(
+    float,
+    lambda v: 0 < v < 1,
+    "expected a fraction between 0 and 1 (e.g. 0.1), got {text!r}",
+)
+_thread_count = _number(
+    int, lambda v: v >= 1, "{text!r} is neither auto nor a whole number of threads >= 1"
+)
 
 
 def _blas_threads(text: str) -> int | str:
     """``--blas-threads``: ``auto`` or a whole number of threads >= 1."""
-    if text == "auto":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is neither auto nor a whole number of threads >= 1"
-        )
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(
-            f"expected a fraction between 0 and 1 (e.g. 0.1), got {text!r}"
-        )
-    return value
+    return text if text == "auto" else _thread_count(text)
 
 
 def _add_device_options(parser: argparse.ArgumentParser) -> None:
