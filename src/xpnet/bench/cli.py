@@ -8,7 +8,6 @@ runners, peers) when the command actually runs.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -152,7 +151,7 @@ def default_out_dir() -> Path:
 def run_bench(args: argparse.Namespace) -> int:
     """Entry point of ``xpnet bench``: returns the exit code."""
     from .plan import plan_from_args
-    from .report import format_report
+    from .report import print_outcome
     from .results import summary
     from .run import run_plan
 
@@ -180,11 +179,7 @@ def run_bench(args: argparse.Namespace) -> int:
         log=log,
         argv=sys.argv,
     )
-    print(format_report(result))
-    for kind, path in result.get("paths", {}).items():
-        print(f"{kind}: {path}" if kind != "plot" else path)
-    if args.json:
-        print(json.dumps(summary(result), separators=(",", ":")))
+    print_outcome(result, summary, args.json)
     return 0
 
 

@@ -5,7 +5,7 @@ and the files ``STEM.json``, ``STEM.md`` (and ``STEM.png``) written atomically.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +233,20 @@ def format_report(result: dict[str, Any], markdown: bool = False) -> str:
     for line in over_ceiling_notes(result) + result.get("remarks", []):
         out.append(f"- {line}" if markdown else line)
     return "\n".join(out).rstrip() + "\n"
+
+
+def print_outcome(
+    result: dict[str, Any],
+    summary_of: Callable[[dict[str, Any]], dict[str, Any]],
+    as_json: bool,
+) -> None:
+    """What ``xpnet bench`` prints at the end of a run: the report, the files
+    written and, with ``as_json``, ``summary_of(result)`` as the last line."""
+    print(format_report(result))
+    for kind, path in result.get("paths", {}).items():
+        print(f"{kind}: {path}" if kind != "plot" else path)
+    if as_json:
+        print(json.dumps(summary_of(result), separators=(",", ":")))
 
 
 def _write_text(path: Path, text: str) -> None:

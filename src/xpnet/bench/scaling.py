@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import shutil
 import statistics
 import sys
@@ -400,7 +399,7 @@ def scaling_summary(result: dict[str, Any]) -> dict[str, Any]:
 def run_scaling_bench(plan: Plan, out_dir: Path, args: argparse.Namespace) -> int:
     """``xpnet bench --ranks ...``: run, print the report, the files and
     (``--json``) the digest; returns the exit code."""
-    from .report import format_report
+    from .report import print_outcome
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -419,9 +418,5 @@ def run_scaling_bench(plan: Plan, out_dir: Path, args: argparse.Namespace) -> in
     result = run_scaling(
         plan, out_dir=out_dir, plot=not args.no_plot, log=log, argv=sys.argv
     )
-    print(format_report(result))
-    for kind, path in result.get("paths", {}).items():
-        print(f"{kind}: {path}" if kind != "plot" else path)
-    if args.json:
-        print(json.dumps(scaling_summary(result), separators=(",", ":")))
+    print_outcome(result, scaling_summary, args.json)
     return 0
