@@ -8,7 +8,7 @@ PyTorch tensors and ``array_api_strict``::
     model.fit(X, y, epochs=5, batch_size=64)
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 import importlib
 from typing import TYPE_CHECKING, Any
