@@ -209,13 +209,7 @@ def test_jax_threads_are_pinned_only_when_one_thread_is_asked_for(monkeypatch):
     assert os.environ["XLA_FLAGS"] == (
         "--xla_dump_to=/tmp/x " + peers.XLA_ONE_THREAD_FLAGS
     )
-    bound: list = []
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    monkeypatch.setattr(
-        os, "sched_setaffinity", lambda pid, cpus: bound.append(cpus), raising=False
-    )
-    assert peers.pin_jax_threads(worker=True).endswith("bound to CPU 1")
-    assert bound == [{1}]
+    assert peers.pin_jax_threads(worker=True).endswith("CPU set like every system")
     assert os.environ["XLA_FLAGS"].count("multi_thread_eigen") == 1
 
 

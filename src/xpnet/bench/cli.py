@@ -119,6 +119,14 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         help="run all systems in this process (default: one worker process each)",
     )
     p.add_argument(
+        "--native-blas",
+        action="store_true",
+        help="start the timed workers without the variables that force a BLAS "
+        "kernel (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE, MKL_DEBUG_CPU_TYPE, ...), "
+        "so they run the machine's own kernel as users' machines do; this "
+        "process and the tests keep them",
+    )
+    p.add_argument(
         "--max-retries",
         type=int,
         default=6,

@@ -54,14 +54,15 @@ def requested_threads() -> int | None:
 
 
 def pin_jax_threads(worker: bool) -> str:
-    """Keep JAX on one core when one thread is asked for; call before JAX starts.
+    """Ask JAX for one thread when one is asked for; call before JAX starts.
 
     Sets :data:`XLA_ONE_THREAD_FLAGS` in ``XLA_FLAGS`` (kept if already set).
     Measured with jaxlib 0.10.2 on 2 cores: those flags alone still run a
-    2048^3 matmul on two cores (CPU time / wall time 1.95), so in a worker
-    process of its own (``worker``) the process is also bound to one CPU with
-    ``sched_setaffinity`` (then 1.0), as ``taskset -c`` would. Returns a
-    one-line description of what was done, for the results.
+    2048^3 matmul on two cores (CPU time / wall time 1.95). What holds it to
+    its share is the CPU set that every timed worker process is bound to,
+    all its threads (:func:`.cores.pin_threads`, like ``taskset -c``), and
+    the cores it used are recorded per epoch. Returns a one-line
+    description of what was done, for the results.
     """
     if requested_threads() != 1:
         return "jax threads: not pinned (no one-thread request in " + (
@@ -70,11 +71,9 @@ def pin_jax_threads(worker: bool) -> str:
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_cpu_multi_thread_eigen" not in flags:
         os.environ["XLA_FLAGS"] = (flags + " " + XLA_ONE_THREAD_FLAGS).strip()
-    if not worker or not hasattr(os, "sched_setaffinity"):
+    if not worker:
         return "jax threads: XLA_FLAGS only (no CPU binding in-process)"
-    cpus = sorted(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {cpus[-1]})
-    return f"jax threads: XLA_FLAGS and bound to CPU {cpus[-1]}"
+    return "jax threads: XLA_FLAGS, and the worker's CPU set like every system"
 
 
 def peer_skip_reason(peer: str, device: str) -> str | None:

@@ -120,6 +120,8 @@ class Plan:
     ranks: list[int] = field(default_factory=list)
     #: with ``ranks``: also time each N > 1 with the all-reduce overlapped
     overlap: bool = False
+    #: spawn the timed workers without the variables that force a BLAS kernel
+    native_blas: bool = False
 
 
 def _parse_int_list(text: str, what: str, keep_order: bool = False) -> list[int]:
@@ -276,6 +278,12 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         raise XpnetError(f"--warmup must be >= 0, got {args.warmup}")
     if args.gemm_size is not None and args.gemm_size < 16:
         raise XpnetError(f"--gemm-size must be >= 16, got {args.gemm_size}")
+    if getattr(args, "native_blas", False) and args.in_process:
+        raise XpnetError(
+            "--native-blas drops kernel-forcing variables from the timed worker "
+            "processes, and --in-process has none (a loaded BLAS keeps its "
+            "kernel): drop --in-process"
+        )
     device_notes: list[str] = []
     device = args.device if args.device is not None else "all"
     devices = parse_devices("cpu" if ranks else device, device_notes)
@@ -302,4 +310,5 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         settle_s=SETTLE_S,
         ranks=ranks,
         overlap=overlap,
+        native_blas=bool(getattr(args, "native_blas", False)),
     )

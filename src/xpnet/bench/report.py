@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write
+from .cores import facts_lines
 from .plan import MODELS, QUICK_TEXT, SCALING_SCHEMA
 from .results import (
     DENORMAL_TEXT,
@@ -46,23 +47,33 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+#: after a system's time: it used more cores than its CPU set holds
+OVER_CORES_MARK = "!"
+
+
+def _seconds(system: dict[str, Any]) -> str:
+    mark = OVER_CORES_MARK if system.get("over_cores") else ""
+    return _fmt(system.get("median_s"), ".3f") + mark
+
+
 def table_cells(row: Row) -> list[str]:
-    """The cells of ``row`` under :data:`TABLE_COLUMNS` (``*``: contended)."""
+    """The cells of ``row`` under :data:`TABLE_COLUMNS` (``*``: contended;
+    ``!`` after a time: that system used more cores than it was given)."""
     s = row["systems"]
     x = s.get("xpnet", {})
     return [
         str(row["batch_size"]) + ("*" if row.get("contended") else ""),
-        _fmt(x.get("median_s"), ".3f"),
+        _seconds(x),
         _fmt(x.get("samples_per_s"), ",.0f"),
         _fmt(x.get("gflops"), ".1f"),
         _fmt(x.get("pct_gemm"), ".0f") + (OVER_CEILING_MARK if over_ceiling(x) else ""),
-        _fmt(s.get("pytorch", {}).get("median_s"), ".3f"),
+        _seconds(s.get("pytorch", {})),
         _fmt(row.get("ratio_xpnet_torch"), ".2f"),
-        _fmt(s.get("sklearn", {}).get("median_s"), ".3f"),
+        _seconds(s.get("sklearn", {})),
         _fmt(row.get("ratio_xpnet_sklearn"), ".2f"),
-        _fmt(s.get("numpy", {}).get("median_s"), ".3f"),
+        _seconds(s.get("numpy", {})),
         _fmt(row.get("ratio_xpnet_numpy"), ".2f"),
-        _fmt(s.get("jax", {}).get("median_s"), ".3f"),
+        _seconds(s.get("jax", {})),
         _fmt(row.get("ratio_xpnet_jax"), ".2f"),
     ]
 
@@ -221,6 +232,8 @@ def format_report(result: dict[str, Any], markdown: bool = False) -> str:
             "- versions: "
             + ", ".join(f"{k} {val}" for k, val in v.items() if val is not None)
         )
+        for device, facts in result.get("system_facts", {}).items():
+            out += [f"- {device} {line}" for line in facts_lines(facts)]
         out.append("")
     else:
         out += header_lines(result)

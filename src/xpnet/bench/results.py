@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import itertools
 import math
+import statistics
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import XpnetError
+from .cores import over_cores
 from .data import REAL_DATA_TEXT, SYNTHETIC_TEXT
 from .plan import DTYPE, MODELS, MOMENTUM, SCHEMA, Plan, epoch_flops
 from .timing import CONTENTION_CORES
@@ -195,6 +197,9 @@ def make_row(
             "contended": bool(t.get("contended", False)),
         }
         entry.update((extra or {}).get(name, {}))
+        used = [c for c in t.get("cores_used", []) if c is not None]
+        entry["cores_used"] = statistics.median(used) if used else None
+        entry["over_cores"] = over_cores(entry["cores_used"], entry.get("cpus_given"))
         systems[name] = entry
     x = systems.get("xpnet", {}).get("median_s")
     return {
@@ -313,8 +318,23 @@ def over_ceiling_notes(result: dict[str, Any]) -> list[str]:
 
 
 def remarks(result: dict[str, Any]) -> list[str]:
-    """Notes derived from the rows: large input-check shares, denormals."""
+    """Notes derived from the rows: systems that used more cores than they
+    were given, large input-check shares, denormals."""
     out = []
+    over = [
+        f"{name} {s['cores_used']:.2f} of {s['cpus_given']} "
+        f"({row['model']} b={row['batch_size']})"
+        for row in result["rows"]
+        for name, s in row["systems"].items()
+        if s.get("over_cores")
+    ]
+    if over:
+        out.append(
+            "used more cores than its CPU set holds (CPU time / wall time of an "
+            "epoch; its times are not comparable): " + "; ".join(over)
+        )
+    if result.get("kernel_notice"):
+        out.append(result["kernel_notice"])
     worst = None
     for row in result["rows"]:
         x = row["systems"].get("xpnet", {})

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import timing
+from .cores import facts_lines, forced_kernel, kernel_notice, native_kernel
 from .machine import environment
 from .peers import peer_messages, peer_skip_reason
 from .plan import MODELS, PEERS, Plan
@@ -134,6 +135,11 @@ def run_plan(
             say(f"appending to {out_dir / f'{stem}.json'}")
     elif out_dir is not None:
         stem = numbered_stem(out_dir, stem, say)
+    forced = forced_kernel()
+    if forced and not plan.native_blas:
+        notice = kernel_notice(forced, native_kernel())
+        result["kernel_notice"] = notice
+        say(notice or "")
     for line in result["peer_messages"]:
         say(line)
     files = ResultFiles(result, out_dir, stem, derive_remarks, plot)
@@ -146,6 +152,10 @@ def run_plan(
         ]
         workers = start_systems(systems, device, plan)
         try:
+            facts = {name: w.facts() for name, w in workers.items()}
+            result.setdefault("system_facts", {})[device] = facts
+            for line in facts_lines(facts):
+                say(line)
             gemm = measure_ceilings(workers, device, plan, say)
             result["gemm"][device] = gemm
             for model in plan.models:
@@ -161,6 +171,9 @@ def run_plan(
                         del state
                         timings = time_row(workers, plan, on_contention)
                         extra = {k: w.extras() for k, w in workers.items()}
+                        for k, f in facts.items():
+                            if f.get("cpus"):
+                                extra[k]["cpus_given"] = len(f["cpus"])
                     finally:
                         for w in workers.values():
                             w.close()

@@ -33,6 +33,7 @@ from typing import Any
 
 from ..errors import XpnetError
 from . import timing
+from .cores import spawn_environment
 from .machine import environment
 from .mpijob import MPIJob
 from .plan import MODELS, SCALING_SCHEMA, Plan, weight_count
@@ -312,9 +313,10 @@ def run_scaling(
     jobs: dict[str, MPIJob] = {}
     try:
         for s in setups(plan.ranks, plan.overlap):
-            jobs[s.name] = MPIJob(
-                s.name, s.ranks, s.threads, mpiexec=mpiexec, overlap=s.overlap
-            )
+            with spawn_environment(plan.native_blas):
+                jobs[s.name] = MPIJob(
+                    s.name, s.ranks, s.threads, mpiexec=mpiexec, overlap=s.overlap
+                )
             result["config"]["setups"][s.name]["blas_threads"] = [
                 i["blas_threads"] for i in jobs[s.name].info
             ]

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 
 from ..errors import XpnetError
+from .cores import cores_used
 from .runners import Runner, runner_extras
 
 #: other processes using more CPU cores than this during an epoch discard it
@@ -25,12 +26,15 @@ TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 class EpochTiming(NamedTuple):
-    """One timed epoch: wall seconds, mean loss, and the CPU cores that other
-    processes used meanwhile (``None`` where ``/proc`` is unavailable)."""
+    """One timed epoch: wall seconds, mean loss, the CPU cores that other
+    processes used meanwhile (``None`` where ``/proc`` is unavailable), and the
+    cores the timed process itself kept busy (its CPU time, every thread, over
+    the wall time; see :mod:`.cores`)."""
 
     seconds: float
     loss: float
     foreign_cores: float | None
+    cores_used: float | None = None
 
 
 class EpochSource(Protocol):
@@ -78,10 +82,12 @@ def contended(foreign: float | None, seconds: float) -> bool:
 def timed_epoch(runner: Runner) -> EpochTiming:
     """Time one epoch; runners synchronise their device before returning."""
     before = cpu_ticks()
+    cpu_start = time.process_time()
     start = time.perf_counter()
     loss = runner.run_epoch()
     seconds = time.perf_counter() - start
-    return EpochTiming(seconds, loss, foreign_cores(before, cpu_ticks(), seconds))
+    used = cores_used(time.process_time() - cpu_start, seconds)
+    return EpochTiming(seconds, loss, foreign_cores(before, cpu_ticks(), seconds), used)
 
 
 def wait_for_quiet(max_wait: float = 60.0, window: float = 0.5) -> float:
@@ -135,7 +141,7 @@ def time_runners(
     ``settle_s`` sleeps between epochs so that idle thread pools stop spinning.
 
     Returns per system ``{"times", "median_s", "losses", "warmup_s",
-    "foreign_cores", "discarded", "contended"}``.
+    "foreign_cores", "cores_used", "discarded", "contended"}``.
     """
     if repeats < 1:
         raise XpnetError(f"repeats must be >= 1, got {repeats}")
@@ -148,6 +154,7 @@ def time_runners(
             "losses": [],
             "warmup_s": [],
             "foreign_cores": [],
+            "cores_used": [],
             "discarded": [],
             "contended": False,
         }
@@ -180,6 +187,7 @@ def time_runners(
             out[name]["times"].append(t.seconds)
             out[name]["losses"].append(t.loss)
             out[name]["foreign_cores"].append(t.foreign_cores)
+            out[name]["cores_used"].append(t.cores_used)
     for name in sources:
         out[name]["median_s"] = statistics.median(out[name]["times"])
     return out

@@ -14,8 +14,10 @@ import numpy as np
 
 from .. import backend as _backend
 from ..errors import XpnetError
+from .cores import pin_threads, spawn_environment, system_facts, timed_cpus
 from .data import load_data
 from .machine import measure_gemm
+from .peers import requested_threads
 from .plan import Plan
 from .runners import Runner, State, make_runner, runner_extras
 from .timing import EpochTiming, timed_epoch
@@ -29,12 +31,15 @@ class System(Protocol):
 
     ``setup`` builds the runner of a row (keyword arguments: ``sizes, rows,
     synthetic, batch_size, lr, state``) and returns xpnet's initial weights
-    (None for peers); ``close`` ends the row; ``shutdown`` ends the system.
+    (None for peers); ``close`` ends the row; ``shutdown`` ends the system;
+    ``facts`` says what it runs with (:func:`.cores.system_facts`).
     """
 
     system: str
 
     def setup(self, **kw: Any) -> State | None: ...
+
+    def facts(self) -> dict[str, Any]: ...
 
     def gemm(self, n: int) -> dict[str, Any]: ...
 
@@ -83,10 +88,18 @@ def _need(runner: Runner | None) -> Runner:
     return runner
 
 
-def worker_main(conn: Any, system: str, device: str) -> None:
-    """Loop of a worker process: one system, commands from the parent's pipe."""
+def worker_main(
+    conn: Any, system: str, device: str, cpus: tuple[int, ...] | None = None
+) -> None:
+    """Loop of a worker process: one system, commands from the parent's pipe.
+
+    With ``cpus`` every thread of the process is bound to that CPU set, at the
+    start and again after each row's set-up (a library may start its thread
+    pool only when first used)."""
     cache: _DataCache = {}
     runner: Runner | None = None
+    if cpus is not None:
+        pin_threads(cpus)
     backend = _backend.resolve(device)
     while True:
         cmd, kw = conn.recv()
@@ -97,6 +110,10 @@ def worker_main(conn: Any, system: str, device: str) -> None:
                 return
             if cmd == "setup":
                 runner, value = _setup(system, backend, cache, kw, worker=True)
+                if cpus is not None:
+                    pin_threads(cpus)
+            elif cmd == "facts":
+                value = system_facts(cpus)
             elif cmd == "epoch":
                 value = tuple(timed_epoch(_need(runner)))
             elif cmd == "extras":
@@ -115,18 +132,27 @@ def worker_main(conn: Any, system: str, device: str) -> None:
 
 
 class Worker:
-    """One system in its own spawned process (see the module's docstring)."""
+    """One system in its own spawned process (see the module's docstring),
+    bound to ``cpus`` (None: unbound); ``native_blas`` spawns it without the
+    variables that force a BLAS kernel (:func:`.cores.spawn_environment`)."""
 
-    def __init__(self, system: str, device: str):
+    def __init__(
+        self,
+        system: str,
+        device: str,
+        cpus: tuple[int, ...] | None = None,
+        native_blas: bool = False,
+    ):
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")
         self.system = system
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(
-            target=worker_main, args=(child, system, device), daemon=True
+            target=worker_main, args=(child, system, device, cpus), daemon=True
         )
-        self.proc.start()
+        with spawn_environment(native_blas):
+            self.proc.start()
         child.close()
 
     def call(self, cmd: str, **kw: Any) -> Any:
@@ -141,6 +167,9 @@ class Worker:
 
     def gemm(self, n: int) -> dict[str, Any]:
         return self.call("gemm", n=n)
+
+    def facts(self) -> dict[str, Any]:
+        return self.call("facts")
 
     def epoch(self) -> EpochTiming:
         return EpochTiming(*self.call("epoch"))
@@ -173,6 +202,9 @@ class LocalSystem:
     def gemm(self, n: int) -> dict[str, Any]:
         return measure_gemm(self.system, self.backend, n)
 
+    def facts(self) -> dict[str, Any]:
+        return system_facts(None)  # in-process: not bound
+
     def setup(self, **kw: Any) -> State | None:
         self.runner, state = _setup(self.system, self.backend, self._data, kw)
         return state
@@ -194,13 +226,18 @@ class LocalSystem:
 
 def start_systems(systems: Sequence[str], device: str, plan: Plan) -> dict[str, System]:
     """A :class:`Worker` per system (or a :class:`LocalSystem` without
-    ``plan.isolate``); on a failed start the ones already started are stopped."""
+    ``plan.isolate``); on a failed start the ones already started are stopped.
+
+    Every worker is bound to the same CPU set, :func:`.cores.timed_cpus` of
+    the thread count asked for (OMP/OPENBLAS/MKL_NUM_THREADS; all CPUs when
+    none is), so that a system that ignores a thread flag cannot use more."""
     if not plan.isolate:
         return {name: LocalSystem(name, device) for name in systems}
+    cpus = timed_cpus(requested_threads())
     workers: dict[str, System] = {}
     try:
         for name in systems:
-            workers[name] = Worker(name, device)
+            workers[name] = Worker(name, device, cpus, plan.native_blas)
     except BaseException:
         for w in workers.values():
             w.shutdown()
