@@ -83,6 +83,11 @@ def prepare_targets(
     if not shape:
         y = model.backend.asarray(y)
         shape = tuple(y.shape)
+    if not shape:
+        raise XpnetError(
+            f"{what} must hold one target per sample, got a single value (a 0-d "
+            f"array): pass an array of {n} labels or {n} rows of targets"
+        )
     if shape[0] != n:
         raise XpnetError(
             f"{what} has {shape[0]} rows but X has {n}: pass one target per sample"

@@ -235,7 +235,9 @@ class DivergenceGuard:
         self.reference = self.limit = math.nan
         if own_pass or self.rows > batch_size:
             out = self.model.forward(X[: self.rows, ...])
-            model_loss, zero_loss = model.read_floats(*self.terms(out, y[: self.rows]))
+            model_loss, zero_loss = model.read_floats(
+                *self.terms(out, y[: self.rows, ...])
+            )
             self.set_reference(model_loss, zero_loss)
 
     def terms(self, out: Array, y: Array) -> list[Array]:
