@@ -22,7 +22,7 @@ from .. import __version__
 from ..backend import DTYPES
 from ..errors import XpnetError
 from ..layers import Dense, Layer
-from ..losses import LOSSES, Loss
+from ..losses import LOSSES, CrossEntropy, Loss
 from ..model import layer_from_config
 from ..npz import NpzArchive, NpzFormatError
 from ..optimizers import Optimizer
@@ -362,6 +362,7 @@ def _expected_shapes(
         )
     names = dataset.get("class_names")
     outputs = dense[-1][1].out_features
+    _check_task(meta["architecture"], loss, outputs, where)
     if names is not None and len(names) != max(outputs, 2):
         raise _bad(
             where,
@@ -369,6 +370,27 @@ def _expected_shapes(
             f"{outputs} output{'s' * (outputs != 1)}",
         )
     return expected
+
+
+def _check_task(arch: dict[str, Any], loss: Loss, outputs: int, where: str) -> None:
+    """The recorded task must be one the loss and outputs can have (see
+    :class:`~xpnet.model.Sequential`): cross-entropy always classifies, and
+    1-D regression targets go with one output."""
+    task, ndim = arch.get("task"), arch.get("target_ndim")
+    if task == "regression" and isinstance(loss, CrossEntropy):
+        raise _bad(
+            where,
+            "architecture.task is 'regression' but the loss is CrossEntropy, "
+            "which always classifies",
+        )
+    if ndim is not None and task != "regression":
+        raise _bad(where, f"architecture.target_ndim is {_show(ndim)} for a {task}")
+    if ndim == 1 and outputs != 1:
+        raise _bad(
+            where,
+            f"architecture.target_ndim is 1 (one value per sample) for a model "
+            f"with {outputs} outputs",
+        )
 
 
 def _check_shapes(

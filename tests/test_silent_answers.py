@@ -1,0 +1,67 @@
+"""Issue 16, "silent wrong answers" (items 9-16): what xpnet used to answer
+wrongly with exit 0 is now refused with one line (exit 2 in the CLI), or
+answered right."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xpnet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from xpnet.cli import main
+from xpnet.model import mlp
+
+
+def _arrays(path: Path) -> tuple[dict, dict]:
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    return json.loads(arrays.pop("meta").tobytes()), arrays
+
+
+def _write(path: Path, meta: dict, arrays: dict) -> Path:
+    text = json.dumps(meta).encode()
+    np.savez(path, meta=np.frombuffer(text, np.uint8), **arrays)
+    return path
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("xpnet: error: "), err
+    assert "Warning" not in err
+    return err
+
+
+@pytest.fixture(scope="module")
+def regressor(tmp_path_factory) -> Path:
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 4)).astype(np.float32)
+    model = mlp([4, 5, 2], loss="mse", device="cpu", seed=0)
+    model.fit(x, rng.normal(size=(40, 2)).astype(np.float32), epochs=1)
+    extra = {"preprocessing": {"deskew": False, "scale": None, "standardize": False}}
+    return save_checkpoint(tmp_path_factory.mktemp("reg") / "reg.npz", model, extra)
+
+
+@pytest.mark.parametrize(
+    ("task", "loss", "target_ndim", "match"),
+    [
+        ("regression", "CrossEntropy", 2, "always classifies"),
+        ("classification", "MeanSquaredError", 2, "target_ndim is 2 for a class"),
+        ("regression", "MeanSquaredError", 1, "target_ndim is 1"),
+    ],
+)
+def test_item14_a_crafted_task_that_the_loss_cannot_have_is_refused(
+    regressor, tmp_path, capsys, task, loss, target_ndim, match
+):
+    meta, arrays = _arrays(regressor)
+    meta["architecture"].update(task=task, target_ndim=target_ndim)
+    meta["architecture"]["loss"] = {"type": loss}
+    crafted = _write(tmp_path / "crafted.npz", meta, arrays)
+    with pytest.raises(CheckpointError, match=match):
+        load_checkpoint(crafted, "cpu")
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((1, 4), np.float32))
+    assert main(["predict", str(crafted), str(x)]) == 2
+    assert match in _one_line_error(capsys)
