@@ -65,3 +65,42 @@ def test_item14_a_crafted_task_that_the_loss_cannot_have_is_refused(
     np.save(x, np.zeros((1, 4), np.float32))
     assert main(["predict", str(crafted), str(x)]) == 2
     assert match in _one_line_error(capsys)
+
+
+# -- item 13: options that would do nothing are refused ---------------------------
+IDLE_PAIRS = [
+    (["--optimizer", "adam", "--momentum", "0.5"], "--momentum is an SGD setting"),
+    (["--optimizer", "adamw", "--nesterov"], "--nesterov is an SGD setting"),
+    (["--optimizer", "adam", "--momentum", "0.9"], "--momentum is an SGD setting"),
+    (["--overwrite"], "--overwrite replaces an existing --save or --plot"),
+    (["--data-dir", "cache"], "--data-dir is where mnist and fashion-mnist"),
+    (["--blas-threads", "1", "--device", "cuda"], "--blas-threads sets the CPU"),
+]
+
+
+@pytest.mark.parametrize(("extra", "match"), IDLE_PAIRS)
+def test_item13_train_refuses_options_that_do_nothing(tmp_path, capsys, extra, match):
+    argv = ["train", "--dataset", "mnist-sample", "--epochs", "1", "--hidden", "4"]
+    save = [] if "--overwrite" in extra else ["--save", str(tmp_path / "m.npz")]
+    assert main([*argv, *save, *extra]) == 2
+    assert match in _one_line_error(capsys)
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_item13_evaluate_and_predict_refuse_options_that_do_nothing(
+    regressor, tmp_path, capsys
+):
+    assert main(["evaluate", str(regressor), "--overwrite"]) == 2
+    assert "--plot is not given" in _one_line_error(capsys)
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((1, 4), np.float32))
+    assert main(["predict", str(regressor), str(x), "--data-dir", str(tmp_path)]) == 2
+    assert "every input is a file" in _one_line_error(capsys)
+
+
+def test_item13_options_that_matter_together_still_work(tmp_path, capsys):
+    argv = ["train", "--dataset", "mnist-sample", "--epochs", "1", "--hidden", "4"]
+    save = ["--save", str(tmp_path / "m.npz")]
+    assert main([*argv, *save, "--optimizer", "sgd", "--momentum", "0.5"]) == 0
+    assert main([*argv, *save, "--overwrite", "--nesterov", "--quiet"]) == 0
+    capsys.readouterr()

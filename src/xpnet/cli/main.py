@@ -14,6 +14,7 @@ import sys
 from .. import __version__
 from ..errors import DivergenceError, XpnetError
 from .common import Exit, end_bar_line, print_json
+from .option_pairs import refuse_idle_options
 from .parser import _Parser, build_parser
 
 
@@ -109,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     args.report = {}
     args.cleanup = [restore_signals, restore_logging]
     try:
+        refuse_idle_options(args)
         return int(args.func(args) or 0)
     except Exit as exc:
         _json_report(args, exc.code, None)
