@@ -12,7 +12,9 @@ import pytest
 
 from xpnet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from xpnet.cli import main
+from xpnet.errors import DivergenceError
 from xpnet.model import mlp
+from xpnet.optimizers import SGD
 
 
 def _arrays(path: Path) -> tuple[dict, dict]:
@@ -104,3 +106,34 @@ def test_item13_options_that_matter_together_still_work(tmp_path, capsys):
     assert main([*argv, *save, "--optimizer", "sgd", "--momentum", "0.5"]) == 0
     assert main([*argv, *save, "--overwrite", "--nesterov", "--quiet"]) == 0
     capsys.readouterr()
+
+
+# -- item 12: the last good epoch that is saved evaluates to a finite loss --------
+def test_item12_a_diverged_run_saves_only_epochs_that_evaluate(tmp_path, capsys):
+    div = tmp_path / "div.npz"
+    argv = ["train", "--dataset", "mnist-sample", "--lr", "1e30"]
+    argv += ["--batch-size", "5000", "--epochs", "4", "--save", str(div)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "training diverged" in err and "Warning" not in err
+    held = int(err.rsplit("holds epoch ", 1)[1].split()[0])
+    assert load_checkpoint(div, "cpu")[0].epochs_trained == held
+    assert main(["evaluate", str(div), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert result["loss"] is not None and np.isfinite(result["loss"])
+
+
+def test_item12_fit_stops_before_a_callback_sees_weights_that_give_nan():
+    rng = np.random.default_rng(0)
+    x = rng.random((600, 20)).astype(np.float32) * 255
+    y = rng.integers(0, 4, 600)
+    model = mlp([20, 32, 4], device="cpu", seed=0, optimizer=SGD(lr=1e30))
+    seen: list[float] = []
+
+    def on_epoch_end(record):
+        with np.errstate(all="ignore"):
+            seen.append(model.evaluate(x, y)["loss"])
+
+    with np.errstate(all="ignore"), pytest.raises(DivergenceError):
+        model.fit(x, y, epochs=3, batch_size=600, on_epoch_end=on_epoch_end)
+    assert all(np.isfinite(seen)), seen

@@ -335,8 +335,9 @@ class Sequential:
         ``on_epoch_end`` (so a callback that saves checkpoints never saves a
         diverged epoch), fit raises
         :class:`~xpnet.errors.DivergenceError` when the epoch's mean loss is
-        NaN/inf or more than 100x the reference loss, any weight is NaN/inf, or
-        the validation loss is NaN/inf. The model then holds the diverged
+        NaN/inf or more than 100x the reference loss, any weight is NaN/inf,
+        the epoch's final weights give a NaN/inf loss on the reference
+        samples, or the validation loss is NaN/inf. The model then holds the diverged
         weights and counts that epoch in ``epochs_trained``.
 
         Data-parallel: every rank (e.g. of ``mpiexec -n N python script.py``)

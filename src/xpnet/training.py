@@ -214,8 +214,10 @@ class DivergenceGuard:
     epoch's metrics: no pass of its own); otherwise the guard runs one forward
     pass on ``X[:256]`` and reads it back when made. An epoch diverged when its
     mean loss is NaN/inf or more than :data:`DIVERGENCE_FACTOR` times the
-    reference, any weight is NaN/inf, or the validation loss is NaN/inf.
-    ``own_pass`` forces the pass of its own (data parallel: a rank's first
+    reference, any weight is NaN/inf, the weights it ends with give a NaN/inf
+    loss on the reference samples (:meth:`loss_now`: one forward pass per
+    epoch, read back with the epoch's metrics), or the validation loss is
+    NaN/inf. ``own_pass`` forces the pass of its own (data parallel: a rank's first
     step sees only its share of the batch, and every rank must agree).
     """
 
@@ -258,14 +260,32 @@ class DivergenceGuard:
         self.limit = DIVERGENCE_FACTOR * self.reference if finite else math.inf
         self.measured = True
 
-    def check_epoch(self, mean_loss: float, weight_sum: float) -> None:
+    def loss_now(self, X: Array, targets: Array) -> Array:
+        """The 0-d loss of the current weights on the first :attr:`rows`
+        samples of ``X: (n, features)`` (in their given order) against the
+        loss's float ``targets``, on the device. The epoch's mean loss comes
+        from the outputs each batch had *before* its update, so an epoch whose
+        last updates overflow the weights can report a finite loss while its
+        final weights give NaN: this is the check of what would be saved."""
+        out = self.model.forward(X[: self.rows, ...])
+        return self.model.loss.value(out, targets[: self.rows, ...])
+
+    def check_epoch(
+        self, mean_loss: float, weight_sum: float, loss_now: float = 0.0
+    ) -> None:
         """Raise :class:`DivergenceError` if the epoch's numbers show divergence.
 
         ``weight_sum``: the sum of all parameters, finite whenever they all are
         (unless finite values overflow it, which then costs a full check).
+        ``loss_now``: :meth:`loss_now` after the epoch, read back.
         """
         if not math.isfinite(mean_loss):
             raise self.error(f"the loss is {mean_loss}")
+        if not math.isfinite(loss_now):
+            raise self.error(
+                f"the weights after its last update give a loss of {loss_now} on "
+                f"the first {self.rows} samples"
+            )
         if mean_loss > self.limit:
             raise self.error(
                 f"the loss {mean_loss:.4g} is over {DIVERGENCE_FACTOR:g}x the "
@@ -279,11 +299,15 @@ class DivergenceGuard:
             raise self.error(f"the validation loss is {val_loss}")
 
     def error(self, why: str) -> DivergenceError:
-        model = self.model
-        return DivergenceError(
-            f"training diverged in epoch {model.epochs_trained}: {why}; lower the "
-            f"learning rate (now {model.optimizer.lr:g}), e.g. by 10x"
-        )
+        return divergence(self.model, why)
+
+
+def divergence(model: Sequential, why: str) -> DivergenceError:
+    """The one-line error of a run that diverged in its last epoch, ``why``."""
+    return DivergenceError(
+        f"training diverged in epoch {model.epochs_trained}: {why}; lower the "
+        f"learning rate (now {model.optimizer.lr:g}), e.g. by 10x"
+    )
 
 
 @on_model_device
@@ -490,7 +514,7 @@ def _epoch(
                 progress.show(batch.done, *running.read(kept, hi))
     if not keep_in_place and parts:
         outs = xp.concat(parts, axis=0)
-    metrics = [xp.sum(model.parameters.flat)]
+    metrics = [xp.sum(model.parameters.flat), guard.loss_now(X, targets)]
     if n_local:
         metrics.append(model.loss.value(outs, Te))
         if Le is not None:
@@ -501,7 +525,7 @@ def _epoch(
     # One read-back for the weights' sum (any NaN or inf weight makes it
     # non-finite), the loss, the hits and the guard's reference in the first
     # epoch; it also waits for the device.
-    weight_sum, *local = model.read_floats(*metrics)
+    weight_sum, loss_now, *local = model.read_floats(*metrics)
     if not guard.measured:
         guard.set_reference(*local[-2:])
         local = local[:-2]
@@ -514,7 +538,7 @@ def _epoch(
     else:
         mean_loss, hits = local[0], local[1:]
     model.epochs_trained += 1
-    guard.check_epoch(mean_loss, weight_sum)
+    guard.check_epoch(mean_loss, weight_sum, loss_now)
     return {
         "epoch": model.epochs_trained,
         "loss": mean_loss,

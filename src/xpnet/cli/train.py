@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from ..figures import PlotError
 from ..preprocessing import Preprocessing
 from ..progress import Progress, epoch_line
 from ..threads import busy_cpu_hint, limited_blas_threads
+from ..training import divergence
 from .common import (
     CheckpointWriteError,
     Exit,
@@ -305,6 +307,9 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
                 if rank is not None
                 else model.evaluate_prepared(*test)
             )
+            if not math.isfinite(scores["loss"]):
+                # Not saved: the epoch a checkpoint holds must evaluate.
+                raise divergence(model, f"the test loss is {scores['loss']}")
             record = {
                 **record,
                 "test_loss": scores["loss"],
