@@ -5,6 +5,7 @@ answered right."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 
 from xpnet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from xpnet.cli import main
-from xpnet.errors import DivergenceError
+from xpnet.errors import DivergenceError, XpnetError
 from xpnet.model import mlp
 from xpnet.optimizers import SGD
 
@@ -50,7 +51,6 @@ def regressor(tmp_path_factory) -> Path:
     ("task", "loss", "target_ndim", "match"),
     [
         ("regression", "CrossEntropy", 2, "always classifies"),
-        ("classification", "MeanSquaredError", 2, "target_ndim is 2 for a class"),
         ("regression", "MeanSquaredError", 1, "target_ndim is 1"),
     ],
 )
@@ -137,3 +137,56 @@ def test_item12_fit_stops_before_a_callback_sees_weights_that_give_nan():
     with np.errstate(all="ignore"), pytest.raises(DivergenceError):
         model.fit(x, y, epochs=3, batch_size=600, on_epoch_end=on_epoch_end)
     assert all(np.isfinite(seen)), seen
+
+
+# -- item 11: outputs that are not finite are an error, never a result -------------
+@pytest.fixture(scope="module")
+def standardized_run(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("std") / "run.npz"
+    argv = ["train", "--dataset", "mnist-sample", "--epochs", "1", "--hidden", "8"]
+    assert main([*argv, "--standardize", "--save", str(path), "--quiet"]) == 0
+    return path
+
+
+def _overflowing(run: Path, tmp_path: Path, name: str) -> Path:
+    meta, arrays = _arrays(run)
+    if name == "std":
+        arrays["prep/std"] = np.full_like(arrays["prep/std"], 1e-38)
+    else:
+        arrays["param/0.W"] = np.full_like(arrays["param/0.W"], 3e38)
+    return _write(tmp_path / f"{name}.npz", meta, arrays)
+
+
+@pytest.mark.parametrize("name", ["std", "weight"])
+def test_item11_cli_refuses_non_finite_answers(standardized_run, tmp_path, capfd, name):
+    bad = _overflowing(standardized_run, tmp_path, name)
+    assert main(["predict", str(bad), "mnist-sample:0"]) == 2
+    assert "NaN or infinite outputs" in _one_line_error(capfd)
+    assert main(["evaluate", str(bad)]) == 2
+    assert "loss nan" in _one_line_error(capfd)
+
+
+def test_item11_a_loaded_model_refuses_non_finite_answers(standardized_run, tmp_path):
+    bad = _overflowing(standardized_run, tmp_path, "weight")
+    model, _ = load_checkpoint(bad, "cpu")
+    x = np.full((3, 784), 0.5, np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(XpnetError, match="NaN or infinite outputs"):
+            model.predict(x)
+        with pytest.raises(XpnetError, match="NaN or infinite outputs"):
+            model.predict_proba(x)
+        with pytest.raises(XpnetError, match="loss nan"):
+            model.evaluate(x, np.zeros(3, np.int64))
+
+
+def test_item11_a_value_beyond_float32_is_one_line(tmp_path, capfd):
+    run = tmp_path / "raw.npz"
+    argv = ["train", "--dataset", "mnist-sample", "--epochs", "1", "--hidden", "4"]
+    assert main([*argv, "--no-scale", "--save", str(run), "--quiet"]) == 0
+    capfd.readouterr()
+    x = np.zeros((1, 784))
+    x[0, 0] = 1e300
+    np.save(tmp_path / "x.npy", x)
+    assert main(["predict", str(run), str(tmp_path / "x.npy")]) == 2
+    assert "reach 1e+300, beyond float32" in _one_line_error(capfd)

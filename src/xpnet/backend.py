@@ -84,6 +84,18 @@ class Backend:
             return torch.cuda.device(self.device)
         return contextlib.nullcontext()
 
+    def quiet_float_errors(
+        self, quiet: bool = True
+    ) -> contextlib.AbstractContextManager[Any]:
+        """While the block runs, NumPy's overflow/invalid warnings are off
+        (when ``quiet``): for callers that check the results for NaN/inf
+        themselves and say so in one line. A no-op for the other backends."""
+        if quiet and self.name == "numpy":
+            return np.errstate(
+                over="ignore", invalid="ignore", under="ignore", divide="ignore"
+            )
+        return contextlib.nullcontext()
+
     @functools.cached_property
     def ops(self) -> Ops:
         """The fast paths the core calls (native where one exists, else generic)."""

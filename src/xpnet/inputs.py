@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 __all__ = [
     "all_finite",
     "dtype_kind",
+    "finite",
+    "non_finite_outputs",
     "prepare_inputs",
     "prepare_targets",
     "task_mismatch",
@@ -54,7 +56,7 @@ def prepare_inputs(
             "or fix the data"
         )
     X = model.to_device(X, model.dtype_name)
-    if check and not all_finite(model.xp, X):
+    if check and not finite(model, X):
         raise XpnetError(
             f"{what} contains NaN or infinite values: clean or impute them first"
         )
@@ -127,10 +129,20 @@ def prepare_targets(
             f"{what} has shape {shape} but the model outputs {(n, model.out_features)}"
         )
     y = model.to_device(y, model.dtype_name)
-    if check and not all_finite(xp, y):
+    if check and not finite(model, y):
         raise XpnetError(f"{what} contains NaN or infinite values")
     classify = found == "classification" and len(shape) == 2 and shape[1] > 1
     return y, (xp.argmax(y, axis=1) if classify else None), found
+
+
+def non_finite_outputs(what: str) -> str:
+    """The message of a model whose answer is not a number (``what``: e.g.
+    ``"loss nan"``), for models that refuse to answer with it."""
+    return (
+        f"the model gives {what} on these inputs, not an answer: its weights or "
+        "preprocessing overflow (a diverged or damaged model), or the inputs are "
+        "far outside what it was trained on"
+    )
 
 
 def task_of(loss: Loss, kind: str) -> str:
@@ -138,6 +150,13 @@ def task_of(loss: Loss, kind: str) -> str:
     if kind in "iub" or isinstance(loss, CrossEntropy):
         return "classification"
     return "regression"
+
+
+def finite(model: Sequential, x: Array) -> bool:
+    """:func:`all_finite` on the model's backend, without NumPy's warning
+    when finite values overflow the sum (the answer says what is wrong)."""
+    with model.backend.quiet_float_errors():
+        return all_finite(model.xp, x)
 
 
 def all_finite(xp: Namespace, x: Array) -> bool:

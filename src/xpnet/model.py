@@ -112,6 +112,9 @@ class Sequential:
         #: ndim of the regression targets given to fit: predict returns (n,)
         #: for 1, (n, outputs) for 2
         self.target_ndim: int | None = None
+        #: raise XpnetError when evaluate/predict give NaN/inf instead of
+        #: answering with them (set on models read from files: xpnet.load)
+        self.finite_outputs = False
 
     # -- construction ----------------------------------------------------------
     def _check_architecture(self) -> tuple[int, int]:
@@ -370,7 +373,7 @@ class Sequential:
     @on_model_device
     def weights_finite(self) -> bool:
         """Whether every parameter is finite (one pass, one read-back)."""
-        return _inputs.all_finite(self.xp, self.parameters.flat)
+        return _inputs.finite(self, self.parameters.flat)
 
     @on_model_device
     def read_floats(self, *scalars: Array) -> list[float]:
@@ -392,7 +395,13 @@ class Sequential:
         batch_size = check_count("batch_size", batch_size, minimum=1)
         X = self.prepare_inputs(X)
         y, labels, _ = self.prepare_targets(y, X.shape[0], task=self.task)
-        return self.evaluate_prepared(X, y, labels, batch_size)
+        if not self.finite_outputs:
+            return self.evaluate_prepared(X, y, labels, batch_size)
+        with self.backend.quiet_float_errors():
+            result = self.evaluate_prepared(X, y, labels, batch_size)
+        if not math.isfinite(result["loss"]):
+            raise XpnetError(_inputs.non_finite_outputs(f"loss {result['loss']}"))
+        return result
 
     @on_model_device
     def evaluate_prepared(
@@ -468,10 +477,14 @@ class Sequential:
         X = self.prepare_inputs(X, check=check)
         n = X.shape[0]
         parts = []
-        for lo in range(0, n, batch_size):
-            out = self.forward(X[lo : min(lo + batch_size, n), ...])
-            parts.append(self.loss.probabilities(out))
-        return parts[0] if len(parts) == 1 else self.xp.concat(parts, axis=0)
+        with self.backend.quiet_float_errors(self.finite_outputs):
+            for lo in range(0, n, batch_size):
+                out = self.forward(X[lo : min(lo + batch_size, n), ...])
+                parts.append(self.loss.probabilities(out))
+            out = parts[0] if len(parts) == 1 else self.xp.concat(parts, axis=0)
+        if self.finite_outputs and not _inputs.finite(self, out):
+            raise XpnetError(_inputs.non_finite_outputs("NaN or infinite outputs"))
+        return out
 
     # -- state -----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -223,6 +223,8 @@ def preprocess(
         )
     x_train, x_test = ds.x_train, ds.x_test
     divisor = _scale_divisor(x_train, x_test) if scale else None
+    _check_fits(x_train, dt, f"dataset {ds.name!r}: x_train")
+    _check_fits(x_test, dt, f"dataset {ds.name!r}: x_test")
     x_train, x_test = x_train.astype(dt), x_test.astype(dt)
     if deskew:
         if ds.image_shape is None:
@@ -283,6 +285,7 @@ def transform(
     dt = _float_dtype(dtype)
     x = np.asarray(x)
     divisor = _input_divisor(x, scale) if scale else None
+    _check_fits(x, dt)
     x = x.astype(dt)
     if deskew:
         x = _deskew(x, image_shape).reshape(len(x), -1)
@@ -293,6 +296,20 @@ def transform(
             raise XpnetError("standardisation needs both mean and std")
         x = _apply_standardize(x, mean, std).astype(dt, copy=False)
     return x
+
+
+def _check_fits(x: np.ndarray, dtype: np.dtype, what: str = "the values") -> None:
+    """Refuse finite floats that ``dtype`` would turn into infinities."""
+    if x.dtype.kind != "f" or x.dtype.itemsize <= dtype.itemsize or not x.size:
+        return
+    with np.errstate(invalid="ignore"):
+        largest = float(np.max(np.abs(x)))
+    # NaN or inf: the checks of the values say so later.
+    if math.isfinite(largest) and largest > float(np.finfo(dtype).max):
+        raise XpnetError(
+            f"{what} reach {largest:.3g}, beyond {dtype} (at most "
+            f"{float(np.finfo(dtype).max):.3g}): rescale them, or use float64"
+        )
 
 
 def _input_divisor(x: np.ndarray, scale: float) -> float:

@@ -281,11 +281,6 @@ class DivergenceGuard:
         """
         if not math.isfinite(mean_loss):
             raise self.error(f"the loss is {mean_loss}")
-        if not math.isfinite(loss_now):
-            raise self.error(
-                f"the weights after its last update give a loss of {loss_now} on "
-                f"the first {self.rows} samples"
-            )
         if mean_loss > self.limit:
             raise self.error(
                 f"the loss {mean_loss:.4g} is over {DIVERGENCE_FACTOR:g}x the "
@@ -293,6 +288,11 @@ class DivergenceGuard:
             )
         if not math.isfinite(weight_sum) and not self.model.weights_finite():
             raise self.error("the weights hold NaN or infinite values")
+        if not math.isfinite(loss_now):
+            raise self.error(
+                f"the weights after its last update give a loss of {loss_now} on "
+                f"the first {self.rows} samples"
+            )
 
     def check_validation(self, val_loss: float) -> None:
         if not math.isfinite(val_loss):

@@ -233,6 +233,8 @@ def _rebuild_model(
     opt["iterations"] = meta["optimizer"]["iterations"]
     model.optimizer.load_state(opt, lambda a: model.to_device(a, model.dtype_name))
     model.epochs_trained = int(meta.get("epochs_trained", 0))
+    # A file's weights may overflow: its answers are checked, never NaN.
+    model.finite_outputs = True
     model.shuffle_rng.bit_generator.state = meta["rng_state"]
     return model
 

@@ -383,9 +383,7 @@ def _check_task(arch: dict[str, Any], loss: Loss, outputs: int, where: str) -> N
             "architecture.task is 'regression' but the loss is CrossEntropy, "
             "which always classifies",
         )
-    if ndim is not None and task != "regression":
-        raise _bad(where, f"architecture.target_ndim is {_show(ndim)} for a {task}")
-    if ndim == 1 and outputs != 1:
+    if task == "regression" and ndim == 1 and outputs != 1:
         raise _bad(
             where,
             f"architecture.target_ndim is 1 (one value per sample) for a model "

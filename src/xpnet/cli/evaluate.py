@@ -12,6 +12,7 @@ from .. import figures
 from ..backend import Backend, resolve
 from ..checkpoint import Checkpoint
 from ..datasets import Dataset
+from ..errors import XpnetError
 from .common import (
     UsageError,
     check_features,
@@ -69,7 +70,10 @@ def run(args: argparse.Namespace) -> int:
     data = data_for_checkpoint(ckpt, args.dataset, args.data_dir)
     check_features(model, data, f"checkpoint {args.model!r}")
     start = time.perf_counter()
-    result = model.evaluate(data.x_test, data.y_test)
+    try:
+        result = model.evaluate(data.x_test, data.y_test)
+    except XpnetError as exc:
+        raise UsageError(f"checkpoint {args.model!r} on {data.name}: {exc}") from None
     seconds = time.perf_counter() - start
     if plot is not None:
         _draw_confusion(plot, marker, ckpt, data, args.model)

@@ -164,10 +164,16 @@ def run(args: argparse.Namespace) -> int:
                 f"the model expects {model.in_features}"
             )
         x = _prepare_inputs(raw, ckpt, text)
+        try:
+            answers = (
+                model.predict(x)
+                if model.task == "regression"
+                else model.predict_proba(x)
+            )
+        except XpnetError as exc:
+            raise UsageError(f"input {text!r}: {exc}") from None
         if model.task == "regression":
-            for row_index, values in enumerate(
-                np.reshape(model.predict(x), (len(x), -1))
-            ):
+            for row_index, values in enumerate(np.reshape(answers, (len(x), -1))):
                 item = {
                     "input": text if len(x) == 1 else f"{text}[{row_index}]",
                     "values": [float(v) for v in values],
@@ -177,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
                     shown = "  ".join(f"{v:.6g}" for v in values)
                     print(f"{item['input']}: {shown}")
             continue
-        probs = model.predict_proba(x)
+        probs = answers
         for row_index, p in enumerate(probs):
             label = int(np.argmax(p)) if len(p) > 1 else int(p[0] > 0.5)
             confidence = (
