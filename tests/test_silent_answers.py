@@ -190,3 +190,54 @@ def test_item11_a_value_beyond_float32_is_one_line(tmp_path, capfd):
     np.save(tmp_path / "x.npy", x)
     assert main(["predict", str(run), str(tmp_path / "x.npy")]) == 2
     assert "reach 1e+300, beyond float32" in _one_line_error(capfd)
+
+
+# -- item 16: the scaling is chosen from the data, said and recorded --------------
+@pytest.fixture(scope="module")
+def counts_dataset(tmp_path_factory) -> Path:
+    """Features 0..16 (like scikit-learn's digits), floats: not pixels."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 17, (200, 64)).astype(np.float32)
+    y = rng.integers(0, 4, 200)
+    path = tmp_path_factory.mktemp("counts") / "counts.npz"
+    np.savez(path, x_train=x, y_train=y, x_test=x[:40], y_test=y[:40])
+    return path
+
+
+@pytest.mark.parametrize(
+    ("extra", "said", "recorded"),
+    [
+        ([], "unscaled (not uint8 pixels: --scale MAX divides them)", None),
+        (["--scale", "16"], "scaled / 16", 16.0),
+        (["--no-scale"], "unscaled", None),
+    ],
+)
+def test_item16_float_features_are_not_divided_by_255_unasked(
+    counts_dataset, tmp_path, capsys, extra, said, recorded
+):
+    run = tmp_path / "run.npz"
+    argv = ["train", "--dataset", str(counts_dataset), "--epochs", "1"]
+    assert main([*argv, "--hidden", "4", "--save", str(run), *extra]) == 0
+    data_line = next(
+        line
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("data:")
+    )
+    assert data_line.endswith(f"classes, {said}")
+    _, meta = load_checkpoint(run, "cpu")
+    assert meta["preprocessing"]["scale"] == recorded
+    assert meta["train_options"]["scale"] == (16.0 if recorded else None)
+
+
+def test_item16_uint8_pixels_are_divided_by_255_and_say_so(tmp_path, capsys):
+    run = tmp_path / "run.npz"
+    argv = ["train", "--dataset", "mnist-sample", "--epochs", "1", "--hidden", "4"]
+    assert main([*argv, "--save", str(run)]) == 0
+    assert "10 classes, pixels / 255" in capsys.readouterr().out
+    assert load_checkpoint(run, "cpu")[1]["preprocessing"]["scale"] == 255.0
+
+
+def test_item16_a_scale_below_the_data_is_refused(counts_dataset, capsys):
+    argv = ["train", "--dataset", str(counts_dataset), "--scale", "10"]
+    assert main(argv) == 2
+    assert "the data holds values in [0, 16]" in _one_line_error(capsys)

@@ -19,10 +19,12 @@ from xpnet.errors import XpnetError
 __all__ = [
     "Preprocessing",
     "Standardized",
+    "describe_scaling",
     "deskew",
     "preprocess",
     "replay",
     "scale",
+    "scale_divisor",
     "skew",
     "standardize",
     "transform",
@@ -71,6 +73,51 @@ def _scale_divisor(*arrays: np.ndarray, max_value: float | None = None) -> float
         f"cannot scale values in [{lo:g}, {hi:g}] to [0, 1]: they are not 0-255 "
         "pixels; give max_value, or standardize instead of scaling"
     )
+
+
+def scale_divisor(
+    *arrays: np.ndarray, scale: bool | float | str = "auto"
+) -> float | None:
+    """What :func:`preprocess` divides ``arrays`` by (None: nothing).
+
+    ``scale="auto"`` chooses from the data: uint8 arrays are pixels 0-255,
+    divided by 255; anything else (floats, wider integers) is kept as it is,
+    since dividing features such as 0..16 counts or centimetres by 255
+    would silently change their meaning. ``True`` asks for [0, 1] as
+    :func:`scale` maps it; ``False`` for none; a number is the divisor, and
+    the values must lie in [0, number] (as prediction inputs will be
+    checked against it).
+    """
+    if isinstance(scale, str):
+        if scale != "auto":
+            raise XpnetError(f"scale must be 'auto', a bool or a number, got {scale!r}")
+        return 255.0 if all(a.dtype == np.uint8 for a in arrays) else None
+    if scale is True:
+        return _scale_divisor(*arrays)
+    if scale is False or scale is None:
+        return None
+    divisor = _scale_divisor(*arrays, max_value=scale)
+    lo = min((float(a.min()) for a in arrays if a.size), default=0.0)
+    hi = max((float(a.max()) for a in arrays if a.size), default=0.0)
+    if not (0 <= lo and hi <= divisor):
+        raise XpnetError(
+            f"scaling by {divisor:g} maps values 0-{divisor:g} to [0, 1], and the "
+            f"data holds values in [{lo:g}, {hi:g}]: give the largest possible "
+            "value, or standardize instead of scaling"
+        )
+    return divisor
+
+
+def describe_scaling(divisor: float | None, scale: bool | float | str) -> str:
+    """How :func:`preprocess` scaled the features, for the ``data:`` line:
+    ``divisor`` as recorded, ``scale`` as asked (see :func:`scale_divisor`)."""
+    if divisor is None:
+        return "unscaled" + (
+            " (not uint8 pixels: --scale MAX divides them)" if scale == "auto" else ""
+        )
+    if scale == "auto":
+        return "pixels / 255"
+    return f"scaled / {divisor:g}"
 
 
 def _divide(x: np.ndarray, divisor: float, dtype: np.dtype) -> np.ndarray:
@@ -189,7 +236,7 @@ def _apply_standardize(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.n
 def preprocess(
     ds: Dataset,
     *,
-    scale: bool = True,
+    scale: bool | float | str = "auto",
     standardize: bool = False,
     deskew: bool = False,
     dtype: str = "float32",
@@ -198,14 +245,18 @@ def preprocess(
     """A new :class:`Dataset` with float features ready for training.
 
     Steps, in order: ``deskew`` (images only, on the raw intensities), ``scale``
-    (pixels 0-255 -> [0, 1], see :func:`xpnet.preprocessing.scale`), then
+    (see :func:`scale_divisor`: by default uint8 pixels 0-255 -> [0, 1] and
+    other data kept as it is), then
     ``standardize`` (per-feature statistics of the train set; scaled features
     share one unit, so their std is floored at the pooled std, unscaled ones
     get plain z-scores: see :func:`standardize`). Labels are kept.
 
     Args:
         ds: raw dataset, e.g. ``x: (n, 784) uint8 pixels 0-255``.
-        scale, standardize, deskew: which steps to run.
+        scale: ``"auto"`` (uint8 pixels / 255, anything else unscaled),
+            ``True`` (into [0, 1] as :func:`scale` does), ``False`` (none),
+            or the divisor (the values must lie in [0, divisor]).
+        standardize, deskew: which steps to run.
         dtype: ``"float32"`` or ``"float64"`` for the features.
         fit_rows: the rows of ``x_train`` that standardisation's statistics
             come from (default all; e.g. all but held-out validation rows).
@@ -222,7 +273,7 @@ def preprocess(
             f"dataset {ds.name!r} is already preprocessed ({sorted(ds.preprocessing)})"
         )
     x_train, x_test = ds.x_train, ds.x_test
-    divisor = _scale_divisor(x_train, x_test) if scale else None
+    divisor = scale_divisor(x_train, x_test, scale=scale)
     _check_fits(x_train, dt, f"dataset {ds.name!r}: x_train")
     _check_fits(x_test, dt, f"dataset {ds.name!r}: x_test")
     x_train, x_test = x_train.astype(dt), x_test.astype(dt)
@@ -239,7 +290,10 @@ def preprocess(
         # Scaled features are intensities sharing one unit: the default floor
         # (the pooled std) applies. Unscaled ones may each have their own unit.
         x_train, x_test, mean, std = _standardize(
-            x_train, x_test, min_std="pooled" if scale else 0.0, fit_rows=fit_rows
+            x_train,
+            x_test,
+            min_std="pooled" if divisor is not None else 0.0,
+            fit_rows=fit_rows,
         )
     info: dict[str, object] = {
         "deskew": deskew,

@@ -267,6 +267,7 @@ def _check_sections(meta: dict[str, Any], where: str) -> None:
         "deskew": (bool,),
         "standardize": (bool,),
         "no_scale": (bool,),
+        "scale": (int, float, type(None)),
         "validation_split": (int, float, type(None)),
     }
     for key, allowed in kinds.items():
@@ -277,6 +278,8 @@ def _check_sections(meta: dict[str, Any], where: str) -> None:
             value, allowed
         ):
             raise _bad(where, f"train_options.{key} is {_show(value)}")
+    if options.get("scale") is not None and not options["scale"] > 0:
+        raise _bad(where, f"train_options.scale is {_show(options['scale'])}")
     if "batch_size" in options and options["batch_size"] < 1:
         raise _bad(where, f"train_options.batch_size is {options['batch_size']}")
     split = options.get("validation_split")

@@ -91,7 +91,7 @@ def load_training_data(
     steps: Preprocessing | None = None,
     deskew: bool = False,
     standardize: bool = False,
-    scale: bool = True,
+    scale: bool | float | str = "auto",
     dtype: str = "float32",
     test_only: bool = False,
     held_out: tuple[float, int | None] | None = None,
@@ -126,6 +126,15 @@ def load_training_data(
         dtype=dtype,
         fit_rows=fit_rows,
     )
+
+
+def scale_option(args: argparse.Namespace) -> bool | float | str:
+    """What ``--scale MAX`` / ``--no-scale`` ask of the scaling (see
+    :func:`xpnet.preprocessing.scale_divisor`): by default it is chosen from
+    the data, uint8 pixels / 255 and anything else as it is."""
+    if getattr(args, "scale", None) is not None:
+        return float(args.scale)
+    return False if args.no_scale else "auto"
 
 
 def end_bar_line() -> str:

@@ -44,6 +44,11 @@ def _train(args: argparse.Namespace, given: set[str]) -> None:
             f"--data-dir is where mnist and fashion-mnist are cached, and "
             f"--dataset {args.dataset} is not read from it: drop --data-dir"
         )
+    if "scale" in given and args.no_scale:
+        raise UsageError(
+            "--scale MAX divides the features and --no-scale keeps them as they "
+            "are: choose one"
+        )
     device = str(args.device).lower()
     if "blas_threads" in given and device.startswith("cuda"):
         raise UsageError(

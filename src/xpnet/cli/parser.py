@@ -107,6 +107,9 @@ _non_negative_int = _number(
 _non_negative_float = _number(
     float, lambda v: 0 <= v < math.inf, "expected a non-negative number, got {text!r}"
 )
+_positive_float = _number(
+    float, lambda v: 0 < v < math.inf, "expected a positive number, got {text!r}"
+)
 _fraction = _number(
     float,
     lambda v: 0 < v < 1,
@@ -278,10 +281,18 @@ def build_parser() -> _Parser:
         help="deskew images by their moments before training",
     )
     train.add_argument(
+        "--scale",
+        type=_positive_float,
+        default=None,
+        metavar="MAX",
+        help="divide the features by MAX, e.g. 255 for float pixels 0-255 "
+        "(default: chosen from the data: uint8 pixels are divided by 255, other "
+        "data is kept as it is; the data: line says which)",
+    )
+    train.add_argument(
         "--no-scale",
         action="store_true",
-        help="keep feature values as they are (default: pixels "
-        "0-255 are scaled to [0, 1])",
+        help="keep feature values as they are, uint8 pixels too",
     )
     train.add_argument(
         "--standardize",

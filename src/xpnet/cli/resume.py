@@ -23,9 +23,16 @@ _ARCHITECTURE_OPTIONS = (
 
 # What checkpoints written before an option existed were trained with: the
 # command line offered nothing else then.
-_OLD_DEFAULTS = {"output_activation": "identity", "init": "auto"}
+_OLD_DEFAULTS = {"output_activation": "identity", "init": "auto", "scale": None}
 
-_DATA_OPTIONS = ("dataset", "deskew", "standardize", "no_scale", "validation_split")
+_DATA_OPTIONS = (
+    "dataset",
+    "deskew",
+    "standardize",
+    "no_scale",
+    "scale",
+    "validation_split",
+)
 
 _CONTINUED_OPTIONS = (
     "optimizer",

@@ -19,7 +19,7 @@ from ..datasets import choose_default_dataset
 from ..distributed.data_parallel import evaluate_sharded
 from ..errors import DivergenceError, XpnetError
 from ..figures import PlotError
-from ..preprocessing import Preprocessing
+from ..preprocessing import Preprocessing, describe_scaling
 from ..progress import Progress, epoch_line
 from ..threads import busy_cpu_hint, limited_blas_threads
 from ..training import divergence
@@ -34,6 +34,7 @@ from .common import (
     load_training_data,
     print_json,
     say,
+    scale_option,
 )
 from .parser import DEFAULT_LR
 from .plot import LivePlot, layer_sizes, loss_name, run_title
@@ -189,7 +190,7 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
         steps=saved.preprocessing if saved else None,
         deskew=args.deskew,
         standardize=args.standardize,
-        scale=not args.no_scale,
+        scale=scale_option(args),
         dtype=args.dtype,
         # The standardisation statistics leave out the rows fit holds out.
         held_out=(args.validation_split, args.seed) if args.validation_split else None,
@@ -229,7 +230,8 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
             else ""
         )
         + f" / {len(data.x_test):,} test, {data.n_features} features, "
-        f"{data.num_classes} classes"
+        f"{data.num_classes} classes, "
+        + describe_scaling(Preprocessing.of(data).scale, scale_option(args))
         + (", deskewed" if args.deskew else "")
         + (", standardised" if args.standardize else ""),
     )
