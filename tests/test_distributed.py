@@ -273,7 +273,7 @@ def test_a_signal_on_one_rank_stops_all_at_the_same_step(monkeypatch):
         def on_batch(done):
             steps.append((comm.rank, done))
             if comm.rank == 1 and done == 32:
-                interrupts._State.pending = signal.SIGTERM  # as the handler does
+                interrupts._handler(signal.SIGTERM, None)  # a SIGTERM arrives
 
         try:
             model.fit(X, y, 3, 16, on_batch=on_batch, communicator=comm)

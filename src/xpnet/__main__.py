@@ -5,22 +5,31 @@ The command-line module and the array libraries are imported inside
 while they load ends with one line instead of a traceback.
 """
 
+import signal
 import sys
 
 
 def console() -> int:
-    from .interrupts import Terminated, install
+    from .interrupts import SIGNALS, Terminated, install
+    from .stdio import guard_standard_streams
 
+    guard_standard_streams()  # before any message: stderr may be closed
     install()
     try:
         from .cli import main
     except KeyboardInterrupt:
         print("\nxpnet: interrupted while starting", file=sys.stderr)
         return 1
-    except Terminated:
-        print("\nxpnet: terminated (SIGTERM) while starting", file=sys.stderr)
-        return Terminated.exit_code
-    return main()
+    except Terminated as exc:
+        print(f"\nxpnet: {exc} while starting", file=sys.stderr)
+        return exc.exit_code
+    try:
+        return main()
+    finally:
+        # The run has ended and said so: a second Ctrl-C while the
+        # interpreter shuts down must not turn it into a death by SIGINT.
+        for sig in SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

@@ -92,7 +92,7 @@ class Rank:
         if isinstance(exc, Exit):
             self.code = exc.code
         elif isinstance(exc, Terminated):
-            self.code = Terminated.exit_code
+            self.code = exc.exit_code
         elif isinstance(exc, XpnetError):
             self.code = 2
 

@@ -1,7 +1,8 @@
 """The entry point: parse, dispatch to a command, turn errors into exit codes.
 
 Exit codes: 0 success; 2 bad usage or input (one line on stderr); 1 a
-diverging run, Ctrl-C or an unexpected failure; 143 SIGTERM.
+diverging run, Ctrl-C, standard output gone (``| head``, a full disk) or an
+unexpected failure; 143 SIGTERM; 129 SIGHUP.
 """
 
 from __future__ import annotations
@@ -68,8 +69,15 @@ def _refuse_options_before_the_command(parser: _Parser, argv: list[str]) -> None
 
 def main(argv: list[str] | None = None) -> int:
     from ..interrupts import Terminated, install
+    from ..stdio import guard_standard_streams
 
-    restore_signals = install()
+    restore_streams = guard_standard_streams()
+    restore_handlers = install()
+
+    def restore_signals() -> None:
+        restore_handlers()
+        restore_streams()
+
     # Notices from the library (e.g. the auto device's fallback) as one line each.
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("xpnet: %(message)s"))
@@ -129,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, Terminated) as exc:
         how = str(exc) if isinstance(exc, Terminated) else "interrupted"
         saved = getattr(args, "describe_saved", None)
-        code = Terminated.exit_code if isinstance(exc, Terminated) else 1
+        code = exc.exit_code if isinstance(exc, Terminated) else 1
         message = how + (f"; {saved()}" if saved else "")
         print(f"{end_bar_line()}xpnet: {message}", file=sys.stderr)
         _json_report(args, code, message)

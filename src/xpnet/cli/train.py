@@ -293,6 +293,17 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
     samples: list[int | None] = [None]  # this rank's rows in the last epoch
 
     def on_epoch_end(record: dict[str, Any]) -> None:
+        # A signal during the test evaluation waits for the save: the epoch
+        # just trained is not lost.
+        with deferred():
+            record = _evaluate_and_save(record)
+        say(args, epoch_line(record, total_epochs))
+        if model.epochs_trained < total_epochs and plot is not None and plot.due():
+            plot.draw(history_so_far)
+
+    def _evaluate_and_save(record: dict[str, Any]) -> dict[str, Any]:
+        """The epoch's test scores added to ``record``, its history row kept
+        and the checkpoint saved; returns the record with the scores."""
         nonlocal test
         samples[0] = record.get("samples")
         # The test set is only reported: no choice made in training sees it.
@@ -322,9 +333,7 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
         history_so_far.append(row)
         args.report["epochs_trained"] = model.epochs_trained
         checkpoint()
-        say(args, epoch_line(record, total_epochs))
-        if model.epochs_trained < total_epochs and plot is not None and plot.due():
-            plot.draw(history_so_far)
+        return record
 
     # The starting state first: from here on the file always holds the last
     # completed epoch, whatever interrupts the run.
@@ -357,7 +366,7 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
         args.report["error"] = message
         if writes:  # one message per run, not one per rank
             print(f"{end_bar_line()}xpnet: {message}", file=sys.stderr)
-        raise Exit(Terminated.exit_code if isinstance(exc, Terminated) else 1) from None
+        raise Exit(exc.exit_code if isinstance(exc, Terminated) else 1) from None
     except DivergenceError as exc:
         if plot is not None:
             plot.draw_on_stop(history_so_far)
