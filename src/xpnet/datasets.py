@@ -212,12 +212,14 @@ def load_dataset(
     *,
     download: bool = True,
     mirrors: Sequence[str] | None = None,
-    timeout: float = 30.0,
+    timeout: float | None = None,
     deadline: float = DOWNLOAD_DEADLINE,
     max_bytes: int | None = None,
     progress: bool = False,
     checksums: Mapping[str, str] | None = None,
     test_only: bool = False,
+    speed_limit: float | None = None,
+    speed_time: float | None = None,
 ) -> Dataset:
     """Load a dataset by name, downloading it into the cache on first use.
 
@@ -233,11 +235,16 @@ def load_dataset(
         download: fetch missing or corrupt files; if False, only use the cache.
         mirrors: base URLs tried in order; default ``$XPNET_MIRRORS``
             (comma-separated) or the dataset's public mirrors.
-        timeout: seconds to wait for a connection, or for the next bytes of a
-            download, before moving to the next mirror.
-        deadline: seconds one file's download from one mirror may take in all
-            (checked between reads, so it can run over by up to ``timeout``);
+        timeout: seconds the connection and the response headers may take in
+            all before the next mirror is tried; default
+            ``$XPNET_DOWNLOAD_TIMEOUT`` or 30.
+        deadline: seconds one file's download from one mirror may take in all;
             then the next mirror is tried. Default 600.
+        speed_limit, speed_time: a download averaging under ``speed_limit``
+            bytes/s over ``speed_time`` seconds is abandoned for the next
+            mirror, like ``curl --speed-limit --speed-time``; defaults
+            ``$XPNET_DOWNLOAD_SPEED_LIMIT`` or 1024 and
+            ``$XPNET_DOWNLOAD_SPEED_TIME`` or 30.
         max_bytes: the most bytes accepted for one file; default: its known
             size plus 10% (:data:`MNIST_SIZES`, :data:`FASHION_MNIST_SIZES`).
             A larger download is abandoned and the next mirror tried.
@@ -271,6 +278,8 @@ def load_dataset(
             progress=progress,
             checksums=checksums,
             files=IDX_FILES[2:] if test_only else IDX_FILES,
+            speed_limit=speed_limit,
+            speed_time=speed_time,
         )
         return _load_idx_dataset(key, directory, test_only)
     if not name.endswith(".npz") and ("," in name or Path(name).is_dir()):
@@ -303,8 +312,11 @@ def choose_default_dataset(
     Full MNIST when its files are in the cache, or when a mirror answers within
     ``probe_timeout`` seconds and the download succeeds (it is then cached);
     else the bundled ``"mnist-sample"`` with a one-line notice saying why. So an
-    offline machine trains at once instead of failing or waiting for timeouts.
-    ``mirrors``, ``progress`` and ``checksums`` are as for :func:`load_dataset`.
+    offline machine trains at once instead of failing or waiting for timeouts:
+    ``probe_timeout`` when nothing answers, and at most one stall (the download
+    timeout or speed floor, 30 s by default) more when a mirror answers but
+    does not deliver. ``mirrors``, ``progress`` and ``checksums`` are as for
+    :func:`load_dataset`; unusable mirror settings fall back too.
 
     Returns:
         ``("mnist", None)`` or ``("mnist-sample", notice)``.
@@ -314,8 +326,11 @@ def choose_default_dataset(
         return "mnist", None
     except DatasetError:
         pass  # not cached (or damaged): try the network
-    reason = probe_mirrors("mnist", mirrors, timeout=probe_timeout)
-    why = f"no download mirror answers ({reason})"
+    try:
+        reason = probe_mirrors("mnist", mirrors, timeout=probe_timeout)
+        why = f"no download mirror answers ({reason})"
+    except DatasetError as e:  # e.g. XPNET_MIRRORS is not a list of URLs
+        reason, why = str(e), f"it cannot be downloaded ({e})"
     if reason is None:
         try:
             fetch_dataset(
@@ -324,6 +339,7 @@ def choose_default_dataset(
                 mirrors=mirrors,
                 progress=progress,
                 checksums=checksums,
+                give_up_on_stall=True,
             )
             return "mnist", None
         except DownloadFailed as e:

@@ -7,11 +7,16 @@ folder is :func:`xpnet.datasets.default_data_dir`). Every file is checked agains
 its published md5 checksum; downloads go to a temporary file that is only moved
 under the final name once the checksum matches, so an interrupted or corrupt
 transfer never leaves a bad file in the cache. A download is abandoned (and the
-next mirror tried) when it exceeds the file's known size plus 10% or takes longer
-than its deadline (600 s by default). Mirrors are tried in order; ``XPNET_MIRRORS``
-(comma-separated base URLs) or the ``mirrors=`` argument replace the built-in
-list, e.g. to use a local server. Temp files left by downloads killed long ago are
-removed from the dataset's folder.
+next mirror tried) when it exceeds the file's known size plus 10%, takes longer
+than its deadline (600 s by default), or stalls (:mod:`xpnet.download_limits`:
+connection and headers within 30 s, then at least 1024 bytes/s over any 30 s,
+like ``curl --speed-limit 1024 --speed-time 30``; ``XPNET_DOWNLOAD_TIMEOUT``,
+``XPNET_DOWNLOAD_SPEED_LIMIT`` and ``XPNET_DOWNLOAD_SPEED_TIME`` change the
+figures). A mirror that stalled or could not be reached is not tried again for
+the other files. Mirrors are tried in order; ``XPNET_MIRRORS`` (comma-separated
+base URLs) or the ``mirrors=`` argument replace the built-in list, e.g. to use a
+local server. Temp files left by downloads killed long ago are removed from the
+dataset's folder.
 
 Everything public here is also importable from :mod:`xpnet.datasets`.
 """
@@ -19,23 +24,28 @@ Everything public here is also importable from :mod:`xpnet.datasets`.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import logging
 import os
 import queue
 import socket
-import sys
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from xpnet.atomic import atomic_write
 from xpnet.errors import DatasetError
+from xpnet.transfer import (
+    MirrorFailed,
+    TransferLimits,
+    download,
+    network_reason,
+    setting,
+)
 
 __all__ = [
     "DOWNLOAD_DEADLINE",
@@ -171,19 +181,25 @@ def fetch_dataset(
     *,
     download: bool = True,
     mirrors: Sequence[str] | None = None,
-    timeout: float = 30.0,
+    timeout: float | None = None,
     deadline: float = DOWNLOAD_DEADLINE,
     max_bytes: int | None = None,
     progress: bool = False,
     checksums: Mapping[str, str] | None = None,
     files: Sequence[str] = IDX_FILES,
+    speed_limit: float | None = None,
+    speed_time: float | None = None,
+    give_up_on_stall: bool = False,
 ) -> Path:
     """Make sure the IDX files of ``name`` are in the cache, with good checksums.
 
     Files present with the right md5 are never downloaded again. A present file
     with the wrong md5 is downloaded again (a warning is logged). ``files``: which
     of :data:`IDX_FILES` are needed (default all four; the last two are the test
-    set). Other arguments are as for :func:`load_dataset`.
+    set). ``give_up_on_stall``: stop at the first mirror that stalls or cannot
+    be reached, instead of trying the next (for callers with a fallback, so
+    their worst case is one stall). Other arguments are as for
+    :func:`load_dataset`.
 
     Returns:
         The dataset's directory, ``<data_dir>/<name>``.
@@ -192,9 +208,15 @@ def fetch_dataset(
     from xpnet.datasets import dataset_dir
 
     key, spec = _remote(name)
-    for what, value in (("timeout", timeout), ("deadline", deadline)):
-        if not value > 0:
-            raise DatasetError(f"{what} must be a positive number of seconds")
+    if not deadline > 0:
+        raise DatasetError("deadline must be a positive number of seconds")
+    base_limits = TransferLimits(
+        timeout=setting("timeout", timeout),
+        deadline=deadline,
+        max_bytes=1,
+        speed_limit=setting("speed_limit", speed_limit),
+        speed_time=setting("speed_time", speed_time),
+    )
     if max_bytes is not None and not max_bytes > 0:
         raise DatasetError("max_bytes must be a positive number of bytes")
     md5 = dict(spec.md5 if checksums is None else checksums)
@@ -206,6 +228,7 @@ def fetch_dataset(
         )
     directory = dataset_dir(key, data_dir)
     urls = _mirror_list(mirrors, spec)
+    dead: set[str] = set()  # mirrors that stalled or were unreachable
     missing = []
     for fname in files:
         path = directory / fname
@@ -228,16 +251,24 @@ def fetch_dataset(
             missing.append(fname)
             continue
         _make_dir(directory)
-        limits = _Limits(
-            timeout=timeout,
-            deadline=deadline,
+        limits = replace(
+            base_limits,
             max_bytes=(
                 max_bytes
                 if max_bytes is not None
                 else int(spec.sizes[fname] * (1 + SIZE_MARGIN))
             ),
         )
-        _download_from_mirrors(fname, directory, md5[fname], urls, limits, progress)
+        _download_from_mirrors(
+            fname,
+            directory,
+            md5[fname],
+            [u for u in urls if u not in dead],
+            limits,
+            progress,
+            dead=dead,
+            give_up_on_stall=give_up_on_stall,
+        )
     if missing:
         what = "" if len(missing) == len(files) else f" ({', '.join(missing)})"
         raise DatasetError(
@@ -270,14 +301,38 @@ def _remote(name: str) -> tuple[str, _RemoteSpec]:
 
 
 def _mirror_list(mirrors: Sequence[str] | None, spec: _RemoteSpec) -> list[str]:
-    """Base URLs to try, in order: argument, then ``$XPNET_MIRRORS``, then built-in."""
+    """Base URLs to try, in order: argument, then ``$XPNET_MIRRORS``, then
+    built-in; one line naming the first that is not an http(s) or file URL."""
+    source = "mirrors="
     if mirrors is None:
         env = os.environ.get("XPNET_MIRRORS", "")
         mirrors = [m for m in (s.strip() for s in env.split(",")) if m] or None
+        source = "XPNET_MIRRORS"
     urls = list(spec.mirrors if mirrors is None else mirrors)
     if not urls:
         raise DatasetError("no download mirrors given (mirrors= is empty)")
+    for url in urls:
+        _check_mirror(url, source)
     return urls
+
+
+def _check_mirror(url: str, source: str) -> None:
+    """One line if ``url`` cannot be a base URL to download from."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 (parsing it checks it)
+        problem = None
+        if parts.scheme not in ("http", "https", "file"):
+            problem = "it does not start with http://, https:// or file://"
+        elif parts.scheme != "file" and not parts.hostname:
+            problem = "it names no host"
+    except ValueError as exc:
+        problem = str(exc)
+    if problem is not None:
+        raise DatasetError(
+            f"{source}: {url!r} is not a mirror URL ({problem}); give base URLs "
+            "such as https://example.org/mnist/, comma-separated"
+        )
 
 
 def probe_mirrors(
@@ -305,7 +360,7 @@ def probe_mirrors(
             with socket.create_connection((parts.hostname or "", port), timeout):
                 answers.put(None)
         except (OSError, ValueError) as e:
-            answers.put(_reason(e, timeout))
+            answers.put(network_reason(e, timeout))
 
     for url in urls:
         threading.Thread(target=connect, args=(url,), daemon=True).start()
@@ -324,12 +379,23 @@ def probe_mirrors(
 
 
 def _make_dir(directory: Path) -> None:
+    """Create the dataset's folder and check that files can be written in it
+    (a read-only cache is its own error, not a failed download)."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DatasetError(
             f"cannot create the data directory {directory} ({e.strerror or e}); set "
             "XPNET_DATA to a writable folder"
+        ) from None
+    try:
+        with tempfile.TemporaryFile(dir=directory, prefix=".xpnet-probe."):
+            pass
+    except OSError as e:
+        raise DatasetError(
+            f"cannot write into the data directory {directory} "
+            f"({e.strerror or e}); set XPNET_DATA to a writable folder, or put the "
+            f"files there yourself ({', '.join(IDX_FILES)})"
         ) from None
     _remove_stale_temp_files(directory)
 
@@ -354,159 +420,38 @@ class DownloadFailed(DatasetError):
         self.reason = reason
 
 
-class _MirrorFailed(Exception):
-    """One mirror could not deliver a good file; the message says why."""
-
-
-@dataclass(frozen=True)
-class _Limits:
-    """How long and how much one file's download from one mirror may take.
-
-    ``timeout``: seconds of silence per read; ``deadline``: seconds in all;
-    ``max_bytes``: the most bytes accepted.
-    """
-
-    timeout: float
-    deadline: float
-    max_bytes: int
-
-
 def _download_from_mirrors(
     fname: str,
     directory: Path,
     expected_md5: str,
     mirrors: Sequence[str],
-    limits: _Limits,
+    limits: TransferLimits,
     progress: bool,
+    *,
+    dead: set[str] | None = None,
+    give_up_on_stall: bool = False,
 ) -> None:
-    """Download ``fname`` into ``directory`` from the first mirror that works."""
+    """Download ``fname`` into ``directory`` from the first mirror that works;
+    mirrors that stall are added to ``dead``."""
     failures = []
     for base in mirrors:
         url = base.rstrip("/") + "/" + fname
         try:
-            _download(url, directory / fname, expected_md5, limits, progress)
+            download(url, directory / fname, expected_md5, limits, progress)
             return
-        except _MirrorFailed as e:
+        except MirrorFailed as e:
             logger.info("download of %s failed: %s", url, e)
             failures.append(f"{url}: {e}")
+            if e.stalled:
+                if dead is not None:
+                    dead.add(base)
+                if give_up_on_stall:
+                    break
+    if not failures:
+        failures.append("every mirror stalled or was unreachable for an earlier file")
     raise DownloadFailed(
         f"could not download {directory.name} file {fname} from any mirror "
         f"({'; '.join(failures)}); "
         f"{_where_to_put(directory)}",
         reason="; ".join(failures),
     )
-
-
-def _download(
-    url: str, dest: Path, expected_md5: str, limits: _Limits, progress: bool
-) -> None:
-    """Stream ``url`` into a temp file beside ``dest``; keep it only if md5 matches.
-
-    Raises:
-        _MirrorFailed: HTTP error, timeout, deadline passed, too many bytes,
-            dropped connection or bad checksum.
-    """
-    from xpnet import __version__
-
-    agent = f"xpnet/{__version__}"
-    request = urllib.request.Request(url, headers={"User-Agent": agent})
-    timeout = max(min(limits.timeout, limits.deadline), 1e-3)
-    end = time.monotonic() + limits.deadline
-    try:
-        with (
-            atomic_write(dest) as f,
-            urllib.request.urlopen(request, timeout=timeout) as response,
-        ):
-            total = _content_length(response)
-            if total is not None and total > limits.max_bytes:
-                raise _MirrorFailed(
-                    f"it announces {total:,} bytes, more than the "
-                    f"{limits.max_bytes:,} expected"
-                )
-            digest = hashlib.md5(usedforsecurity=False)
-            received = 0
-            report = _Progress(dest.name, total) if progress else None
-            # read1 returns what one socket read brings, so a server dripping
-            # bytes slowly cannot hold a read (and the deadline check) forever.
-            read = getattr(response, "read1", response.read)
-            while chunk := read(1 << 16):
-                received += len(chunk)
-                if received > limits.max_bytes:
-                    raise _MirrorFailed(
-                        f"it sent more than the {limits.max_bytes:,} bytes expected"
-                    )
-                if time.monotonic() > end:
-                    raise _MirrorFailed(
-                        f"download deadline of {limits.deadline:g} s passed after "
-                        f"{received:,} bytes"
-                    )
-                f.write(chunk)
-                digest.update(chunk)
-                if report:
-                    report.update(received)
-            if report:
-                report.done(received)
-            # http.client returns a short body without error when the peer
-            # closes early, so count the bytes ourselves.
-            if total is not None and received < total:
-                raise _MirrorFailed(
-                    f"connection dropped after {received} of {total} bytes"
-                )
-            got = digest.hexdigest()
-            if got != expected_md5:
-                raise _MirrorFailed(
-                    f"checksum mismatch (md5 {got}, expected {expected_md5})"
-                )
-    except urllib.error.HTTPError as e:
-        e.close()
-        raise _MirrorFailed(f"HTTP {e.code} {e.reason}") from None
-    except urllib.error.URLError as e:
-        raise _MirrorFailed(_reason(e.reason, timeout)) from None
-    except TimeoutError:
-        raise _MirrorFailed(f"timed out after {timeout:g} s") from None
-    except http.client.HTTPException as e:
-        raise _MirrorFailed(f"connection dropped ({type(e).__name__})") from None
-    except (OSError, ValueError) as e:
-        raise _MirrorFailed(_reason(e, timeout)) from None
-
-
-def _reason(err: object, timeout: float) -> str:
-    """One-line description of a network error."""
-    if isinstance(err, TimeoutError):
-        return f"timed out after {timeout:g} s"
-    return " ".join(str(err).split()) or type(err).__name__
-
-
-def _content_length(response) -> int | None:
-    value = response.headers.get("Content-Length")
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-class _Progress:
-    """Download progress on stderr, updated at most every 0.2 s."""
-
-    def __init__(self, fname: str, total: int | None) -> None:
-        self.fname = fname
-        self.total = total
-        self.last = 0.0
-
-    def update(self, received: int) -> None:
-        now = time.monotonic()
-        if now - self.last >= 0.2:
-            self.last = now
-            self._write(received, end="")
-
-    def done(self, received: int) -> None:
-        self._write(received, end="\n")
-
-    def _write(self, received: int, end: str) -> None:
-        mb = received / 1e6
-        if self.total:
-            pct = 100.0 * received / self.total
-            text = f"{pct:5.1f}% of {self.total / 1e6:.1f} MB"
-        else:
-            text = f"{mb:.1f} MB"
-        print(f"\rdownloading {self.fname}: {text}", end=end, file=sys.stderr)
