@@ -40,7 +40,15 @@ if TYPE_CHECKING:
     from .model import History, Sequential, mlp
     from .onnx_export import export_onnx
     from .optimizers import SGD, Adam, AdamW, Optimizer, get_optimizer
-    from .schedules import Constant, CosineDecay, InverseTimeDecay, Schedule, StepDecay
+    from .schedules import (
+        Constant,
+        CosineDecay,
+        ExponentialDecay,
+        InverseTimeDecay,
+        Schedule,
+        StepDecay,
+        Warmup,
+    )
 
 # Public names load their module on first use, so ``import xpnet`` (and the
 # command line's start-up) does not import every array library at once.
@@ -56,6 +64,7 @@ _EXPORTS = {
     "DeviceError": "errors",
     "DivergenceError": "errors",
     "ELU": "activations",
+    "ExponentialDecay": "schedules",
     "GELU": "activations",
     "History": "model",
     "Identity": "activations",
@@ -75,6 +84,7 @@ _EXPORTS = {
     "Softplus": "activations",
     "StepDecay": "schedules",
     "Tanh": "activations",
+    "Warmup": "schedules",
     "XpnetError": "errors",
     "export_onnx": "onnx_export",
     "get_activation": "activations",
@@ -113,6 +123,7 @@ __all__ = [
     "Dense",
     "DeviceError",
     "DivergenceError",
+    "ExponentialDecay",
     "History",
     "Identity",
     "InverseTimeDecay",
@@ -130,6 +141,7 @@ __all__ = [
     "Softplus",
     "StepDecay",
     "Tanh",
+    "Warmup",
     "XpnetError",
     "export_onnx",
     "get_activation",

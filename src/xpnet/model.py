@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import array_api_compat
 
@@ -26,7 +26,6 @@ from .activations import (
     get_activation,
 )
 from .arraytypes import Array, ArrayLike, HostArray
-from .distributed.communicator import Communicator
 from .errors import XpnetError
 from .fastpaths import StepFn
 from .layers import Dense, Layer
@@ -37,6 +36,10 @@ from .progress import Progress
 from .rng import make_rngs
 from .training import History, check_count, make_train_step, on_model_device
 from .training import fit as _fit
+
+if TYPE_CHECKING:
+    from .callbacks import Callback
+    from .distributed.communicator import Communicator
 
 
 class Sequential:
@@ -107,6 +110,10 @@ class Sequential:
         with self.backend.context():
             self._build()
         self.epochs_trained = 0
+        #: set by a callback to end fit after the current epoch (Keras's flag),
+        #: with ``stop_reason`` saying why
+        self.stop_training = False
+        self.stop_reason: str | None = None
         #: None before fit, then "classification" or "regression"
         self.task: str | None = None
         #: ndim of the regression targets given to fit: predict returns (n,)
@@ -283,6 +290,7 @@ class Sequential:
         validation_data: tuple[ArrayLike, ArrayLike] | None = None,
         validation_split: float | None = None,
         shuffle: bool = True,
+        callbacks: Sequence[Callback] | None = None,
         on_batch: Callable[[int], None] | None = None,
         on_epoch_end: Callable[[dict[str, Any]], Any] | None = None,
         check_inputs: bool = True,
@@ -298,9 +306,17 @@ class Sequential:
         targets in that order once (device memory: one more copy of X) and
         visits every sample, the last partial batch included. The epoch's
         ``loss`` is the mean over its batches of the loss each batch had before
-        its update, as the step computed it. ``on_batch(samples_done)`` is called
-        after each step with a host integer (for progress bars; it must not
-        read device arrays); ``on_epoch_end(record)`` after each epoch.
+        its update, as the step computed it.
+
+        ``callbacks``: :class:`xpnet.callbacks.Callback` objects (Keras style:
+        ``on_train_begin/end``, ``on_epoch_begin/end``, ``on_batch_end``;
+        e.g. :class:`~xpnet.callbacks.EarlyStopping`,
+        :class:`~xpnet.callbacks.ModelCheckpoint`); one that sets
+        ``model.stop_training = True`` ends training after that epoch (the
+        history's ``stop_reason`` then says why). The older hooks remain:
+        ``on_batch(samples_done)`` after each step with a host integer (it
+        must not read device arrays), ``on_epoch_end(record)`` after each
+        epoch.
 
         Validation (the ``val_loss``/``val_accuracy`` of the history, and the
         divergence check on the validation loss): ``validation_data=(Xv, yv)``,
@@ -362,6 +378,7 @@ class Sequential:
             validation_data=validation_data,
             validation_split=validation_split,
             shuffle=shuffle,
+            callbacks=callbacks,
             on_batch=on_batch,
             on_epoch_end=on_epoch_end,
             check_inputs=check_inputs,

@@ -64,6 +64,9 @@ class Optimizer:
         self.weight_decay = _non_negative("weight_decay", weight_decay)
         self.inplace = inplace
         self.iterations = 0
+        #: multiplies the schedule's rate (ReduceLROnPlateau lowers it); exact
+        #: at 1.0, so an untouched run's numbers are the schedule's own
+        self.lr_factor = 1.0
         #: slot name -> flat buffer shaped like the parameters
         self.slots: dict[str, Array] = {}
         self._loaded: dict[str, Array] | None = None
@@ -74,7 +77,7 @@ class Optimizer:
     @property
     def lr(self) -> float:
         """The learning rate the next update will use."""
-        return self.schedule(self.iterations)
+        return self.schedule(self.iterations) * self.lr_factor
 
     def build(self, params: Parameters) -> None:
         """Bind to ``params``: zeroed (or loaded) slots, the write mode."""
@@ -108,7 +111,7 @@ class Optimizer:
         if prescaled and not self.folds_lr:
             raise XpnetError(f"{type(self).__name__} needs unscaled gradients")
         self._prescaled = prescaled
-        lr = self.schedule(self.iterations)
+        lr = self.schedule(self.iterations) * self.lr_factor
         self.iterations += 1
         grad = params.gather_grads()
         params.replace(

@@ -18,9 +18,16 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from .callbacks.base import BatchLogs, Callback
 from .errors import XpnetError
 
-__all__ = ["REFRESH_SECONDS", "Progress", "epoch_line", "for_verbose"]
+__all__ = [
+    "REFRESH_SECONDS",
+    "Progress",
+    "ProgressCallback",
+    "epoch_line",
+    "for_verbose",
+]
 
 #: the bar is redrawn (and the device read) at most once per this many seconds
 REFRESH_SECONDS = 0.25
@@ -151,3 +158,27 @@ def epoch_line(record: dict[str, Any], total_epochs: int) -> str:
     parts.append(f"{record['seconds']:6.2f} s")
     parts.append(f"{record['samples_per_second']:>9,.0f} samples/s")
     return "  ".join(parts)
+
+
+class ProgressCallback(Callback):
+    """A :class:`Progress` display as a :func:`~xpnet.training.fit` callback:
+    the bar's epoch opens in ``on_epoch_begin``, is redrawn from
+    ``on_batch_end`` when :meth:`Progress.due` (one device read per redraw,
+    none between) and gives way to the epoch's line in ``on_epoch_end``."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.progress.start_epoch(epoch, self.params["epochs"], self.params["samples"])
+
+    def on_batch_end(self, batch: int, logs: BatchLogs) -> None:
+        # This rank's rows only: the display needs no communication.
+        if logs.fresh and self.progress.due():
+            self.progress.show(logs.done, *logs.metrics())
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+        self.progress.end_epoch(logs, self.params["epochs"])
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self.progress.close()

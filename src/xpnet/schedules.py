@@ -1,7 +1,12 @@
 """Learning-rate schedules: ``schedule(step) -> lr`` as a host float.
 
 ``step`` counts optimizer updates (batches) from 0. The value is a Python
-float, so computing it never touches the device.
+float, so computing it never touches the device. Constant, inverse-time,
+step, exponential and cosine decay, and :class:`Warmup` (a linear warm-up
+before any of them); the plateau rule is a callback
+(:class:`xpnet.callbacks.ReduceLROnPlateau`), which scales whatever schedule
+runs. Every parameter but the rate itself has a default. Schedules are saved
+in checkpoints by name (:func:`schedule_name`, :func:`schedule_from_config`).
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ class Constant(Schedule):
 class InverseTimeDecay(Schedule):
     """``lr(step) = lr / (1 + decay * step)`` (the classic texts' "decay")."""
 
-    def __init__(self, lr: float, decay: float):
+    def __init__(self, lr: float, decay: float = 0.001):
         self.lr = _positive("learning rate", lr)
         self.decay = _positive("lr decay", decay, allow_zero=True)
 
@@ -58,7 +63,7 @@ class InverseTimeDecay(Schedule):
 class StepDecay(Schedule):
     """``lr(step) = lr * gamma ** (step // step_size)``."""
 
-    def __init__(self, lr: float, step_size: int, gamma: float = 0.1):
+    def __init__(self, lr: float, step_size: int = 1000, gamma: float = 0.1):
         self.lr = _positive("learning rate", lr)
         if int(step_size) < 1:
             raise XpnetError(f"step_size must be at least 1, got {step_size!r}")
@@ -76,7 +81,7 @@ class CosineDecay(Schedule):
     (Loshchilov & Hutter, https://arxiv.org/abs/1608.03983, without restarts).
     """
 
-    def __init__(self, lr: float, total_steps: int, min_lr: float = 0.0):
+    def __init__(self, lr: float, total_steps: int = 1000, min_lr: float = 0.0):
         self.lr = _positive("learning rate", lr)
         if int(total_steps) < 1:
             raise XpnetError(f"total_steps must be at least 1, got {total_steps!r}")
@@ -90,11 +95,62 @@ class CosineDecay(Schedule):
         )
 
 
-SCHEDULES = {
+class ExponentialDecay(Schedule):
+    """``lr(step) = lr * decay_rate ** (step / decay_steps)`` (Keras's, not
+    staircased): the rate falls by ``decay_rate`` every ``decay_steps``."""
+
+    def __init__(self, lr: float, decay_rate: float = 0.96, decay_steps: int = 1000):
+        self.lr = _positive("learning rate", lr)
+        self.decay_rate = _positive("decay_rate", decay_rate)
+        if self.decay_rate > 1:
+            raise XpnetError(f"decay_rate must be at most 1, got {decay_rate!r}")
+        if int(decay_steps) < 1:
+            raise XpnetError(f"decay_steps must be at least 1, got {decay_steps!r}")
+        self.decay_steps = int(decay_steps)
+
+    def __call__(self, step: int) -> float:
+        return self.lr * self.decay_rate ** (step / self.decay_steps)
+
+
+class Warmup(Schedule):
+    """A linear warm-up of ``warmup_steps`` updates, then ``after``.
+
+    ``lr(step) = after(0) * (step + 1) / warmup_steps`` for ``step <
+    warmup_steps`` (the first update already moves; the last warm-up update
+    has the full rate), then ``after(step - warmup_steps)``: the schedule
+    after it starts at its own step 0 when the warm-up ends.
+    """
+
+    def __init__(self, after: Schedule | dict[str, Any], warmup_steps: int = 100):
+        self.after = schedule_from_config(after) if isinstance(after, dict) else after
+        if not isinstance(self.after, Schedule) or isinstance(self.after, Warmup):
+            raise XpnetError("Warmup needs a schedule (not a warm-up) to run after")
+        if int(warmup_steps) < 1:
+            raise XpnetError(f"warmup_steps must be at least 1, got {warmup_steps!r}")
+        self.warmup_steps = int(warmup_steps)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.after(0) * (step + 1) / self.warmup_steps
+        return self.after(step - self.warmup_steps)
+
+    def config(self) -> dict[str, Any]:
+        after = {"name": schedule_name(self.after), **self.after.config()}
+        return {"after": after, "warmup_steps": self.warmup_steps}
+
+    @property
+    def lr(self) -> float:
+        """The rate the warm-up climbs to (the next schedule's start)."""
+        return self.after(0)
+
+
+SCHEDULES: dict[str, type[Schedule]] = {
     "constant": Constant,
     "inverse_time": InverseTimeDecay,
     "step": StepDecay,
+    "exponential": ExponentialDecay,
     "cosine": CosineDecay,
+    "warmup": Warmup,
 }
 
 
@@ -110,7 +166,7 @@ def as_schedule(lr: float | Schedule) -> Schedule:
 def schedule_from_config(config: dict[str, Any]) -> Schedule:
     """Rebuild a schedule saved as ``{"name": ..., **config}``."""
     config = dict(config)
-    name = config.pop("name")
+    name = config.pop("name", None)
     if name not in SCHEDULES:
         raise XpnetError(
             f"unknown schedule {name!r}: choose one of {', '.join(SCHEDULES)}"

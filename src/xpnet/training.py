@@ -22,6 +22,12 @@ the reference:
    replacement for :class:`TrainStep` (e.g. a captured CUDA graph);
    :func:`make_train_step` falls back to the generic step.
 
+:func:`fit` itself is a page: the data prepared once, the data-parallel
+strategy (:mod:`xpnet.strategy`; one process is the identity), then epochs of
+batches from :func:`xpnet.batching.epoch_batches` with callbacks around them
+(:mod:`xpnet.callbacks`): the divergence guard, the history and the progress
+display are callbacks too.
+
 Nothing in the loop reads the device per batch, and little runs per batch
 besides the step: X and the targets are gathered once per epoch (the batches
 are contiguous slices), one-hot targets are built once per fit, and the step's
@@ -37,29 +43,23 @@ import contextlib
 import functools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import array_api_compat
 
 from .arraytypes import Array, ArrayLike
-from .distributed.communicator import Communicator, SingleProcess
-from .distributed.data_parallel import (
-    check_in_step,
-    evaluate_sharded,
-    gradient_reducer,
-    sum_over_ranks,
-    training_facts,
-)
-from .distributed.data_parallel import start as start_ranks
-from .distributed.sharding import ShardPlan
-from .errors import DivergenceError, XpnetError
+from .batching import BatchPlan, batches_per_gather, epoch_batches
+from .callbacks.base import BatchLogs, Callback, CallbackList, LambdaCallback
+from .divergence import DIVERGENCE_FACTOR, DivergenceGuard, divergence
+from .errors import XpnetError
 from .fastpaths import StepFn
-from .interrupts import held_signals
-from .progress import Progress, for_verbose
+from .progress import Progress, ProgressCallback, for_verbose
 from .rng import permutation, validation_split
+from .strategy import Strategy
 
 if TYPE_CHECKING:
+    from .distributed.communicator import Communicator
     from .model import Sequential
 
 __all__ = [
@@ -68,18 +68,10 @@ __all__ = [
     "History",
     "TrainStep",
     "check_count",
+    "divergence",
     "fit",
     "make_train_step",
 ]
-
-#: fit stops when an epoch's mean loss exceeds this many times the reference
-#: loss measured before the first step (see :class:`DivergenceGuard`)
-DIVERGENCE_FACTOR = 100.0
-#: the reference loss is at least this, so a start near 0 cannot make the
-#: limit tiny (e.g. MSE on all-zero targets)
-DIVERGENCE_FLOOR = 0.01
-#: at most this many samples (the first of X) measure the reference loss
-DIVERGENCE_SAMPLES = 1024
 
 GradientReducer = Callable[[Array], Array]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -97,20 +89,27 @@ def on_model_device(function: F) -> F:
     return cast(F, run)
 
 
-class History:
-    """Per-epoch records of :func:`fit`, as Keras users know it.
+class History(Callback):
+    """Per-epoch records of :func:`fit`, as Keras users know it (the callback
+    every fit has).
 
     ``history.records`` is a list of dicts with keys ``epoch`` (from 1),
     ``loss``, ``accuracy`` (training, ``None`` without class labels),
-    ``val_loss``, ``val_accuracy`` (when validation data was given),
     ``seconds`` (wall time of the epoch's training steps, device synchronised),
-    ``samples_per_second`` and, data parallel over more than one rank,
-    ``samples`` (this rank's rows). ``history.history["loss"]`` gives one
-    column.
+    ``samples_per_second``, ``val_loss``, ``val_accuracy`` (when validation
+    data was given), ``lr`` (the learning rate of the epoch's first update)
+    and, with a communicator, ``samples`` (this rank's rows).
+    ``history.history["loss"]`` gives one column. ``stop_reason``: why fit
+    stopped (``"epochs"``, or what the callback that stopped it said, e.g.
+    ``"early_stopping"``).
     """
 
     def __init__(self) -> None:
         self.records: list[dict[str, Any]] = []
+        self.stop_reason = "epochs"
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+        self.records.append(logs)
 
     @property
     def history(self) -> dict[str, list[Any]]:
@@ -200,116 +199,6 @@ def make_train_step(
     return native if native is not None else TrainStep(model, reduce_gradients)
 
 
-class DivergenceGuard:
-    """Decides after each epoch whether training has diverged.
-
-    The reference loss is measured on the first batch (at least 256, at most
-    1024 samples, the first of the first epoch's order) before its update:
-    the larger of the model's loss there and the loss of all-zero outputs
-    (``ln K`` for K-class cross-entropy on logits, ``ln 2`` for BCE on logits,
-    half the mean squared target norm for MSE), and at least 0.01, so that a
-    start near 0 (an already trained model, zero targets) cannot make the limit
-    tiny. When the first step sees that many samples (``batch_size >= 256``),
-    :func:`fit` takes its outputs (:meth:`terms`, read back with the first
-    epoch's metrics: no pass of its own); otherwise the guard runs one forward
-    pass on ``X[:256]`` and reads it back when made. An epoch diverged when its
-    mean loss is NaN/inf or more than :data:`DIVERGENCE_FACTOR` times the
-    reference, any weight is NaN/inf, the weights it ends with give a NaN/inf
-    loss on the reference samples (:meth:`loss_now`: one forward pass per
-    epoch, read back with the epoch's metrics), or the validation loss is
-    NaN/inf. ``own_pass`` forces the pass of its own (data parallel: a rank's first
-    step sees only its share of the batch, and every rank must agree).
-    """
-
-    def __init__(
-        self,
-        model: Sequential,
-        X: Array,
-        y: Array,
-        batch_size: int,
-        own_pass: bool = False,
-    ):
-        self.model = model
-        #: how many of the first samples the reference is measured on
-        self.rows = min(X.shape[0], max(batch_size, 256), DIVERGENCE_SAMPLES)
-        #: whether :attr:`reference` and :attr:`limit` are set
-        self.measured = False
-        self.reference = self.limit = math.nan
-        if own_pass or self.rows > batch_size:
-            out = self.model.forward(X[: self.rows, ...])
-            model_loss, zero_loss = model.read_floats(
-                *self.terms(out, y[: self.rows, ...])
-            )
-            self.set_reference(model_loss, zero_loss)
-
-    def terms(self, out: Array, y: Array) -> list[Array]:
-        """The two 0-d losses the reference is the larger of, for the outputs
-        ``out: (rows, outputs)`` of the first :attr:`rows` samples before any
-        update and their targets ``y``: the model's, and all-zero outputs'."""
-        loss, xp = self.model.loss, self.model.xp
-        return [loss(out, y), loss(xp.zeros_like(out), y)]
-
-    def set_reference(self, model_loss: float, zero_loss: float) -> None:
-        """Set the reference and the limit from the two :meth:`terms`."""
-        start = max(model_loss, zero_loss)
-        if math.isnan(model_loss) or math.isnan(zero_loss):
-            start = math.nan
-        self.reference = max(start, DIVERGENCE_FLOOR)  # NaN stays NaN
-        # A start that is already NaN/inf leaves only the non-finite checks.
-        finite = math.isfinite(self.reference)
-        self.limit = DIVERGENCE_FACTOR * self.reference if finite else math.inf
-        self.measured = True
-
-    def loss_now(self, X: Array, targets: Array) -> Array:
-        """The 0-d loss of the current weights on the first :attr:`rows`
-        samples of ``X: (n, features)`` (in their given order) against the
-        loss's float ``targets``, on the device. The epoch's mean loss comes
-        from the outputs each batch had *before* its update, so an epoch whose
-        last updates overflow the weights can report a finite loss while its
-        final weights give NaN: this is the check of what would be saved."""
-        out = self.model.forward(X[: self.rows, ...])
-        return self.model.loss.value(out, targets[: self.rows, ...])
-
-    def check_epoch(
-        self, mean_loss: float, weight_sum: float, loss_now: float = 0.0
-    ) -> None:
-        """Raise :class:`DivergenceError` if the epoch's numbers show divergence.
-
-        ``weight_sum``: the sum of all parameters, finite whenever they all are
-        (unless finite values overflow it, which then costs a full check).
-        ``loss_now``: :meth:`loss_now` after the epoch, read back.
-        """
-        if not math.isfinite(mean_loss):
-            raise self.error(f"the loss is {mean_loss}")
-        if mean_loss > self.limit:
-            raise self.error(
-                f"the loss {mean_loss:.4g} is over {DIVERGENCE_FACTOR:g}x the "
-                f"starting loss {self.reference:.4g}"
-            )
-        if not math.isfinite(weight_sum) and not self.model.weights_finite():
-            raise self.error("the weights hold NaN or infinite values")
-        if not math.isfinite(loss_now):
-            raise self.error(
-                f"the weights after its last update give a loss of {loss_now} on "
-                f"the first {self.rows} samples"
-            )
-
-    def check_validation(self, val_loss: float) -> None:
-        if not math.isfinite(val_loss):
-            raise self.error(f"the validation loss is {val_loss}")
-
-    def error(self, why: str) -> DivergenceError:
-        return divergence(self.model, why)
-
-
-def divergence(model: Sequential, why: str) -> DivergenceError:
-    """The one-line error of a run that diverged in its last epoch, ``why``."""
-    return DivergenceError(
-        f"training diverged in epoch {model.epochs_trained}: {why}; lower the "
-        f"learning rate (now {model.optimizer.lr:g}), e.g. by 10x"
-    )
-
-
 @on_model_device
 def fit(
     model: Sequential,
@@ -321,6 +210,7 @@ def fit(
     validation_data: tuple[ArrayLike, ArrayLike] | None = None,
     validation_split: float | None = None,
     shuffle: bool = True,
+    callbacks: Sequence[Callback] | None = None,
     on_batch: Callable[[int], None] | None = None,
     on_epoch_end: Callable[[dict[str, Any]], Any] | None = None,
     check_inputs: bool = True,
@@ -333,35 +223,109 @@ def fit(
 
     See :meth:`xpnet.model.Sequential.fit` for the arguments; ``progress``
     replaces the display that ``verbose`` chooses, and ``step`` the model's
-    training step (default :func:`make_train_step`).
-    Divergence is checked after each epoch by :class:`DivergenceGuard`, before
-    ``on_epoch_end`` (so a callback that saves checkpoints never saves a
-    diverged epoch); the model then holds the diverged weights and counts that
-    epoch in ``epochs_trained``.
+    training step (default :func:`make_train_step`). The callbacks run in
+    this order: the :class:`DivergenceGuard` (it raises
+    :class:`~xpnet.errors.DivergenceError` before any other callback sees a
+    diverged epoch; the model then holds the diverged weights and counts that
+    epoch in ``epochs_trained``), the :class:`History`, the progress display,
+    ``callbacks``, then ``on_batch``/``on_epoch_end``. Training stops early
+    when a callback sets ``model.stop_training``.
 
-    ``communicator`` (see :mod:`xpnet.distributed`) of more than one rank: data
-    parallel. Every rank passes the same data and options; ``batch_size`` is
-    the global batch, each rank takes its share of every batch
-    (:class:`~xpnet.distributed.ShardPlan`) and the step all-reduces the
-    gradients. Each record's ``samples`` is this rank's count.
+    ``communicator`` (see :mod:`xpnet.distributed`): data parallel through
+    its strategy (:meth:`~xpnet.distributed.Communicator.data_parallel`).
     """
     epochs = check_count("epochs", epochs, minimum=0)
     batch_size = check_count("batch_size", batch_size, minimum=1)
-    if progress is None:
-        progress = for_verbose(verbose)
+    progress = for_verbose(verbose) if progress is None else progress
+    X, y, labels, validation = _prepare(
+        model, X, y, validation_data, validation_split, check_inputs
+    )
+    strategy = Strategy() if communicator is None else communicator.data_parallel()
+    held_out = validation[:2] if validation is not None else None
+    step = strategy.start(model, X, y, batch_size, shuffle, held_out, step)
+    history = History()
+    if not epochs:
+        return history
+    plan = strategy.plan(X.shape[0], batch_size)
+    guard = DivergenceGuard(model, X, y, batch_size, own_pass=strategy.sharded)
+    shown = [ProgressCallback(progress)] if progress is not None else []
+    given = [*(callbacks or []), *_plain_functions(on_batch, on_epoch_end)]
+    params = {
+        "epochs": model.epochs_trained + epochs,
+        "initial_epoch": model.epochs_trained,
+        "samples": X.shape[0],
+        "batch_size": batch_size,
+        "steps": len(plan.batches),
+        "validation": validation is not None,
+        "lead": strategy.lead,
+    }
+    calls = CallbackList([guard, history, *shown, *given], model, params)
+    epoch = _Epoch(model, strategy, plan, X, y, labels, step, shuffle, calls)
+    model.stop_training, model.stop_reason = False, None
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(strategy.running())
+        stack.callback(calls.close)
+        if progress is not None:
+            stack.callback(progress.close)
+        calls.train_begin()
+        for _ in range(epochs):
+            calls.epoch_begin(model.epochs_trained + 1)
+            record = epoch.run()
+            if validation is not None:
+                val = strategy.evaluate(model, *validation)
+                record["val_loss"], record["val_accuracy"] = (
+                    val["loss"],
+                    val["accuracy"],
+                )
+            calls.epoch_end(model.epochs_trained, record)
+            optimizer = model.optimizer
+            stop, optimizer.lr_factor = strategy.agree(
+                model.stop_training, optimizer.lr_factor
+            )
+            if stop:
+                history.stop_reason = model.stop_reason or "callback"
+                break
+        calls.train_end({"stop_reason": history.stop_reason})
+    return history
+
+
+def _plain_functions(
+    on_batch: Callable[[int], None] | None,
+    on_epoch_end: Callable[[dict[str, Any]], Any] | None,
+) -> list[Callback]:
+    """``fit``'s ``on_batch(samples_done)`` and ``on_epoch_end(record)`` as
+    callbacks."""
+    out: list[Callback] = []
+    if on_batch is not None:
+        out.append(LambdaCallback(on_batch_end=lambda _, logs: on_batch(logs.done)))
+    if on_epoch_end is not None:
+        out.append(LambdaCallback(on_epoch_end=lambda _, logs: on_epoch_end(logs)))
+    return out
+
+
+def _prepare(
+    model: Sequential,
+    X: ArrayLike,
+    y: ArrayLike,
+    validation_data: tuple[ArrayLike, ArrayLike] | None,
+    validation_split: float | None,
+    check_inputs: bool,
+) -> tuple[Array, Array, Array | None, tuple[Array, Array, Array | None] | None]:
+    """``(X, y, labels, validation)`` checked and on the device, the
+    validation rows held out (``validation``: their X, targets and labels, or
+    None); the first fit fixes the model's task."""
     if validation_split is not None and validation_data is not None:
         raise XpnetError(
             "fit got both validation_data and validation_split: pass one (the "
             "split holds out part of X, y as the validation data)"
         )
     X = model.prepare_inputs(X, check=check_inputs)
-    n = X.shape[0]
-    y, labels, task = model.prepare_targets(y, n, "y", check_inputs, model.task)
-    # (X, targets, labels) of the validation rows, checked and on the device
+    y, labels, task = model.prepare_targets(
+        y, X.shape[0], "y", check_inputs, model.task
+    )
     validation: tuple[Array, Array, Array | None] | None = None
     if validation_split is not None:
         X, y, labels, validation = _split(model, validation_split, X, y, labels)
-        n = X.shape[0]
     elif validation_data is not None:
         Xv = model.prepare_inputs(validation_data[0], "validation X", check_inputs)
         yv, labels_v, _ = model.prepare_targets(
@@ -371,206 +335,163 @@ def fit(
     if model.task is None:
         model.task = task
         model.target_ndim = y.ndim if task == "regression" else None
-    comm = communicator if communicator is not None else SingleProcess()
-    plan = ShardPlan(n, batch_size, comm.rank, comm.size)
-    if plan.sharded:
-        if step is not None:
-            raise XpnetError(
-                "fit cannot share a replacement step between ranks: pass step or "
-                "communicator, not both"
-            )
-        start_ranks(
-            model,
-            comm,
-            training_facts(
-                model, X, y, batch_size, shuffle, validation and validation[:2]
-            ),
+    return X, y, labels, validation
+
+
+class _Epoch:
+    """One epoch of :func:`fit` (this process's share of it), with what every
+    epoch of the fit shares: the plan, the step's update function, the
+    backend's reused gather buffer and the float targets (one-hot labels),
+    made once per fit."""
+
+    def __init__(
+        self,
+        model: Sequential,
+        strategy: Strategy,
+        plan: BatchPlan,
+        X: Array,
+        y: Array,
+        labels: Array | None,
+        step: StepFn | None,
+        shuffle: bool,
+        callbacks: CallbackList,
+    ) -> None:
+        self.model, self.strategy, self.plan = model, strategy, plan
+        self.X, self.labels, self.shuffle, self.callbacks = (
+            X,
+            labels,
+            shuffle,
+            callbacks,
         )
-        step = TrainStep(model, gradient_reducer(comm, model))
-    step = step or model.step_function()
-    # Without update() (a replacement step), take the outputs of a full step.
-    update = getattr(step, "update", None) or (lambda xb, yb: step(xb, yb)[1])
-    history = History()
-    if not epochs:
-        return history
-    guard = DivergenceGuard(model, X, y, batch_size, own_pass=plan.sharded)
-    ops = model.backend.ops
-    chunk = _batches_per_gather(batch_size, X.shape[1], ops.gather_bytes)
-    # Reused by every gather of this fit where the backend can write into it
-    # (NumPy): no fresh pages to fault in per chunk.
-    rows = min(n, chunk * batch_size)
-    buffer = ops.rows_buffer(rows, X) if shuffle else None
-    # Once per fit: the float targets the loss compares with (one-hot labels).
-    targets = model.loss.targets(y, model.out_features)
-    # A signal to one rank is held back until the next step's all-reduce,
-    # where all ranks agree to stop (see xpnet.interrupts).
-    total_epochs = model.epochs_trained + epochs
-    with contextlib.ExitStack() as stack:
-        if plan.sharded:
-            stack.enter_context(held_signals())
-        if progress is not None:
-            stack.callback(progress.close)
-        for _ in range(epochs):
-            if progress is not None:
-                progress.start_epoch(model.epochs_trained + 1, total_epochs, n)
-            record = _epoch(
-                model,
-                comm,
-                (X, targets, labels),
-                plan,
-                (update, chunk, buffer),
-                guard,
-                (on_batch, progress),
-                shuffle,
-            )
-            if validation is not None:
-                if plan.sharded:
-                    val = evaluate_sharded(model, comm, *validation, 1024)
-                else:
-                    val = model.evaluate_prepared(*validation, 1024)
-                guard.check_validation(val["loss"])
-                record["val_loss"] = val["loss"]
-                record["val_accuracy"] = val["accuracy"]
-            if communicator is not None:
-                # This rank's rows, also for one rank (sharded runs set it).
-                record.setdefault("samples", plan.n_local)
-            history.records.append(record)
-            if progress is not None:
-                # Before on_epoch_end: its output comes after the bar is gone.
-                progress.end_epoch(record, total_epochs)
-            if on_epoch_end is not None:
-                on_epoch_end(record)
-    return history
+        step = step or model.step_function()
+        # Without update() (a replacement step), take the outputs of a full step.
+        self.update: Callable[..., Array] = getattr(step, "update", None) or (
+            lambda xb, yb: step(xb, yb)[1]
+        )
+        ops = model.backend.ops
+        self.per_gather = batches_per_gather(
+            plan.batch_size, X.shape[1], ops.gather_bytes
+        )
+        # Reused by every gather of this fit where the backend can write into
+        # it (NumPy): no fresh pages to fault in per chunk.
+        rows = min(plan.n, self.per_gather * plan.batch_size)
+        self.buffer = ops.rows_buffer(rows, X) if shuffle else None
+        self.targets = model.loss.targets(y, model.out_features)
 
-
-def _epoch(
-    model: Sequential,
-    comm: Communicator,
-    data: tuple[Array, Array, Array | None],
-    plan: ShardPlan,
-    stepping: tuple[Callable[..., Array], int, Array | None],
-    guard: DivergenceGuard,
-    watchers: tuple[Callable[[int], None] | None, Progress | None],
-    shuffle: bool,
-) -> dict[str, Any]:
-    """One epoch of :func:`fit` (this rank's share of it): its record.
-
-    ``data``: X, the float targets and the labels (or None); ``stepping``: the
-    update function, the batches per gather and the backend's reused gather
-    buffer (or None); ``watchers``: ``on_batch`` and the progress display."""
-    on_batch, progress = watchers
-    X, targets, labels = data
-    update, per_gather, buffer = stepping
-    xp, device, ops = model.xp, model.backend.device, model.backend.ops
-    n = X.shape[0]
-    start = time.perf_counter()
-    # Positions, in the epoch's order, of this rank's rows: the same
-    # permutation on every rank, each takes its share of every batch.
-    rows = permutation(model.shuffle_rng, n) if shuffle else None
-    if plan.sharded:
-        mine = plan.rows
-        rows = mine if rows is None else rows[mine]
-    order = model.backend.asarray(rows) if rows is not None else None
-    Te, Le = targets, labels
-    if order is not None:
-        Te = xp.take(targets, order, axis=0)
-        Le = xp.take(labels, order, axis=0) if labels is not None else None
-    n_local = plan.n_local
-    # The step's outputs are kept, so loss and accuracy cost a few whole-
-    # epoch operations instead of a few per step.
-    outs = xp.empty((n_local, model.out_features), dtype=model.dtype, device=device)
-    keep_in_place = array_api_compat.is_writeable_array(outs)
-    parts: list[Array] = []
-    running = _RunningMetrics(model, Te, Le) if progress is not None else None
-    batches = plan.batches
-    for g in range(0, len(batches), per_gather):
-        group = batches[g : g + per_gather]
-        c0, c1 = group[0].lo, group[-1].hi
-        # One gather per group of batches, then contiguous slices: few
-        # operations per step, and the rows are still in cache when used.
-        if order is None:
-            Xc = X[c0:c1, ...]
-        else:
-            into = buffer[: c1 - c0, ...] if buffer is not None else None
-            Xc = ops.take_rows(X, order[c0:c1], into)
-        for batch in group:
-            lo, hi = batch.lo, batch.hi
-            xb, yb = Xc[lo - c0 : hi - c0, ...], Te[lo:hi, ...]
-            out = update(xb, yb, batch.total) if plan.sharded else update(xb, yb)
+    def run(self) -> dict[str, Any]:
+        """Train one epoch; its record (see :class:`History`)."""
+        model, plan, xp = self.model, self.plan, self.model.xp
+        n, n_local = plan.n, plan.n_local
+        lr = model.optimizer.lr
+        start = time.perf_counter()
+        order, Te, Le = self._order()
+        # The step's outputs are kept, so loss and accuracy cost a few whole-
+        # epoch operations instead of a few per step.
+        outs = xp.empty(
+            (n_local, model.out_features),
+            dtype=model.dtype,
+            device=model.backend.device,
+        )
+        keep_in_place = array_api_compat.is_writeable_array(outs)
+        parts: list[Array] = []
+        watched = self.callbacks.per_batch
+        logs = BatchLogs(_RunningMetrics(model, Te, Le, outs, parts).read)
+        batches = epoch_batches(
+            plan, self.X, Te, order, model.backend.ops, self.per_gather, self.buffer
+        )
+        sharded, update = plan.sharded, self.update
+        for batch, xb, yb in batches:
+            out = update(xb, yb, batch.total) if sharded else update(xb, yb)
             if keep_in_place:
-                outs[lo:hi, ...] = out
+                outs[batch.lo : batch.hi, ...] = out
             else:
                 parts.append(out)
-            if on_batch is not None:
-                on_batch(batch.done)
-            if (
-                progress is not None
-                and running is not None
-                and hi > running.done
-                and progress.due()
-            ):
-                # This rank's rows only: the display needs no communication.
-                kept = outs if keep_in_place else parts
-                progress.show(batch.done, *running.read(kept, hi))
-    if not keep_in_place and parts:
-        outs = xp.concat(parts, axis=0)
-    metrics = [xp.sum(model.parameters.flat), guard.loss_now(X, targets)]
-    if n_local:
-        metrics.append(model.loss.value(outs, Te))
+            if watched:
+                logs.done, logs.rows = batch.done, batch.hi
+                self.callbacks.batch_end(batch.done, logs)
+        if not keep_in_place and parts:
+            outs = xp.concat(parts, axis=0)
+        metrics = []
+        if n_local:
+            metrics.append(model.loss.value(outs, Te))
+            if Le is not None:
+                metrics.append(model.loss.correct(outs, Le))
+        own = self.strategy.epoch_terms(model)
+        asked = self.callbacks.epoch_terms(outs, Te)
+        # One read-back for the loss, the hits and what the strategy and the
+        # callbacks asked for; it also waits for the device.
+        values = (
+            model.read_floats(*metrics, *own, *asked) if own or asked or metrics else []
+        )
+        local, rest = values[: len(metrics)], values[len(metrics) :]
+        self.callbacks.take_epoch_terms(rest[len(own) :])
+        seconds = time.perf_counter() - start
+        mean_loss, hits = self.strategy.totals(
+            local, rest[: len(own)], n_local, n, Le is not None
+        )
+        model.epochs_trained += 1
+        record = {
+            "epoch": model.epochs_trained,
+            "loss": mean_loss,
+            "accuracy": hits / n if hits is not None else None,
+            "seconds": seconds,
+            "samples_per_second": n / seconds if seconds > 0 else math.inf,
+            "lr": lr,
+        }
+        self.strategy.annotate(record, plan)
+        return record
+
+    def _order(self) -> tuple[Array | None, Array, Array | None]:
+        """The epoch's order of this process's rows (device positions in X,
+        ``None`` for X's own order) and the targets and labels in it."""
+        model, plan, xp = self.model, self.plan, self.model.xp
+        # The same permutation on every rank; each takes its share of every
+        # batch.
+        rows = permutation(model.shuffle_rng, plan.n) if self.shuffle else None
+        if plan.sharded:
+            mine = plan.rows
+            rows = mine if rows is None else rows[mine]
+        if rows is None:
+            return None, self.targets, self.labels
+        order = model.backend.asarray(rows)
+        Le = self.labels
         if Le is not None:
-            metrics.append(model.loss.correct(outs, Le))
-    if not guard.measured:
-        # The first step's outputs, kept from before its update.
-        metrics += guard.terms(outs[: guard.rows, ...], Te[: guard.rows, ...])
-    # One read-back for the weights' sum (any NaN or inf weight makes it
-    # non-finite), the loss, the hits and the guard's reference in the first
-    # epoch; it also waits for the device.
-    weight_sum, loss_now, *local = model.read_floats(*metrics)
-    if not guard.measured:
-        guard.set_reference(*local[-2:])
-        local = local[:-2]
-    seconds = time.perf_counter() - start
-    if plan.sharded:
-        sums = [local[0] * n_local, local[1]] if n_local else [0.0, 0.0]
-        loss_sum, hit_sum = sum_over_ranks(comm, sums)
-        check_in_step(comm, weight_sum)
-        mean_loss, hits = loss_sum / n, [hit_sum] if Le is not None else []
-    else:
-        mean_loss, hits = local[0], local[1:]
-    model.epochs_trained += 1
-    guard.check_epoch(mean_loss, weight_sum, loss_now)
-    return {
-        "epoch": model.epochs_trained,
-        "loss": mean_loss,
-        "accuracy": hits[0] / n if hits else None,
-        "seconds": seconds,
-        "samples_per_second": n / seconds if seconds > 0 else math.inf,
-        **({"samples": n_local} if plan.sharded else {}),
-    }
+            Le = xp.take(Le, order, axis=0)
+        return order, xp.take(self.targets, order, axis=0), Le
 
 
 class _RunningMetrics:
-    """The epoch's mean loss and accuracy so far, for a progress bar: each
-    :meth:`read` adds the rows stepped since the previous one (a few whole-
-    array operations) and reads them back in one read."""
+    """The epoch's mean loss and accuracy so far, for a progress bar (see
+    :class:`~xpnet.callbacks.BatchLogs`): each :meth:`read` adds the rows
+    stepped since the previous one (a few whole-array operations) and reads
+    them back in one read. ``outs``: the epoch's step outputs, kept in place,
+    and ``parts``: the list they are kept in where they cannot be (one of
+    the two is filled)."""
 
-    def __init__(self, model: Sequential, targets: Array, labels: Array | None):
+    def __init__(
+        self,
+        model: Sequential,
+        targets: Array,
+        labels: Array | None,
+        outs: Array,
+        parts: list[Array],
+    ):
         self.model, self.targets, self.labels = model, targets, labels
+        self.outs, self.parts = outs, parts
         self.done = 0  # rows counted so far
         self.parts_done = 0  # of the step outputs kept as a list
         self.loss_sum = 0.0
         self.hits = 0.0
 
-    def read(self, outs: Array | list[Array], hi: int) -> tuple[float, float | None]:
+    def read(self, hi: int) -> tuple[float, float | None]:
         """``(mean loss, accuracy or None)`` over rows ``[0, hi)`` of the
-        epoch; ``outs``: the epoch's outputs, as one array or the list of the
-        step outputs so far."""
+        epoch."""
         model, lo = self.model, self.done
-        if isinstance(outs, list):
-            new = model.xp.concat(outs[self.parts_done :], axis=0)
-            self.parts_done = len(outs)
+        if self.parts:
+            new = model.xp.concat(self.parts[self.parts_done :], axis=0)
+            self.parts_done = len(self.parts)
         else:
-            new = outs[lo:hi, ...]
+            new = self.outs[lo:hi, ...]
         metrics = [model.loss.value(new, self.targets[lo:hi, ...])]
         if self.labels is not None:
             metrics.append(model.loss.correct(new, self.labels[lo:hi]))
@@ -602,12 +523,6 @@ def _split(
 
     held = (rows(X, val_rows), rows(y, val_rows), rows(labels, val_rows))
     return rows(X, train_rows), rows(y, train_rows), rows(labels, train_rows), held
-
-
-def _batches_per_gather(batch_size: int, features: int, size: int) -> int:
-    """Whole batches per gather: about ``size`` bytes of float32 rows (the
-    backend's :attr:`~xpnet.fastpaths.Ops.gather_bytes`), at least one."""
-    return max(1, size // (4 * features * batch_size))
 
 
 def check_count(name: str, value: Any, minimum: int) -> int:

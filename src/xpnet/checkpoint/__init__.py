@@ -4,10 +4,14 @@ Layout of the archive:
 
 - ``param/<layer>.<name>``: model parameters, e.g. ``param/0.W: (784, 256)``;
 - ``opt/slot<i>.<name>``: optimizer state (momentum, Adam moments);
+- ``cb/<callback>.<name>``: callbacks' arrays (early stopping's best weights,
+  flat);
 - ``prep/mean``, ``prep/std``: standardisation statistics, when used;
 - ``meta``: UTF-8 JSON as a uint8 array: format version, xpnet version,
   architecture, dtype, loss, optimizer (name, settings, schedule, update
-  count), epochs trained, the shuffling RNG's state, dataset facts,
+  count, learning-rate factor), epochs trained, the shuffling RNG's state,
+  the callbacks' counters (see :class:`xpnet.resumable.TrainingState`, the
+  one definition of what resumes a run), dataset facts,
   preprocessing, history, and whether the run was interrupted.
 
 A copy of the metadata is written beside it as ``<path>.json`` for people;
@@ -34,16 +38,17 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .. import __version__
 from ..atomic import atomic_write
-from ..backend import Backend, resolve, to_numpy
+from ..backend import Backend, resolve
 from ..errors import XpnetError
 from ..model import Sequential
 from ..preprocessing import Preprocessing
+from ..resumable import TrainingState
 from .format import (
     FORMAT,
     FORMAT_VERSION,
@@ -52,6 +57,9 @@ from .format import (
     optimizer_from_config,
 )
 from .validate import architecture_objects, read_checkpoint
+
+if TYPE_CHECKING:
+    from ..callbacks.base import Callback
 
 __all__ = [
     "FORMAT",
@@ -80,6 +88,10 @@ class Checkpoint:
         history: one dict per epoch trained (``epoch``, ``loss``, ...).
         info: facts read from a file (``xpnet_version``, ``created``,
             ``saved_from``, ``format_version``); ignored when writing.
+        callbacks: the run's callbacks whose state is saved with it (early
+            stopping, plateau, best checkpoint), for an exact resume.
+        callback_state: read from a file: ``state_key -> state`` of those
+            callbacks, for :meth:`restore_callbacks`.
     """
 
     model: Sequential
@@ -88,10 +100,22 @@ class Checkpoint:
     dataset: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    callbacks: list[Callback] = field(default_factory=list)
+    callback_state: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def to_meta(self) -> dict[str, Any]:
-        """The JSON metadata of the archive."""
+    def restore_callbacks(self, callbacks: list[Callback]) -> None:
+        """Give ``callbacks`` the state saved for their kinds."""
+        for callback in callbacks:
+            saved = self.callback_state.get(callback.state_key or "")
+            if saved is not None:
+                callback.load_state(saved)
+
+    def to_meta(self, state: TrainingState | None = None) -> dict[str, Any]:
+        """The JSON metadata of the archive (``state``: the model's, taken
+        now when not given)."""
         model = self.model
+        state = state or TrainingState.of(model, self.callbacks)
+        resumable = state.to_meta()
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -101,10 +125,12 @@ class Checkpoint:
             "seed": model.seed,
             "optimizer": {
                 **optimizer_config(model.optimizer),
-                "iterations": model.optimizer.iterations,
+                "iterations": resumable["iterations"],
+                "lr_factor": resumable["lr_factor"],
             },
-            "epochs_trained": model.epochs_trained,
-            "rng_state": model.shuffle_rng.bit_generator.state,
+            "epochs_trained": resumable["epochs_trained"],
+            "rng_state": resumable["rng_state"],
+            "callbacks": resumable["callbacks"],
             "saved_from": {
                 "backend": model.backend.name,
                 "device": model.backend.device_name,
@@ -117,14 +143,11 @@ class Checkpoint:
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Every array of the archive (host NumPy), metadata included."""
-        model = self.model
-        arrays = {f"param/{k}": v for k, v in model.state_dict().items()}
-        for key, value in model.optimizer.state(model.parameters).items():
-            if key != "iterations":
-                arrays[f"opt/{key}"] = to_numpy(value, copy=True)
+        state = TrainingState.of(self.model, self.callbacks)
+        arrays = state.to_arrays()
         for key, value in self.preprocessing.arrays().items():
             arrays[f"prep/{key}"] = np.asarray(value)
-        text = json.dumps(self.to_meta(), indent=1, default=_json_default)
+        text = json.dumps(self.to_meta(state), indent=1, default=_json_default)
         arrays["meta"] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
         return arrays
 
@@ -152,6 +175,7 @@ class Checkpoint:
         model continues training exactly where the saved one stopped."""
         meta, arrays = read_checkpoint(path)
         model = _rebuild_model(meta, arrays, str(path), resolve(device, backend))
+        state = TrainingState.from_file_parts(_resumable_meta(meta), arrays)
         dataset = dict(meta.get("dataset", {}))
         shape = dataset.get("image_shape")
         prep = {
@@ -170,6 +194,7 @@ class Checkpoint:
                 for key in ("format_version", "xpnet_version", "created", "saved_from")
                 if key in meta
             },
+            callback_state=state.callbacks,
         )
 
 
@@ -221,22 +246,26 @@ def _rebuild_model(
         raise CheckpointError(
             f"checkpoint {where!r} has an unusable architecture: {exc}"
         ) from None
-    params = {
-        k[len("param/") :]: v for k, v in arrays.items() if k.startswith("param/")
-    }
     try:
-        model.load_state_dict(params)
+        TrainingState.from_file_parts(_resumable_meta(meta), arrays).restore(model)
         model.restore_task(arch)
     except XpnetError as exc:
         raise CheckpointError(f"checkpoint {where!r} is inconsistent: {exc}") from None
-    opt = {k[len("opt/") :]: v for k, v in arrays.items() if k.startswith("opt/")}
-    opt["iterations"] = meta["optimizer"]["iterations"]
-    model.optimizer.load_state(opt, lambda a: model.to_device(a, model.dtype_name))
-    model.epochs_trained = int(meta.get("epochs_trained", 0))
     # A file's weights may overflow: its answers are checked, never NaN.
     model.finite_outputs = True
-    model.shuffle_rng.bit_generator.state = meta["rng_state"]
     return model
+
+
+def _resumable_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a checkpoint's metadata that :class:`TrainingState`
+    reads (see :meth:`TrainingState.to_meta`)."""
+    return {
+        "iterations": meta["optimizer"]["iterations"],
+        "lr_factor": meta["optimizer"].get("lr_factor", 1.0),
+        "rng_state": meta["rng_state"],
+        "epochs_trained": meta.get("epochs_trained", 0),
+        "callbacks": meta.get("callbacks", {}),
+    }
 
 
 def load_checkpoint(

@@ -80,7 +80,7 @@ def read_checkpoint(
 
 
 # Arrays whose values are checked: they feed the model and its inputs.
-_CHECKED = ("param/", "opt/", "prep/")
+_CHECKED = ("param/", "opt/", "prep/", "cb/")
 
 
 # Generous: a million-epoch history is about 200 MB.
@@ -209,6 +209,14 @@ def _check_meta(meta: dict[str, Any], where: str) -> None:
     seed = meta.get("seed")
     if seed is not None and not (_is_int(seed) and 0 <= seed <= 2**128):
         raise _bad(where, f"seed is {_show(seed)}")
+    factor = opt.get("lr_factor", 1.0)
+    if not (_is_number(factor) and factor > 0):
+        raise _bad(where, f"optimizer.lr_factor is {_show(factor)}")
+    callbacks = meta.get("callbacks", {})
+    if not isinstance(callbacks, dict) or not all(
+        isinstance(v, dict) for v in callbacks.values()
+    ):
+        raise _bad(where, "callbacks must map names to objects")
     rng_state = _get(meta, "rng_state", dict, where, "")
     try:
         # The shuffling generator is a PCG64 (numpy.random.default_rng).
@@ -353,6 +361,8 @@ def _expected_shapes(
         for slot in optimizer.slot_names:
             expected[f"opt/slot{j}.{slot}"] = shape
     n_features = dense[0][1].in_features
+    #: callbacks' arrays (best weights) are flat parameter vectors
+    expected["cb/"] = (sum(math.prod(shape) for _, shape in params),)
     expected["prep/mean"] = expected["prep/std"] = (n_features,)
     dataset = meta.get("dataset", {})
     shape = dataset.get("image_shape")
@@ -401,6 +411,10 @@ def _check_shapes(
     headers = archive.headers
     known = ("param/", "opt/", "prep/")
     unexpected = sorted(n for n in headers if n.startswith(known) and n not in expected)
+    flat = expected.pop("cb/", None)
+    for name in headers:
+        if name.startswith("cb/"):
+            expected[name] = flat
     params = [n for n in expected if n.startswith("param/")]
     slots = [n for n in expected if n.startswith("opt/")]
     missing = [n for n in params if n not in headers]

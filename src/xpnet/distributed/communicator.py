@@ -112,6 +112,14 @@ class Communicator:
         """End every rank now with exit status ``code``."""
         raise SystemExit(code)
 
+    def data_parallel(self) -> Any:
+        """The :class:`~xpnet.strategy.Strategy` that ``fit`` trains with
+        over this communicator's ranks
+        (:class:`~xpnet.distributed.strategy.DataParallel`)."""
+        from .strategy import DataParallel
+
+        return DataParallel(self)
+
     def describe(self) -> str:
         return f"{type(self).__name__}(rank {self.rank} of {self.size})"
 

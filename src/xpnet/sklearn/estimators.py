@@ -54,6 +54,7 @@ from ..backend import Backend, resolve, to_numpy
 from ..errors import DeviceError, XpnetError
 from ..losses import CrossEntropy, Loss, MeanSquaredError
 from ..model import Sequential, layer_from_config
+from ..resumable import TrainingState
 from . import arrays
 from .params import MLPParams
 
@@ -120,13 +121,8 @@ class _BaseMLP(MLPParams):
             )
             backend = resolve("cpu")
         model = self._new_model(saved["layers"], backend, saved["dtype"], seed=None)
-        model.load_state_dict(saved["weights"])
-        if type(model.optimizer).__name__ == saved["optimizer_type"]:
-            model.optimizer.load_state(
-                saved["optimizer"], lambda a: model.to_device(a, model.dtype_name)
-            )
-        model.shuffle_rng.bit_generator.state = saved["shuffle_rng"]
-        model.epochs_trained = saved["epochs_trained"]
+        same_optimizer = type(model.optimizer).__name__ == saved["optimizer_type"]
+        saved["training"].restore(model, optimizer=same_optimizer)
         model.restore_task(saved)
         self._model = model
         del self._saved
@@ -189,9 +185,7 @@ class _BaseMLP(MLPParams):
             old = self._get_model()
             layers = old.config()["layers"]
             model = self._new_model(layers, old.backend, old.dtype_name, seed=None)
-            model.load_state_dict(old.state_dict())
-            model.shuffle_rng = old.shuffle_rng
-            model.epochs_trained = old.epochs_trained
+            TrainingState.of(old).restore(model, optimizer=False)
             model.restore_task(old.config())
             if self.early_stopping != (self.validation_scores_ is not None):
                 self._start_tracking()
@@ -520,19 +514,13 @@ def _forward(model: Sequential, X: Any) -> Any:
 
 
 def _host_state(model: Sequential) -> dict[str, Any]:
-    """Everything needed to rebuild ``model`` and train on, as host data."""
-    optimizer = {
-        key: value if isinstance(value, int) else to_numpy(value, copy=True)
-        for key, value in model.optimizer.state(model.parameters).items()
-    }
+    """Everything needed to rebuild ``model`` and train on, as host data (its
+    :class:`~xpnet.resumable.TrainingState` and architecture)."""
     return {
         "layers": model.config()["layers"],
         "dtype": model.dtype_name,
-        "weights": model.state_dict(),
         "optimizer_type": type(model.optimizer).__name__,
-        "optimizer": optimizer,
-        "shuffle_rng": model.shuffle_rng.bit_generator.state,
-        "epochs_trained": model.epochs_trained,
+        "training": TrainingState.of(model),
         "task": model.task,
         "target_ndim": model.target_ndim,
         "backend": (model.backend.device_name, model.backend.name),

@@ -1,0 +1,101 @@
+""":class:`ModelCheckpoint`: the model saved as an xpnet checkpoint during
+training, with the safety rules of ``xpnet train --save``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import XpnetError
+from .monitor import _Monitor
+
+__all__ = ["ModelCheckpoint"]
+
+
+class ModelCheckpoint(_Monitor):
+    """Save the model to ``filepath`` (``.npz``, an xpnet checkpoint that
+    :meth:`xpnet.checkpoint.Checkpoint.from_file` and ``xpnet evaluate``
+    read) after every epoch, or with ``save_best_only`` after each epoch
+    whose ``monitor`` value is the best so far (beating it by more than
+    ``min_delta``).
+
+    ``filepath`` may hold ``{epoch}`` (e.g. ``"run-{epoch:03d}.npz"``). The
+    file is written to a temporary name and renamed (a reader sees the old
+    file or the new one, never half of one); an existing file this callback
+    did not write is refused unless ``overwrite``; while training, a lock
+    beside each file (``<file>.lock``) keeps a second process from writing
+    it. Only the lead process writes. ``best``, ``best_epoch``: the best
+    value and its epoch so far (saved in its :meth:`state`).
+    """
+
+    state_key = "model_checkpoint"
+
+    def __init__(
+        self,
+        filepath: str | os.PathLike,
+        monitor: str = "val_loss",
+        save_best_only: bool = False,
+        mode: str = "auto",
+        min_delta: float = 0.0,
+        overwrite: bool = False,
+    ) -> None:
+        super().__init__(monitor, mode, min_delta)
+        self.filepath = str(filepath)
+        if not self.filepath.endswith(".npz"):
+            raise XpnetError(
+                f"ModelCheckpoint {self.filepath!r}: a checkpoint path must end in .npz"
+            )
+        self.save_best_only = bool(save_best_only)
+        self.overwrite = bool(overwrite)
+        self.best_epoch = 0
+        #: the paths this callback wrote (it may replace those)
+        self.written: set[Path] = set()
+        self._locks: dict[Path, Any] = {}
+        #: what else goes into the checkpoint: ``options``, ``dataset``,
+        #: ``preprocessing``, ``history`` (see :class:`~xpnet.checkpoint.Checkpoint`)
+        self.record: dict[str, Any] = {}
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        if self.save_best_only:
+            super().on_train_begin(logs)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+        if self.save_best_only:
+            value = self.value(logs)
+            if not self.improves(value):
+                return
+            self.best, self.best_epoch = value, epoch
+        if self.params.get("lead", True):
+            self.save(Path(self.filepath.format(epoch=epoch, **logs)))
+
+    def save(self, path: Path) -> None:
+        """Write the model to ``path`` now (atomically, under its lock)."""
+        from ..checkpoint import Checkpoint
+        from ..runlock import CheckpointLock
+
+        if path not in self._locks:
+            if path.is_dir():
+                raise XpnetError(f"ModelCheckpoint {str(path)!r} is a directory")
+            taken = path.exists() or path.with_name(path.name + ".json").exists()
+            if taken and path not in self.written and not self.overwrite:
+                raise XpnetError(
+                    f"ModelCheckpoint {str(path)!r} already exists: pass "
+                    "overwrite=True to replace it, or choose another name"
+                )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._locks[path] = CheckpointLock(path).acquire()
+        Checkpoint(self.model, **self.record).to_file(path)
+        self.written.add(path)
+
+    def close(self) -> None:
+        for lock in self._locks.values():
+            lock.release()
+        self._locks = {}
+
+    def state(self) -> dict[str, Any]:
+        return {"best": self.best_for_state(), "best_epoch": self.best_epoch}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.load_best(state["best"])
+        self.best_epoch = int(state["best_epoch"])
