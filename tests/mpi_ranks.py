@@ -5,6 +5,9 @@ tests/mpi_ranks.py SCENARIO OUT [options]``.
   small float64 problem, global batch 16 (uneven shares, a partial last
   batch); rank 0 saves the parameters and histories to OUT (``.npz``).
 - ``mismatch OUT``: rank 1 builds a wider model; every rank must refuse.
+- ``callbacks OUT``: 12 epochs with early stopping, a plateau schedule and
+  a CSV log (the same path on every rank), and the last rank alone asking
+  to stop after epoch 6; rank 0 saves each rank's epochs and rates.
 - ``overlap OUT``: ``train``'s runs with ``MPICommunicator(overlap=True)``
   (one non-blocking all-reduce per parameter during backward) and without;
   rank 0 saves both parameters and the overlapped all-reduce counts.
@@ -45,6 +48,41 @@ def model(optimizer: str, weight_decay: float, hidden: int = 16) -> xpnet.Sequen
     )
 
 
+def train_with_callbacks(comm, out: str) -> tuple[xpnet.Sequential, xpnet.History]:
+    """``callbacks``'s run (``comm`` None: one process without MPI)."""
+    from xpnet.callbacks import (
+        CSVLogger,
+        EarlyStopping,
+        LambdaCallback,
+        ReduceLROnPlateau,
+    )
+
+    X, y = data()
+    net = model("sgd", 0.0)
+    rank, size = (comm.rank, comm.size) if comm is not None else (0, 1)
+
+    def last_rank_stops(epoch: int, logs: dict) -> None:
+        if rank == size - 1 and epoch == 6:
+            net.stop_training = True
+
+    callbacks = [
+        EarlyStopping(patience=3, restore_best_weights=True),
+        ReduceLROnPlateau(factor=0.5, patience=1, min_delta=0.0),
+        CSVLogger(out + ".csv"),
+        LambdaCallback(on_epoch_end=last_rank_stops),
+    ]
+    history = net.fit(
+        X,
+        y,
+        12,
+        BATCH,
+        validation_data=(X[:25], y[:25]),
+        callbacks=callbacks,
+        communicator=comm,
+    )
+    return net, history
+
+
 def main(argv: list[str]) -> int:
     scenario, out = argv[0], argv[1]
     comm = MPICommunicator()
@@ -61,6 +99,18 @@ def main(argv: list[str]) -> int:
             results[key + "-history"] = np.array(json.dumps(history.records))
         if comm.rank == 0:
             np.savez(out, calls=comm.reduce_calls, **results)
+        return 0
+    if scenario == "callbacks":
+        net, history = train_with_callbacks(comm, out)
+        ranks = comm.allgather([len(history), history["lr"]])
+        if comm.rank == 0:
+            np.savez(
+                out,
+                params=xpnet.to_numpy(net.parameters.flat),
+                history=np.array(json.dumps(history.records)),
+                ranks=np.array(json.dumps(ranks)),
+                stop_reason=np.array(history.stop_reason),
+            )
         return 0
     if scenario == "overlap":
         overlapped = MPICommunicator(abort_on_error=False, overlap=True)

@@ -90,6 +90,32 @@ def test_n_ranks_follow_one_process_exactly(tmp_path, ranks):
                 assert other[metric] == mine[metric]
 
 
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_issue18_ranks_agree_on_stop_and_rates_and_rank_0_alone_logs(tmp_path, ranks):
+    """Early stopping, a plateau schedule and one rank's own stop request:
+    every rank trains the same epochs with the same rates (agreed through
+    the epoch's all-reduce), only rank 0 writes the log (one file, one row
+    per epoch), and the result is one process's to 1e-12 in float64."""
+    out = tmp_path / "callbacks.npz"
+    run = mpiexec(
+        ranks, sys.executable, str(HERE / "mpi_ranks.py"), "callbacks", str(out)
+    )
+    assert run.returncode == 0, run.stderr
+    saved = np.load(out)
+    per_rank = json.loads(str(saved["ranks"]))
+    assert all(r == per_rank[0] for r in per_rank)
+    net, history = mpi_ranks.train_with_callbacks(None, str(tmp_path / "one"))
+    epochs, rates = per_rank[0]
+    assert epochs == len(history) <= 6
+    assert rates == pytest.approx(history["lr"], rel=1e-12)
+    assert str(saved["stop_reason"]) == history.stop_reason
+    np.testing.assert_allclose(
+        saved["params"], xpnet.to_numpy(net.parameters.flat), rtol=0, atol=1e-12
+    )
+    rows = (tmp_path / "callbacks.npz.csv").read_text().splitlines()
+    assert len(rows) == 1 + epochs
+
+
 @pytest.mark.parametrize("ranks", [2])
 def test_overlapped_all_reduce_gives_the_same_parameters(tmp_path, ranks):
     """MPICommunicator(overlap=True): a non-blocking all-reduce per parameter

@@ -89,7 +89,8 @@ class CSVLogger(_FileLogger):
         writer = csv.writer(self.file, delimiter=self.separator, lineterminator="\n")
         if self.columns is None:
             self.columns = self._existing_columns() or list(row)
-            if self.file.tell() == 0:
+            # (An appending file's position says nothing before it writes.)
+            if os.fstat(self.file.fileno()).st_size == 0:
                 writer.writerow(self.columns)
         writer.writerow(["" if row.get(k) is None else row[k] for k in self.columns])
 

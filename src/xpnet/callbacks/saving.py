@@ -67,7 +67,7 @@ class ModelCheckpoint(_Monitor):
                 return
             self.best, self.best_epoch = value, epoch
         if self.params.get("lead", True):
-            self.save(Path(self.filepath.format(epoch=epoch, **logs)))
+            self.save(Path(self.filepath.format(**{**logs, "epoch": epoch})))
 
     def save(self, path: Path) -> None:
         """Write the model to ``path`` now (atomically, under its lock)."""
