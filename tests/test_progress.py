@@ -14,7 +14,7 @@ import pytest
 import xpnet
 from xpnet import backend as backend_module
 from xpnet import cli
-from xpnet import training as training_module
+from xpnet import epoch as epoch_module
 from xpnet.checkpoint import read_checkpoint
 from xpnet.progress import Progress
 from xpnet.rng import validation_split
@@ -85,7 +85,7 @@ def test_bar_reads_the_device_once_per_refresh_and_never_between(interval, refre
 def test_running_loss_and_accuracy_end_at_the_epochs(monkeypatch, in_place):
     if not in_place:  # the path of namespaces without item assignment (JAX)
         monkeypatch.setattr(
-            training_module.array_api_compat, "is_writeable_array", lambda x: False
+            epoch_module.array_api_compat, "is_writeable_array", lambda x: False
         )
     progress = Recorder(clock=FakeClock(), interval=1.0)  # every step
     history = _model().fit(*_data(), epochs=1, batch_size=8, progress=progress)

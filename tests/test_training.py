@@ -16,8 +16,10 @@ from xpnet.schedules import (
     SCHEDULES,
     Constant,
     CosineDecay,
+    ExponentialDecay,
     InverseTimeDecay,
     StepDecay,
+    Warmup,
     schedule_from_config,
     schedule_name,
 )
@@ -209,6 +211,8 @@ SCHEDULE_EXAMPLES = [
     InverseTimeDecay(0.2, 0.5),
     StepDecay(0.1, step_size=3, gamma=0.5),
     CosineDecay(0.4, total_steps=10, min_lr=0.01),
+    ExponentialDecay(0.3, decay_rate=0.5, decay_steps=4),
+    Warmup(StepDecay(0.1, step_size=3, gamma=0.5), warmup_steps=4),
 ]
 
 
