@@ -74,8 +74,9 @@ class DivergenceGuard(Callback):
         self.weight_sum = self.loss_after = math.nan
         # The reference rows in X's given order, and their float targets,
         # for the check of the weights each epoch ends with.
-        self.X, self.targets = X[: self.rows, ...], model.loss.targets(
-            y[: self.rows, ...], model.out_features
+        self.X, self.targets = (
+            X[: self.rows, ...],
+            model.loss.targets(y[: self.rows, ...], model.out_features),
         )
         if own_pass or self.rows > batch_size:
             out = self.model.forward(self.X)
