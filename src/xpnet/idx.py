@@ -24,6 +24,7 @@ import numpy as np
 
 from xpnet.atomic import atomic_write
 from xpnet.errors import XpnetError
+from xpnet.memory import check_array_size
 
 __all__ = ["IDX_TYPES", "IdxError", "atomic_write", "read_idx", "write_idx"]
 
@@ -38,6 +39,9 @@ IDX_TYPES: dict[int, np.dtype] = {
 }
 
 _GZIP_MAGIC = b"\x1f\x8b"
+# Deflate cannot expand data more than 1032-fold (RFC 1951), the gzip
+# header and trailer aside: a larger declared size is a lie.
+_MAX_DEFLATE_RATIO = 1032
 
 
 class _Readable(Protocol):
@@ -79,11 +83,12 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         with f:
             compressed = f.read(len(_GZIP_MAGIC)) == _GZIP_MAGIC
             f.seek(0)
+            size = os.fstat(f.fileno()).st_size
             if not compressed:
-                return _read_stream(f, name, os.fstat(f.fileno()).st_size)
+                return _read_stream(f, name, size)
             try:
                 with gzip.GzipFile(fileobj=f, mode="rb") as gz:
-                    return _read_stream(gz, name, None)
+                    return _read_stream(gz, name, None, compressed_size=size)
             except (OSError, EOFError, zlib.error) as e:
                 # gzip reports truncation as EOFError, bit rot as BadGzipFile or
                 # zlib.error.
@@ -95,12 +100,16 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise IdxError(f"{name}: cannot read: {e.strerror or e}") from None
 
 
-def _read_stream(f: _Readable, name: str, size: int | None) -> np.ndarray:
+def _read_stream(
+    f: _Readable, name: str, size: int | None, compressed_size: int = 0
+) -> np.ndarray:
     """Header, then exactly the data it declares, from an open (decompressed) file.
 
     ``size``: the file's length when known (uncompressed files); else at most
     one byte more than the header declares is read, to detect trailing data,
-    so a gzip bomb cannot decompress past the declared size.
+    so a gzip bomb cannot decompress past the declared size. The declared
+    size is checked before any data is read: against what ``compressed_size``
+    bytes of deflate can hold, and :func:`xpnet.memory.max_array_bytes`.
     """
     head = _read_upto(f, 4)
     dtype, ndim = _parse_magic(head, name)
@@ -116,6 +125,8 @@ def _read_stream(f: _Readable, name: str, size: int | None) -> np.ndarray:
     if size is not None:
         # Uncompressed: the length is known before reading any data.
         _check_length(size - offset, expected, shape, name)
+    _check_declared(expected, shape, dtype, name, size, compressed_size)
+    if size is not None:
         data = _read_upto(f, expected)
         _check_length(len(data), expected, shape, name)
     else:
@@ -125,6 +136,29 @@ def _read_stream(f: _Readable, name: str, size: int | None) -> np.ndarray:
     # Native byte order: callers get a writable, ordinary array (the buffer is
     # a fresh bytearray, so single-byte types need no copy).
     return array.astype(dtype.newbyteorder("="), copy=False)
+
+
+def _check_declared(
+    expected: int,
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    name: str,
+    size: int | None,
+    compressed_size: int,
+) -> None:
+    """Refuse a header declaring more than the file can hold or xpnet reads."""
+    dims = "x".join(str(d) for d in shape)
+    if size is None and expected > compressed_size * _MAX_DEFLATE_RATIO:
+        raise IdxError(
+            f"{name}: header declares {dims} = {expected:,} bytes of data but "
+            f"{compressed_size:,} compressed bytes can hold at most "
+            f"{compressed_size * _MAX_DEFLATE_RATIO:,}: it is truncated or corrupt "
+            f"{_FIX_HINT}"
+        )
+    try:
+        check_array_size(expected, f"header of shape {dims} {dtype.name}")
+    except XpnetError as e:
+        raise IdxError(f"{name}: {e}") from None
 
 
 def _read_upto(f: _Readable, n: int) -> bytearray:

@@ -30,6 +30,7 @@ from .errors import XpnetError
 from .fastpaths import StepFn
 from .layers import Dense, Layer
 from .losses import CrossEntropy, Loss, get_loss
+from .memory import check_model_fits
 from .optimizers import SGD, Optimizer, get_optimizer
 from .parameters import Parameters
 from .progress import Progress
@@ -106,6 +107,17 @@ class Sequential:
         )
         self.in_features, self.out_features = self._check_architecture()
         self._check_loss()
+        # Before any allocation: a mistyped layer size is refused at once.
+        check_model_fits(
+            [
+                (x.in_features, x.out_features)
+                for x in self.layers
+                if isinstance(x, Dense)
+            ],
+            dtype,
+            len(self.optimizer.slot_names),
+            self.backend,
+        )
         self._init_rng, self.shuffle_rng = make_rngs(seed)
         with self.backend.context():
             self._build()

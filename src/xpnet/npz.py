@@ -4,7 +4,9 @@
 reads a byte of data, so a few hundred bytes can ask for terabytes. Here
 :class:`NpzArchive` reads the headers of all members first (shape, dtype);
 callers compare them with what they expect, and :meth:`NpzArchive.read` then
-reads one array, whose size the archive has been checked to physically hold.
+reads one array, whose size the archive has been checked to physically hold
+and which is within :func:`xpnet.memory.max_array_bytes` (members never read
+never count).
 
 Every problem raises :class:`NpzFormatError`, whose one-line message says what
 is wrong without naming the file: callers add the file and the fix.
@@ -21,8 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from xpnet.errors import XpnetError
+from xpnet.memory import check_array_size
 
-__all__ = ["NPY_MAGIC", "NpyHeader", "NpzArchive", "NpzFormatError"]
+__all__ = ["NPY_MAGIC", "ArrayTooLarge", "NpyHeader", "NpzArchive", "NpzFormatError"]
 
 NPY_MAGIC = b"\x93NUMPY"
 
@@ -47,6 +50,10 @@ _READ_ERRORS = (
 
 class NpzFormatError(XpnetError):
     """An archive or one of its arrays cannot be read; the message is one line."""
+
+
+class ArrayTooLarge(NpzFormatError):
+    """An array is larger than xpnet reads from a file (the file may be fine)."""
 
 
 @dataclass(frozen=True)
@@ -149,9 +156,14 @@ class NpzArchive:
     def read(self, name: str) -> np.ndarray:
         """The array ``name``, in the byte order it was stored.
 
-        Raises NpzFormatError whose message says why, without the array's name.
+        Raises NpzFormatError whose message says why, without the array's name
+        (ArrayTooLarge above :func:`xpnet.memory.max_array_bytes`).
         """
         header = self.headers[name]
+        try:
+            check_array_size(header.nbytes, f"its shape {header.shape} {header.dtype}")
+        except XpnetError as e:
+            raise ArrayTooLarge(str(e)) from None
         if header.dtype.hasobject:
             raise NpzFormatError(
                 "it holds Python objects, which need pickle; store plain numbers "

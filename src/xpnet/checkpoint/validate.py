@@ -3,7 +3,8 @@
 :func:`read_checkpoint` checks the metadata's types and required keys, then
 the stored arrays' shapes (from their headers) against the architecture,
 before any array data is read or any model built, so a small file cannot make
-xpnet allocate what its metadata claims; parameters, optimizer state and
+xpnet allocate what its metadata claims; members the architecture does not
+name are never read; parameters, optimizer state and
 preprocessing statistics must be finite. Every problem is one
 :class:`CheckpointError` line (CLI exit status 2).
 """
@@ -24,7 +25,7 @@ from ..errors import XpnetError
 from ..layers import Dense, Layer
 from ..losses import LOSSES, CrossEntropy, Loss
 from ..model import layer_from_config
-from ..npz import NpzArchive, NpzFormatError
+from ..npz import ArrayTooLarge, NpzArchive, NpzFormatError
 from ..optimizers import Optimizer
 from .format import FORMAT, FORMAT_VERSION, CheckpointError, optimizer_from_config
 
@@ -57,9 +58,14 @@ def read_checkpoint(
         expected = _expected_shapes(meta, where)
         _check_shapes(archive, expected, where)
         arrays = {}
-        for name in archive.headers:
+        # Only the members the architecture names: others are never read.
+        for name in [n for n in archive.headers if n in expected]:
             try:
                 arrays[name] = archive.read(name)
+            except ArrayTooLarge as exc:
+                raise CheckpointError(
+                    f"checkpoint {where!r}: cannot read array {name!r} ({exc})"
+                ) from None
             except NpzFormatError as exc:
                 raise CheckpointError(
                     f"checkpoint {where!r}: cannot read array {name!r} ({exc}); "

@@ -14,6 +14,7 @@ from ..backend import Backend, gpu_name
 from ..datasets import Dataset
 from ..errors import XpnetError
 from ..preprocessing import Preprocessing
+from ..terminal import printable
 
 
 class UsageError(XpnetError):
@@ -33,8 +34,10 @@ class Exit(Exception):
 
 
 def say(args: argparse.Namespace, text: str) -> None:
+    """Print one line of ``text`` unless --quiet (control characters from
+    files' strings escaped: :func:`xpnet.terminal.printable`)."""
     if not getattr(args, "quiet", False):
-        print(text, flush=True)
+        print(printable(text), flush=True)
 
 
 def finite_or_none(value: Any) -> Any:

@@ -13,6 +13,7 @@ from ..backend import Backend, resolve
 from ..checkpoint import Checkpoint
 from ..datasets import Dataset
 from ..errors import XpnetError
+from ..terminal import printable
 from .common import (
     UsageError,
     check_features,
@@ -93,13 +94,15 @@ def run(args: argparse.Namespace) -> int:
     else:
         acc = result["accuracy"]
         print(
-            f"{data.name} test set: "
-            + (f"accuracy {100 * acc:.2f}%, " if acc is not None else "")
-            + f"loss {result['loss']:.4f} ({len(data.x_test):,} samples, "
-            f"{seconds:.2f} s, {backend.describe()})"
+            printable(
+                f"{data.name} test set: "
+                + (f"accuracy {100 * acc:.2f}%, " if acc is not None else "")
+                + f"loss {result['loss']:.4f} ({len(data.x_test):,} samples, "
+                f"{seconds:.2f} s, {backend.describe()})"
+            )
         )
         if plot is not None:
-            print(f"plotted {plot}")
+            print(printable(f"plotted {plot}"))
     return 0
 
 

@@ -14,6 +14,7 @@ import sys
 
 from .. import __version__
 from ..errors import DivergenceError, XpnetError
+from ..terminal import printable
 from .common import Exit, end_bar_line, print_json
 from .option_pairs import refuse_idle_options
 from .parser import _Parser, build_parser
@@ -48,8 +49,16 @@ def _json_report(args: argparse.Namespace, code: int, error: str | None) -> None
         )
 
 
+class _PrintableFormatter(logging.Formatter):
+    """Library notices as one line each, file names in them escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record))
+
+
 def _fail(args: argparse.Namespace, message: str, code: int) -> int:
-    print(f"xpnet: error: {message}", file=sys.stderr)
+    # One line whatever the message quotes from files (names, paths).
+    print(f"xpnet: error: {printable(message)}", file=sys.stderr)
     _json_report(args, code, message)
     return code
 
@@ -80,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Notices from the library (e.g. the auto device's fallback) as one line each.
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("xpnet: %(message)s"))
+    handler.setFormatter(_PrintableFormatter("xpnet: %(message)s"))
     logger = logging.getLogger("xpnet")
     saved_logging = logger.handlers, logger.propagate
     logger.handlers = [handler]
@@ -139,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         saved = getattr(args, "describe_saved", None)
         code = exc.exit_code if isinstance(exc, Terminated) else 1
         message = how + (f"; {saved()}" if saved else "")
-        print(f"{end_bar_line()}xpnet: {message}", file=sys.stderr)
+        print(f"{end_bar_line()}xpnet: {printable(message)}", file=sys.stderr)
         _json_report(args, code, message)
         return code
     except BrokenPipeError:

@@ -11,6 +11,8 @@ import numpy as np
 
 from ..checkpoint import Checkpoint
 from ..errors import XpnetError
+from ..images import IMAGE_SUFFIXES, layout_for, read_image
+from ..terminal import printable
 from .common import UsageError, device_facts, print_json
 from .evaluate import load_for_inference
 
@@ -21,9 +23,6 @@ def _dataset_once(name: str, data_dir: str | None):
     from ..datasets import load_dataset
 
     return load_dataset(name, data_dir, test_only=True)
-
-
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pgm", ".bmp", ".gif")
 
 
 def _read_input(
@@ -38,7 +37,7 @@ def _read_input(
     if (
         not path.exists()
         and ":" in text
-        and not text.lower().endswith((".npy", *_IMAGE_SUFFIXES))
+        and not text.lower().endswith((".npy", *IMAGE_SUFFIXES))
     ):
         name, _, index = text.rpartition(":")
         if not index.isdigit():
@@ -64,7 +63,9 @@ def _read_input(
     )
     shape = tuple(image_shape or (features,))
     if path.suffix.lower() != ".npy":
-        return _read_image(path, tuple(image_shape or (28, 28))).reshape(1, -1), None
+        layout = layout_for(ckpt.dataset, features)
+        image = read_image(path, tuple(image_shape or (28, 28)), layout)
+        return image.reshape(1, -1), None
     try:
         x = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
@@ -88,55 +89,6 @@ def _read_input(
         f"image ({h}, {w}) or ({features},), or n of them: (n, {h}, {w}) or "
         f"(n, {features})"
     )
-
-
-def _read_image(path: Path, shape: tuple[int, int]) -> np.ndarray:
-    """A greyscale image as MNIST stores digits: light strokes on black, ``(h, w)``
-    uint8 0-255. Transparent parts are filled with the colour that contrasts with
-    the strokes' (white behind dark strokes, black behind light ones)."""
-    import warnings
-
-    try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError:
-        raise UsageError(
-            f"reading {path.name} needs Pillow: pip install 'xpnet[images]' "
-            "(or pass a .npy array)"
-        ) from None
-    try:
-        with warnings.catch_warnings():
-            # Pillow only warns below twice its pixel limit: refuse those too.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                grey_alpha = np.asarray(image.convert("LA"), dtype=np.float32)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        reason = str(exc).rstrip(".")
-        raise UsageError(
-            f"image {str(path)!r} is too large to read safely ({reason}): scale it "
-            f"down, a digit needs only {shape[1]}x{shape[0]} pixels"
-        ) from None
-    except (
-        UnidentifiedImageError,
-        OSError,
-        ValueError,
-        SyntaxError,
-        EOFError,
-        MemoryError,
-    ) as exc:
-        raise UsageError(f"cannot read image {str(path)!r}: {exc}") from None
-    grey, alpha = grey_alpha[..., 0], grey_alpha[..., 1] / 255
-    coverage = float(alpha.sum())
-    stroke = float((grey * alpha).sum()) / coverage if coverage else 0.0
-    background = 255.0 if stroke < 128 else 0.0
-    pixels = grey * alpha + background * (1 - alpha)
-    resized = Image.fromarray(pixels, mode="F").resize(
-        (shape[1], shape[0]), Image.Resampling.LANCZOS
-    )
-    pixels = np.clip(np.asarray(resized), 0, 255)
-    # Photos and drawings are usually dark ink on a light page: invert them.
-    if pixels.mean() > 127:
-        pixels = 255 - pixels
-    return np.rint(pixels).astype(np.uint8)
 
 
 def _prepare_inputs(x: np.ndarray, ckpt: Checkpoint, text: str) -> np.ndarray:
@@ -181,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
                 results.append(item)
                 if not args.json:
                     shown = "  ".join(f"{v:.6g}" for v in values)
-                    print(f"{item['input']}: {shown}")
+                    print(printable(f"{item['input']}: {shown}"))
             continue
         probs = answers
         for row_index, p in enumerate(probs):
@@ -208,11 +160,14 @@ def run(args: argparse.Namespace) -> int:
                 )
                 if truth is not None:
                     verdict += f" (true label: {names[truth] if names else truth})"
-                print(verdict)
+                print(printable(verdict))
                 print(
-                    "  "
-                    + "  ".join(
-                        f"{names[k] if names else k}: {v:.3f}" for k, v in enumerate(p)
+                    printable(
+                        "  "
+                        + "  ".join(
+                            f"{names[k] if names else k}: {v:.3f}"
+                            for k, v in enumerate(p)
+                        )
                     )
                 )
     if args.json:

@@ -1,0 +1,231 @@
+"""Images given to ``xpnet predict``: read safely, then laid out the way the
+model's training images were made.
+
+:func:`read_image` opens only the formats in :data:`READ_FORMATS` (Pillow
+otherwise picks a decoder from the file's content, so a PostScript file named
+``digit.png`` would reach Ghostscript), scales each pixel by its format's real
+range (65535 for 16-bit PNGs), refuses NaN or infinite pixels and images with
+no ink, and returns light strokes on black, as MNIST stores digits.
+
+Layouts (:func:`layout_for`):
+
+- ``"mnist"``: as MNIST was made (LeCun et al.): the ink cropped, fitted into
+  a 20x20 box keeping its aspect ratio (anti-aliased), and placed in the 28x28
+  field so that its centre of mass is at the field's centre.
+- ``"fashion"``: as Fashion-MNIST was made: the ink cropped, its longest side
+  fitted to the field, centred by its bounding box.
+- ``"resize"``: the whole image resized to the model's input (datasets of
+  your own, whose framing xpnet does not know).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import XpnetError
+from .terminal import printable
+
+__all__ = ["IMAGE_SUFFIXES", "READ_FORMATS", "ImageError", "layout_for", "read_image"]
+
+#: The Pillow formats xpnet decodes; no other decoder ever sees a file.
+READ_FORMATS = ("PNG", "JPEG", "PPM", "BMP", "GIF", "TIFF", "WEBP")
+#: File names taken as images (anything else must be .npy or DATASET:INDEX).
+IMAGE_SUFFIXES = (
+    ".png", ".jpg", ".jpeg", ".pgm", ".ppm", ".pbm", ".bmp", ".gif", ".tif",
+    ".tiff", ".webp",
+)  # fmt: skip
+
+# Strokes must differ from the background by this fraction of the full range:
+# below it the image is blank, constant or too faint to show a digit.
+_MIN_CONTRAST = 0.1
+# Pixels with at least this fraction of the strongest ink bound the crop, so
+# faint noise (JPEG ringing, paper texture) does not widen it.
+_CROP_LEVEL = 0.2
+# MNIST's centre of mass, in pixel indices of the 28x28 field (measured on the
+# test set: 13.99 and 14.00, std 0.29), and its digits' box.
+_MNIST_CENTRE = 14.0
+_MNIST_BOX = 20
+
+
+class ImageError(XpnetError):
+    """An image cannot be read or shows no digit; the message is one line."""
+
+
+def layout_for(dataset: dict[str, Any], features: int) -> str:
+    """The layout for a checkpoint's recorded ``dataset`` facts (see module).
+
+    A checkpoint without dataset facts (saved by the library) of 784 inputs is
+    taken as MNIST's, as :mod:`xpnet.cli.predict` does for its image shape.
+    """
+    name = str(dataset.get("name") or "")
+    if name.startswith("mnist") or (not dataset and features == 28 * 28):
+        return "mnist"
+    if name.startswith("fashion"):
+        return "fashion"
+    return "resize"
+
+
+def read_image(path: Path, shape: tuple[int, int], layout: str) -> np.ndarray:
+    """The image at ``path`` as ``(h, w)`` uint8 pixels 0-255, light ink on black.
+
+    ``shape``: the model's image shape ``(h, w)``; ``layout``: see the module.
+    Raises ImageError (one line) for unreadable files, non-finite pixels and
+    images without ink.
+    """
+    where = repr(printable(str(path)))
+    grey, alpha = _read_grey_alpha(path, shape, where)
+    ink = _ink_on_black(grey, alpha, where)
+    if layout == "mnist":
+        box = round(min(shape) * _MNIST_BOX / 28)
+        centre = (_MNIST_CENTRE * shape[0] / 28, _MNIST_CENTRE * shape[1] / 28)
+        out = _place(_fit(_crop(ink), (box, box)), shape, centre)
+    elif layout == "fashion":
+        out = _place(_fit(_crop(ink), shape), shape, None)
+    else:
+        out = _resize(ink, shape)
+    return np.rint(np.clip(out, 0, 1) * 255).astype(np.uint8)
+
+
+def _read_grey_alpha(
+    path: Path, shape: tuple[int, int], where: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(grey, alpha)``, float64 in [0, 1], of the image's first frame."""
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        raise ImageError(
+            f"reading {where} needs Pillow: pip install 'xpnet[images]' "
+            "(or pass a .npy array)"
+        ) from None
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns below twice its pixel limit: refuse those too.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path, formats=list(READ_FORMATS)) as image:
+                return _pixels(image, where)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        reason = str(exc).rstrip(".")
+        raise ImageError(
+            f"image {where} is too large to read safely ({reason}): scale it "
+            f"down, a digit needs only {shape[1]}x{shape[0]} pixels"
+        ) from None
+    except UnidentifiedImageError:
+        raise ImageError(
+            f"cannot read image {where}: it is not a {', '.join(READ_FORMATS)} "
+            "image (the formats xpnet reads)"
+        ) from None
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
+        reason = printable(" ".join(str(exc).split()) or type(exc).__name__)
+        raise ImageError(f"cannot read image {where}: {reason}") from None
+
+
+def _pixels(image: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Grey levels and opacity of an open Pillow image, scaled by its mode's
+    real range (8-bit modes by 255, 16-bit by 65535, floats as 0-1 or 0-255)."""
+    mode = image.mode
+    if mode.startswith("I;16"):
+        grey = np.asarray(image).astype(np.float64) / 65535
+    elif mode == "I":  # 32-bit integers: PNG's 16-bit grey in older Pillows
+        grey = np.asarray(image).astype(np.float64)
+        full = 65535 if image.format == "PNG" or grey.max() <= 65535 else 2**31 - 1
+        if grey.min() < 0:
+            raise ImageError(
+                f"image {where} has negative pixels ({grey.min():g}): save it "
+                "with pixels 0 and above"
+            )
+        grey /= full
+    elif mode == "F":
+        grey = np.asarray(image).astype(np.float64)
+        if not np.isfinite(grey).all():
+            bad = int((~np.isfinite(grey)).sum())
+            raise ImageError(
+                f"image {where} has {bad:,} NaN or infinite pixels: fix or "
+                "re-export it with finite values"
+            )
+        low, high = float(grey.min()), float(grey.max())
+        if low < 0 or high > 255:
+            raise ImageError(
+                f"image {where} holds float pixels from {low:g} to {high:g}; "
+                "expected 0-1 or 0-255: rescale it"
+            )
+        grey /= 1.0 if high <= 1 else 255.0
+    else:
+        grey_alpha = np.asarray(image.convert("LA"), dtype=np.float64) / 255
+        return grey_alpha[..., 0], grey_alpha[..., 1]
+    return grey, np.ones_like(grey)
+
+
+def _ink_on_black(grey: np.ndarray, alpha: np.ndarray, where: str) -> np.ndarray:
+    """Ink strength in [0, 1] on a background of 0, strongest ink 1.
+
+    Transparent parts get the colour that contrasts with the strokes'; a light
+    background (the image's border, mostly) means dark ink, which is inverted.
+    """
+    coverage = float(alpha.sum())
+    stroke = float((grey * alpha).sum()) / coverage if coverage else 0.0
+    behind = 1.0 if stroke < 0.5 else 0.0
+    pixels = grey * alpha + behind * (1 - alpha)
+    border = np.concatenate([pixels[0], pixels[-1], pixels[1:-1, 0], pixels[1:-1, -1]])
+    background = float(np.median(border))
+    if background > 0.5:  # dark ink on a light page
+        pixels, background = 1 - pixels, 1 - background
+    contrast = float(pixels.max()) - background
+    if contrast < _MIN_CONTRAST:
+        raise ImageError(
+            f"image {where} shows no digit: no pixel stands out from its "
+            f"background by more than {max(contrast, 0):.1%} of the full range "
+            f"(at least {_MIN_CONTRAST:.0%} is needed); give an image with "
+            "visible strokes"
+        )
+    return np.clip((pixels - background) / contrast, 0, 1)
+
+
+def _crop(ink: np.ndarray) -> np.ndarray:
+    """The bounding box of the ink (pixels of at least ``_CROP_LEVEL``)."""
+    rows = np.flatnonzero((ink >= _CROP_LEVEL).any(axis=1))
+    cols = np.flatnonzero((ink >= _CROP_LEVEL).any(axis=0))
+    return ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+
+def _fit(ink: np.ndarray, box: tuple[int, int]) -> np.ndarray:
+    """``ink`` resized (anti-aliased) so that it fills ``box`` (h, w) on its
+    longer side, keeping its aspect ratio."""
+    scale = min(box[0] / ink.shape[0], box[1] / ink.shape[1])
+    size = (
+        min(box[0], max(1, round(ink.shape[0] * scale))),
+        min(box[1], max(1, round(ink.shape[1] * scale))),
+    )
+    return _resize(ink, size)
+
+
+def _resize(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``pixels`` resampled to ``size`` (h, w) with Lanczos, clipped to [0, 1]."""
+    from PIL import Image
+
+    image = Image.fromarray(pixels.astype(np.float32), mode="F")
+    resized = image.resize((size[1], size[0]), Image.Resampling.LANCZOS)
+    return np.clip(np.asarray(resized, dtype=np.float64), 0, 1)
+
+
+def _place(
+    patch: np.ndarray, shape: tuple[int, int], centre: tuple[float, float] | None
+) -> np.ndarray:
+    """``patch`` on a black ``shape`` field, shifted by whole pixels so that its
+    centre of mass is at ``centre`` (row, column), or centred by its box when
+    ``centre`` is None; kept inside the field."""
+    h, w = patch.shape
+    if centre is None:
+        top, left = (shape[0] - h) // 2, (shape[1] - w) // 2
+    else:
+        mass = float(patch.sum())
+        rows = float((patch.sum(axis=1) * np.arange(h)).sum()) / mass
+        cols = float((patch.sum(axis=0) * np.arange(w)).sum()) / mass
+        top = min(max(round(centre[0] - rows), 0), shape[0] - h)
+        left = min(max(round(centre[1] - cols), 0), shape[1] - w)
+    field = np.zeros(shape)
+    field[top : top + h, left : left + w] = patch
+    return field
