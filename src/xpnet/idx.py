@@ -150,10 +150,9 @@ def _check_declared(
     dims = "x".join(str(d) for d in shape)
     if size is None and expected > compressed_size * _MAX_DEFLATE_RATIO:
         raise IdxError(
-            f"{name}: header declares {dims} = {expected:,} bytes of data but "
-            f"{compressed_size:,} compressed bytes can hold at most "
-            f"{compressed_size * _MAX_DEFLATE_RATIO:,}: it is truncated or corrupt "
-            f"{_FIX_HINT}"
+            f"{name}: truncated: header says {dims} = {expected} bytes of data, "
+            f"but {compressed_size:,} compressed bytes can hold at most "
+            f"{compressed_size * _MAX_DEFLATE_RATIO:,} {_FIX_HINT}"
         )
     try:
         check_array_size(expected, f"header of shape {dims} {dtype.name}")

@@ -1,0 +1,233 @@
+"""Issue 16, items 17-20: images given to ``xpnet predict`` (16-bit range,
+non-finite and ink-less images, MNIST's layout, only the formats xpnet reads)
+and control characters from files on the terminal.
+
+Everything runs the real CLI (a subprocess of the console script) on a model
+trained on the bundled sample; the digits are real MNIST test digits."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import numpy as np
+import pytest
+from conftest import MNIST_DIR
+from test_cli import last_json, one_line_error, run
+
+from xpnet.idx import read_idx
+
+Image = pytest.importorskip("PIL.Image", reason="Pillow not installed")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A checkpoint trained on mnist-sample (raw pixels scaled by 1/255)."""
+    tmp = tmp_path_factory.mktemp("issue16_images")
+    proc = run(
+        "train", "--dataset", "mnist-sample", "--device", "cpu", "--hidden", "32",
+        "--epochs", "2", "--save", "m.npz", "--quiet", cwd=tmp,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def test_digits():
+    """The first 200 real MNIST test digits, (200, 28, 28) uint8, and labels."""
+    if not MNIST_DIR.is_dir():
+        pytest.skip(f"real MNIST files not found at {MNIST_DIR}")
+    images = read_idx(MNIST_DIR / "t10k-images-idx3-ubyte.gz")[:200]
+    labels = read_idx(MNIST_DIR / "t10k-labels-idx1-ubyte.gz")[:200]
+    return images, labels.astype(np.int64)
+
+
+def predict(cwd, *inputs: str, env: dict[str, str] | None = None) -> list[dict]:
+    proc = run(
+        "predict", "m.npz", *inputs, "--device", "cpu", "--json", cwd=cwd, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    return last_json(proc.stdout)["results"]
+
+
+def predict_error(cwd, *inputs: str) -> str:
+    proc = run("predict", "m.npz", *inputs, "--device", "cpu", cwd=cwd)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    return one_line_error(proc)
+
+
+def _save_all(directory, prefix: str, images, **save) -> list[str]:
+    names = []
+    for i, image in enumerate(images):
+        name = f"{prefix}{i}.png"
+        Image.fromarray(image).save(directory / name, **save)
+        names.append(name)
+    return names
+
+
+def test_issue16_item17_sixteen_bit_png_reads_as_its_8_bit_original(
+    model_dir, test_digits
+):
+    """Item 17: 16-bit PNGs were clipped at 255 of 65535 (22 of 30 digits
+    predicted differently from the 8-bit file): the same digit at 16 bits must
+    give the 8-bit file's answer."""
+    images = test_digits[0][:30]
+    eight = _save_all(model_dir, "u8_", images)
+    sixteen = _save_all(model_dir, "u16_", images.astype(np.uint16) * 257)
+    assert Image.open(model_dir / sixteen[0]).mode.startswith("I")
+    results = predict(model_dir, *eight, *sixteen)
+    by8, by16 = results[:30], results[30:]
+    assert [r["prediction"] for r in by16] == [r["prediction"] for r in by8]
+    np.testing.assert_allclose(
+        [r["probabilities"] for r in by16],
+        [r["probabilities"] for r in by8],
+        atol=1e-5,
+    )
+
+
+def test_issue16_item17_non_finite_float_tiff_is_refused(model_dir, test_digits):
+    """Item 17: NaN pixels in a float TIFF were accepted; a finite float TIFF
+    in [0, 1] reads as its 8-bit original."""
+    digit = test_digits[0][0]
+    Image.fromarray(digit).save(model_dir / "plain.png")
+    Image.fromarray((digit / 255).astype(np.float32)).save(model_dir / "unit.tiff")
+    plain, unit = predict(model_dir, "plain.png", "unit.tiff")
+    np.testing.assert_allclose(unit["probabilities"], plain["probabilities"], atol=1e-5)
+    for bad in (np.nan, np.inf):
+        pixels = (digit / 255).astype(np.float32)
+        pixels[3, 4] = bad
+        Image.fromarray(pixels).save(model_dir / "bad.tiff")
+        message = predict_error(model_dir, "bad.tiff")
+        assert "'bad.tiff' has 1 NaN or infinite pixels" in message
+
+
+@pytest.mark.parametrize(
+    "pixels",
+    [
+        np.zeros((40, 30), np.uint8),  # black
+        np.full((40, 30), 255, np.uint8),  # white page
+        np.full((40, 30), 128, np.uint8),  # grey
+        np.full((40, 30), 250, np.uint8) - np.eye(40, 30, dtype=np.uint8) * 6,
+    ],
+    ids=["black", "white", "grey", "faint"],
+)
+def test_issue16_item17_blank_or_constant_image_is_refused(model_dir, pixels):
+    """Item 17: a blank or constant image got "looks like a 5" with exit 0."""
+    Image.fromarray(pixels).save(model_dir / "blank.png")
+    message = predict_error(model_dir, "blank.png")
+    assert "image 'blank.png' shows no digit" in message
+
+
+def _on_canvas(digit, scale: int, top: int, left: int, side: int = 160):
+    """``digit`` enlarged ``scale`` times (bicubic) on a black ``side`` square."""
+    image = Image.fromarray(digit)
+    if scale != 1:
+        image = image.resize((28 * scale, 28 * scale), Image.Resampling.BICUBIC)
+    patch = np.asarray(image)
+    canvas = np.zeros((side, side), np.uint8)
+    canvas[top : top + len(patch), left : left + len(patch)] = patch
+    return canvas
+
+
+def test_issue16_item18_digits_small_large_and_off_centre_on_big_canvases(
+    model_dir, test_digits
+):
+    """Item 18: images are laid out as MNIST was made (ink cropped, fitted to
+    20x20, centre of mass at the centre, dark ink on a light page inverted):
+    real test digits small, large, off-centre or dark on a big canvas must be
+    classified within 2 points of the centred digits' accuracy."""
+    images, labels = test_digits
+    np.save(model_dir / "centred.npy", images)
+    rng = np.random.default_rng(0)
+    variants = {
+        "small": [_on_canvas(d, 1, *rng.integers(0, 132, 2)) for d in images],
+        "large": [_on_canvas(d, 5, 10, 10) for d in images],
+        "corner": [_on_canvas(d, 2, 101, 3) for d in images],
+        "dark_on_light": [255 - _on_canvas(d, 3, 40, 60) for d in images],
+    }
+    names = {k: _save_all(model_dir, k, v) for k, v in variants.items()}
+    inputs = ["centred.npy", *(n for k in variants for n in names[k])]
+    predicted = np.array([r["prediction"] for r in predict(model_dir, *inputs)])
+    centred = float(np.mean(predicted[:200] == labels))
+    assert centred > 0.85
+    for i, variant in enumerate(variants):
+        chunk = predicted[200 * (i + 1) : 200 * (i + 2)]
+        accuracy = float(np.mean(chunk == labels))
+        assert accuracy >= centred - 0.02, (variant, accuracy, centred)
+
+
+_POSTSCRIPT = b"""%!PS-Adobe-3.0 EPSF-3.0
+%%BoundingBox: 0 0 28 28
+newpath 4 4 moveto 24 24 lineto stroke
+showpage
+"""
+
+
+def test_issue16_item19_postscript_named_png_never_reaches_ghostscript(
+    model_dir, tmp_path
+):
+    """Item 19: Pillow picked the decoder from the content, so a PostScript
+    file named digit.png ran Ghostscript. A ``gs`` first on PATH records
+    whether it is ever started."""
+    marker = tmp_path / "gs-was-run"
+    fake_gs = tmp_path / "bin" / "gs"
+    fake_gs.parent.mkdir()
+    fake_gs.write_text(f"#!/bin/sh\necho \"$@\" >> '{marker}'\nexit 1\n")
+    fake_gs.chmod(fake_gs.stat().st_mode | stat.S_IXUSR)
+    (model_dir / "digit.png").write_bytes(_POSTSCRIPT)
+    env = {"PATH": f"{fake_gs.parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = run(
+        "predict", "m.npz", "digit.png", "--device", "cpu", cwd=model_dir, env=env
+    )
+    assert not marker.exists(), f"Ghostscript was run: {marker.read_text()}"
+    assert proc.returncode == 2
+    assert "'digit.png': it is not a PNG, JPEG, PPM, BMP, GIF, TIFF, WEBP image" in (
+        one_line_error(proc)
+    )
+
+
+_EVIL = ["\x1b[2J", "\nxpnet: error: forged", "ok", "\u202eevil", "3", "4", "5"]
+
+
+def test_issue16_item20_control_characters_from_files_are_shown_escaped(tmp_path):
+    """Item 20: class names and dataset names from files were printed raw
+    (``\\x1b[2J`` cleared the screen, a newline forged an error line). Every
+    line on the terminal shows them escaped; JSON escapes them as JSON."""
+    rng = np.random.default_rng(0)
+    name = "data\x1b]0;title\x07"
+    np.savez(
+        tmp_path / f"{name}.npz",
+        x_train=rng.integers(0, 256, (70, 784), dtype=np.uint8),
+        y_train=np.arange(70) % 7,
+        x_test=rng.integers(0, 256, (14, 784), dtype=np.uint8),
+        y_test=np.arange(14) % 7,
+        class_names=np.array(_EVIL),
+    )
+    train = run(
+        "train", "--dataset", f"{name}.npz", "--device", "cpu", "--hidden", "8",
+        "--epochs", "1", "--save", "m.npz", cwd=tmp_path,
+    )  # fmt: skip
+    assert train.returncode == 0, train.stderr
+    Image.fromarray(_on_canvas(np.eye(28, dtype=np.uint8) * 255, 1, 0, 0, 28)).save(
+        tmp_path / "x.png"
+    )
+    shown = [train]
+    shown.append(run("predict", "m.npz", "x.png", "--device", "cpu", cwd=tmp_path))
+    shown.append(run("evaluate", "m.npz", "--device", "cpu", cwd=tmp_path))
+    # An error naming the dataset (the recorded file is gone).
+    os.rename(tmp_path / f"{name}.npz", tmp_path / "moved.npz")
+    missing = run("evaluate", "m.npz", "--device", "cpu", cwd=tmp_path)
+    assert missing.returncode == 2
+    assert "\\x1b]0;title\\x07" in one_line_error(missing)
+    shown.append(missing)
+    for proc in shown:
+        text = proc.stdout + proc.stderr
+        assert not any(c in text for c in "\x1b\x07\u202e"), text
+        assert "\nxpnet: error: forged" not in text
+    predicted = shown[1].stdout
+    assert "\\x1b[2J" in predicted or "\\nxpnet: error: forged" in predicted
+    assert "data\\x1b]0;title\\x07" in shown[0].stdout
+    as_json = run(
+        "predict", "m.npz", "x.png", "--device", "cpu", "--json", cwd=tmp_path
+    )
+    assert last_json(as_json.stdout)["results"][0]["class_name"] in _EVIL
