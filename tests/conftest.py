@@ -16,7 +16,12 @@ import pytest
 import xpnet
 from xpnet.errors import DeviceError
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+# ../shared beside the checkout; XPNET_TEST_SHARED names another folder of the
+# same layout (bench/gpu_check.sh: the .gpu-data/ carried to a lent GPU)
+SHARED = Path(
+    os.environ.get("XPNET_TEST_SHARED")
+    or Path(__file__).resolve().parents[2] / "shared"
+)
 MNIST_DIR = SHARED / "data" / "mnist"
 
 # name -> (device, backend)

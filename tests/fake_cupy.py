@@ -22,18 +22,35 @@ It follows CuPy's documented behaviour where xpnet depends on it:
   checked as kernels, which is stricter than CuPy (it allocates them on the
   current device, wherever the template lives);
 - ``from_dlpack`` refuses CPU producers with CuPy's TypeError and keeps a
-  GPU producer's device.
+  GPU producer's device;
+- ``ElementwiseKernel(in_params, out_params, operation, name)``: one launch
+  that evaluates the C operation with NumPy, for the small subset of C that
+  xpnet's kernels use (``T`` typed parameters, statements ``a = expr;``, one
+  ``c ? x : y`` per statement, ``(T)`` casts, ``exp``/``sqrt``/``log``,
+  arithmetic and comparisons); anything else raises NotImplementedError,
+  so a kernel the stand-in cannot read fails loudly instead of passing.
+
+- ``cupyx.allow_synchronize(False)``: inside it, every host-device
+  synchronisation (``get``, ``float()``/``int()``/``bool()``, ``item``,
+  ``tolist``, a stream or device ``synchronize``) raises
+  ``cupyx.DeviceSynchronized``, as in CuPy.
 
 Records for the tests: :data:`launches` (device id, kernel name) per kernel,
 :data:`allocations` per device id, :data:`synced` device ids whose stream was
 synchronised. Everything computes with NumPy on the host.
+
+:func:`install` swaps it in for one test; :func:`write_import_shim` writes
+``cupy``/``cupyx`` packages that make it *the* CuPy of another process (the
+end-to-end test of ``bench/gpu_check.sh``).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import importlib
+import re
 import sys
 import types
 from typing import Any
@@ -52,12 +69,44 @@ PEER_ERROR = (
 )
 
 
+_sync_allowed = [True]  # cupyx.allow_synchronize (CuPy keeps it per thread)
+
+
 def reset() -> None:
-    """Device 0 current, records empty."""
+    """Device 0 current, records empty, synchronisation allowed."""
     _current[0] = 0
     launches.clear()
     allocations.clear()
     synced.clear()
+    _sync_allowed[0] = True
+
+
+class DeviceSynchronized(RuntimeError):
+    """``cupyx.DeviceSynchronized``."""
+
+
+def _host_sync() -> None:
+    """A host-device synchronisation: refused inside allow_synchronize(False)."""
+    if not _sync_allowed[0]:
+        raise DeviceSynchronized(
+            "Device synchronization was detected while disallowed."
+        )
+
+
+@contextlib.contextmanager
+def allow_synchronize(allow: bool) -> Any:
+    """``cupyx.allow_synchronize``: allow or refuse syncs inside the block."""
+    outer = _sync_allowed[0]
+    _sync_allowed[0] = bool(allow)
+    try:
+        yield
+    finally:
+        _sync_allowed[0] = outer
+
+
+cupyx = types.ModuleType("cupyx")
+cupyx.allow_synchronize = allow_synchronize  # type: ignore[attr-defined]
+cupyx.DeviceSynchronized = DeviceSynchronized  # type: ignore[attr-defined]
 
 
 class CUDARuntimeError(RuntimeError):
@@ -97,6 +146,7 @@ class Device:
         _current[0] = self.id
 
     def synchronize(self) -> None:
+        _host_sync()
         synced.append(self.id)
 
 
@@ -139,6 +189,8 @@ def _unwrap(value: Any, found: list[ndarray]) -> Any:
         raise TypeError(f"Unsupported type {type(value)}")
     if type(value) in (list, tuple):
         return type(value)(_unwrap(v, found) for v in value)
+    if type(value) is dict:  # keyword arguments, out= included
+        return {k: _unwrap(v, found) for k, v in value.items()}
     return value
 
 
@@ -168,6 +220,73 @@ def _kernel(func: Any, name: str) -> Any:
     return launch
 
 
+_C_FUNCTIONS = {"exp": np.exp, "sqrt": np.sqrt, "log": np.log, "where": np.where}
+
+
+def _c_expression(text: str) -> str:
+    """One C expression of the subset above as Python (NumPy) source."""
+    if re.search(r"&&|\|\||!(?!=)|\+\+|--|\[|\bfloat\b|\bdouble\b|\?.*\?", text):
+        raise NotImplementedError(f"the CuPy stand-in cannot evaluate {text!r}")
+    text = re.sub(r"\(T\)\s*([\w.]+)", r"_T(\1)", text)
+    ternary = re.fullmatch(r"(.+?)\?(.+):(.+)", text.strip())
+    if ternary:
+        text = "where({}, {}, {})".format(*ternary.groups())
+    return text
+
+
+class ElementwiseKernel:
+    """``cupy.ElementwiseKernel``: the operation evaluated with NumPy on the
+    broadcast arguments, one launch; outputs given are written in place."""
+
+    def __init__(
+        self,
+        in_params: str,
+        out_params: str,
+        operation: str,
+        name: str = "kernel",
+        **options: Any,
+    ) -> None:
+        def params(text: str) -> list[str]:
+            parsed = [p.split() for p in text.split(",")]
+            if any(len(p) != 2 or p[0] != "T" for p in parsed):
+                raise NotImplementedError(f"only 'T name' parameters: {text!r}")
+            return [p[1] for p in parsed]
+
+        self.inputs, self.outputs = params(in_params), params(out_params)
+        self.name = name
+        self.statements = []
+        for statement in filter(str.strip, operation.split(";")):
+            target, sign, value = statement.partition("=")
+            if not sign or target.strip() not in self.outputs:
+                raise NotImplementedError(f"only 'output = expr': {statement!r}")
+            code = compile(_c_expression(value).strip(), name, "eval")
+            self.statements.append((target.strip(), code))
+
+    def __call__(self, *args: Any) -> Any:
+        return _kernel(self._run, self.name)(*args)
+
+    def _run(self, *args: Any) -> Any:
+        n_in = len(self.inputs)
+        arrays = [a for a in args if isinstance(a, np.ndarray)]
+        dtype = arrays[0].dtype.type
+        values = {
+            k: v if isinstance(v, np.ndarray) else dtype(v)
+            for k, v in zip(self.inputs, args[:n_in], strict=True)
+        }
+        given = list(args[n_in:])
+        shape = np.broadcast_shapes(
+            *(np.shape(v) for v in values.values()), *(np.shape(g) for g in given)
+        )
+        outs = given + [np.zeros(shape, dtype) for _ in self.outputs[len(given) :]]
+        values.update(zip(self.outputs, outs, strict=True))
+        scope = {"_T": dtype, **_C_FUNCTIONS}
+        for target, code in self.statements:
+            result = eval(code, scope, dict(values))  # noqa: S307 - our own kernels
+            out = values[target]
+            out[...] = result
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+
 def _is_basic(key: Any) -> bool:
     keys = key if type(key) is tuple else (key,)
     return all(
@@ -195,6 +314,7 @@ class ndarray:  # noqa: N801 - CuPy's name
         if name in ("reshape", "transpose", "view", "squeeze", "ravel"):
             return lambda *a, **k: self._view(attr(*a, **k))
         if name in ("item", "tolist", "tobytes"):  # device-to-host copies
+            _host_sync()
             return attr
         if callable(attr):
             return functools.partial(_kernel(getattr(np.ndarray, name), name), self)
@@ -202,6 +322,7 @@ class ndarray:  # noqa: N801 - CuPy's name
 
     def get(self, stream: Any = None, order: str = "C", out: Any = None) -> Any:
         """A host copy, from any current device (as CuPy's ``get``)."""
+        _host_sync()
         if out is not None:
             out[...] = self._data
             return out
@@ -234,12 +355,15 @@ class ndarray:  # noqa: N801 - CuPy's name
         return len(self._data)
 
     def __float__(self) -> float:
+        _host_sync()
         return float(self._data)
 
     def __int__(self) -> int:
+        _host_sync()
         return int(self._data)
 
     def __bool__(self) -> bool:
+        _host_sync()
         return bool(self._data)
 
     def __repr__(self) -> str:
@@ -356,10 +480,33 @@ def install(monkeypatch: Any) -> types.ModuleType:
     import array_api_compat
 
     compat = _compat_modules()
-    for key, module in {"cupy": sys.modules[__name__], **_MODULES, **compat}.items():
+    ours = {"cupy": sys.modules[__name__], "cupyx": cupyx, **_MODULES, **compat}
+    for key, module in ours.items():
         monkeypatch.setitem(sys.modules, key, module)
     monkeypatch.setattr(
         array_api_compat, "cupy", compat["array_api_compat.cupy"], raising=False
     )
     reset()
     return sys.modules[__name__]
+
+
+def become_cupy() -> None:
+    """Make this module ``cupy`` (and ``cupyx``) for the rest of the process:
+    what the shim of :func:`write_import_shim` runs on ``import cupy``."""
+    sys.modules.update({"cupy": sys.modules[__name__], "cupyx": cupyx, **_MODULES})
+
+
+def write_import_shim(folder: Any) -> None:
+    """Write ``cupy`` and ``cupyx`` packages into ``folder`` that, imported
+    with this file's directory also on ``sys.path``, replace themselves with
+    the stand-in: put ``folder`` and ``tests/`` on ``PYTHONPATH`` and a child
+    process's ``import cupy`` is this module."""
+    from pathlib import Path
+
+    for name in ("cupy", "cupyx"):
+        package = Path(folder) / name
+        package.mkdir(parents=True, exist_ok=True)
+        (package / "__init__.py").write_text(
+            "# the NumPy-backed CuPy stand-in (tests/fake_cupy.py) as this package\n"
+            "import fake_cupy\n\nfake_cupy.become_cupy()\n"
+        )

@@ -265,3 +265,89 @@ def test_xpnet_bench_runs_on_cuda_1(cupy, monkeypatch, tmp_path, capsys):
     digest = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [row["device"] for row in digest["rows"]] == ["cuda:1"]
     assert devices_used(cupy) - {0} == {1} and 1 in cupy.synced
+
+
+def test_issue17_a_cupy_step_does_no_host_sync(cupy):
+    """Ten training steps inside cupyx.allow_synchronize(False), which the
+    stand-in enforces as CuPy does (bench/gpu_check.py runs the same on a GPU)."""
+    import cupyx
+
+    X, y = data(64)
+    model = xpnet.mlp([5, 8, 3], device="cuda:1", seed=0, optimizer=xpnet.Adam())
+    step = model.step_function()
+    with model.backend.context():  # as fit runs its steps
+        xb = model.to_device(X, "float32")
+        yb = model.loss.targets(model.to_device(y), 3)
+        step.update(xb, yb)
+        with cupyx.allow_synchronize(False):
+            for _ in range(10):
+                step.update(xb, yb)
+            with pytest.raises(cupyx.DeviceSynchronized):
+                model.read_floats(xb[0, 0])  # a read-back is refused there
+    assert model.weights_finite()
+
+
+def test_issue17_the_stand_in_runs_elementwise_kernels_as_written(cupy):
+    kernel = cupy.ElementwiseKernel(
+        "T x, T s", "T y", "y = x > (T)0 ? x * s : (T)0", "scaled_relu"
+    )
+    x = cupy.asarray(np.array([[-1.0, 2.0], [0.5, np.nan]], np.float32))
+    cupy.reset()
+    out = kernel(x, 3.0)
+    assert cupy.launches == [(0, "scaled_relu")] and out.dtype == np.float32
+    np.testing.assert_array_equal(out.get(), [[0.0, 6.0], [1.5, 0.0]])
+    both = cupy.ElementwiseKernel("T g", "T v, T w", "v = v - g; w = w + v", "two")
+    v, w = cupy.zeros((2,)), cupy.ones((2,))
+    assert both(cupy.asarray([1.0, 2.0]), v, w) == (v, w)
+    np.testing.assert_array_equal(w.get(), [0.0, -1.0])
+    with pytest.raises(NotImplementedError):
+        cupy.ElementwiseKernel("T x", "T y", "y = x && x", "logic")
+
+
+def test_issue17_cupy_ops_equal_the_generic_reference(cupy):
+    """xpnet.native_cupy's kernels against xpnet.fastpaths.Ops, on the
+    stand-in (exact: it evaluates both with NumPy); tests/test_gpu_cupy.py
+    does the same on a GPU."""
+    from xpnet.fastpaths import Ops
+    from xpnet.native_cupy import CupyOps
+
+    gpu = xpnet.resolve("cuda:1")
+    assert type(gpu.ops) is CupyOps and not gpu.ops.fallback
+    generic = Ops(gpu.xp, gpu.device, on_cpu=False)
+    rng = np.random.default_rng(0)
+    for dtype in ("float32", "float64"):
+        z = rng.normal(size=(32, 10)).astype(dtype)
+        z[0, :2] = [np.nan, -0.0]
+        t = np.eye(10, dtype=dtype)[rng.integers(0, 10, 32)]
+        with gpu.context():
+            zd, td = gpu.asarray(z), gpu.asarray(t)
+            for name, args in (
+                ("relu", (zd,)),
+                ("relu_grad", (zd, zd)),
+                ("softmax_cross_entropy_grad", (zd[1:], td[1:], 0.01)),
+            ):
+                got = getattr(gpu.ops, name)(*args)
+                want = getattr(generic, name)(*args)
+                assert got.dtype == want.dtype
+                np.testing.assert_array_equal(to_numpy(got), to_numpy(want), name)
+
+
+def test_issue17_kernels_that_fail_their_check_fall_back_to_generic(
+    cupy, monkeypatch, caplog
+):
+    from xpnet import native_cupy
+
+    def broken(*args):
+        raise RuntimeError("nvrtc: error: failed to compile")
+
+    monkeypatch.setattr(native_cupy, "RELU", broken)
+    monkeypatch.setattr(native_cupy, "_checked", {})
+    with caplog.at_level("WARNING", logger="xpnet"):
+        model = xpnet.mlp([5, 8, 3], device="cuda:1", seed=0)
+    assert "cuda:1: xpnet's CuPy kernels failed their check" in caplog.text
+    assert "failed to compile" in model.backend.ops.fallback
+    assert "generic path" in repr(model.backend.ops)
+    X, y = data()
+    history = model.fit(X, y, epochs=2, batch_size=16)
+    cpu = xpnet.mlp([5, 8, 3], device="cpu", seed=0).fit(X, y, epochs=2, batch_size=16)
+    np.testing.assert_allclose(history["loss"], cpu["loss"], rtol=1e-5)

@@ -34,7 +34,7 @@ class ReLU(Layer):
         return self._y
 
     def backward(self, grad: Array) -> Array:
-        return self.ops.keep(grad, self._y > 0.0)
+        return self.ops.relu_grad(grad, self._y)
 
 
 class LeakyReLU(Layer):

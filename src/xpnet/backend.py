@@ -173,7 +173,8 @@ class Backend:
 
 
 def ops_for(xp: Namespace, device: Device, on_cpu: bool | None = None) -> Ops:
-    """The fast paths for namespace ``xp``: NumPy's native ones, else generic."""
+    """The fast paths for namespace ``xp``: NumPy's or CuPy's native ones,
+    else the generic reference."""
     if on_cpu is None:
         # CuPy arrays live on a GPU; torch says where through device.type.
         on_cpu = not array_api_compat.is_cupy_namespace(xp) and (
@@ -183,6 +184,10 @@ def ops_for(xp: Namespace, device: Device, on_cpu: bool | None = None) -> Ops:
         from .native_numpy import NumpyOps
 
         return NumpyOps(xp, device, on_cpu=True)
+    if array_api_compat.is_cupy_namespace(xp):
+        from .native_cupy import CupyOps
+
+        return CupyOps(xp, device, on_cpu=False)
     return Ops(xp, device, on_cpu=on_cpu)
 
 

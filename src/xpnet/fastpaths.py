@@ -19,7 +19,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import array_api_compat
+
 from .arraytypes import Array, Device, Namespace
+from .inplace import InPlace
 
 if TYPE_CHECKING:
     from .model import Sequential
@@ -60,6 +63,23 @@ class Ops:
         scalar array is made per call (array-api-compat's torch ``maximum``
         copies a scalar to the device, a host sync on CUDA)."""
         return self.xp.where(x < 0.0, 0.0, x)
+
+    def relu_grad(self, grad: Array, y: Array) -> Array:
+        """The gradient through a ReLU: ``grad`` where its output ``y > 0``,
+        else 0 (both ``(batch, n)``)."""
+        return self.keep(grad, y > 0.0)
+
+    def softmax_cross_entropy_grad(
+        self, out: Array, targets: Array, scale: float
+    ) -> Array:
+        """``(softmax(out) - targets) * scale`` for logits ``out: (batch,
+        classes)`` and float targets of the same shape, with the row maximum
+        subtracted before ``exp``; 7 whole-array operations, in place where
+        the namespace allows."""
+        e = self.xp.exp(out - self.row_max(out))
+        u = InPlace(self.xp, array_api_compat.is_writeable_array(e))
+        p = u.div(e, self.row_sum(e))
+        return u.mul(u.sub(p, targets), scale)
 
     def negative_part(self, x: Array) -> Array:
         """``min(x, 0)``, NaN kept (see :meth:`relu`)."""

@@ -188,15 +188,11 @@ class CrossEntropy(Loss):
         return -xp.sum(y * xp.log(p)) / n
 
     def grad(self, out: Array, y: Array, scale: float = 1.0) -> Array:
-        xp = self.xp
         y = self.targets(y, out.shape[1])
         step = scale / out.shape[0]
         if self.from_logits:
-            # softmax(out) - y, times the scale: 7 whole-array operations
-            e = xp.exp(out - self.ops.row_max(out))
-            u = self._inplace(e)
-            p = u.div(e, self.ops.row_sum(e))
-            return u.mul(u.sub(p, y), step)
+            # softmax(out) - y, times the scale (a backend may fuse it)
+            return self.ops.softmax_cross_entropy_grad(out, y, step)
         p = self.ops.clip(out, self.eps, 1.0)
         return -y / p * step
 

@@ -106,6 +106,19 @@ class Optimizer:
             prescaled: the gradients are already multiplied by :attr:`lr`
                 (only for optimizers with :attr:`folds_lr`).
         """
+        lr = self.begin_apply(params, prescaled)
+        grad = params.gather_grads()
+        params.replace(
+            self.update_step(grad, params.flat, lr, self.slots, params.n_decayed)
+        )
+        if ops is not None and self.slots and self.iterations % FLUSH_EVERY == 0:
+            ops.flush_denormals(self.slots)
+
+    def begin_apply(self, params: Parameters, prescaled: bool) -> float:
+        """The bookkeeping of one update, before its arithmetic: bind to
+        ``params`` (first use), count the update; returns its learning rate.
+        :meth:`apply` and a backend's fused update
+        (:meth:`~xpnet.fastpaths.Ops.apply_update`) both start with it."""
         if params is not self._params:
             self.build(params)
         if prescaled and not self.folds_lr:
@@ -113,12 +126,7 @@ class Optimizer:
         self._prescaled = prescaled
         lr = self.schedule(self.iterations) * self.lr_factor
         self.iterations += 1
-        grad = params.gather_grads()
-        params.replace(
-            self.update_step(grad, params.flat, lr, self.slots, params.n_decayed)
-        )
-        if ops is not None and self.slots and self.iterations % FLUSH_EVERY == 0:
-            ops.flush_denormals(self.slots)
+        return lr
 
     def step(self, layers: Sequence[Layer], grads_scaled_by_lr: bool = False) -> None:
         """Update the parameters of ``layers`` from their ``grads`` dicts.

@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DeviceError, XpnetError
-from .plan import BATCH_SIZES, MODELS, PEERS_TEXT, QUICK_TEXT, SCALING_BATCH_SIZES
+from .plan import (
+    BATCH_SIZES,
+    MODELS,
+    PEERS_TEXT,
+    QUICK_TEXT,
+    QUIET_WAIT_S,
+    SCALING_BATCH_SIZES,
+)
 
 
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -131,6 +138,14 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         default=6,
         help="re-runs per row of epochs disturbed by other processes (default 6)",
+    )
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=QUIET_WAIT_S,
+        metavar="S",
+        help="seconds each row waits for other processes to go quiet before it "
+        f"starts anyway (default {QUIET_WAIT_S:g}; 0: no wait)",
     )
     p.add_argument(
         "--ranks",

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from ..errors import XpnetError
-from .plan import PEERS, PEERS_TEXT
+from .plan import CUDA_ONLY_PEERS, PEERS, PEERS_TEXT
 
 
 def module_version(name: str) -> str | None:
@@ -84,7 +84,9 @@ def peer_skip_reason(peer: str, device: str) -> str | None:
         if importlib.util.find_spec("sklearn") is None:
             return "skipped (scikit-learn not installed)"
         return None
-    if peer == "pytorch":
+    if peer in CUDA_ONLY_PEERS and device == "cpu":
+        return "skipped on cpu (CUDA graphs: GPUs only)"
+    if peer in ("pytorch", *CUDA_ONLY_PEERS):
         torch = import_torch()
         if torch is None:
             return "skipped (torch not installed)"
@@ -115,7 +117,10 @@ def peer_skip_reason(peer: str, device: str) -> str | None:
 def peer_messages(peers: Sequence[str], devices: Sequence[str]) -> list[str]:
     """One line per skipped peer and device, e.g. ``pytorch: skipped (...)``."""
     lines = []
+    gpus = any(device != "cpu" for device in devices)
     for peer in PEERS:
+        if peer in CUDA_ONLY_PEERS and not gpus:
+            continue  # a CPU-only run says nothing of the GPU-only peers
         if peer not in peers:
             lines.append(f"{peer}: skipped (not requested with --peers)")
             continue

@@ -29,19 +29,39 @@ SCALING_BATCH_SIZES: dict[str, tuple[int, ...]] = {
     "mlp512": (512, 1024, 2048, 4096, 8192),
     "seed": (128, 256, 512, 1024, 2048),
 }
-SYSTEMS = ("xpnet", "pytorch", "sklearn", "numpy", "jax")
-#: numpy: the hand-written NumPy loop (the floor); jax: one jitted JAX step
-PEERS = ("pytorch", "sklearn", "numpy", "jax")
+SYSTEMS = (
+    "xpnet",
+    "pytorch",
+    "sklearn",
+    "numpy",
+    "jax",
+    "pytorch-graph",
+    "xpnet-graph",
+)
+#: numpy: the hand-written NumPy loop (the floor); jax: one jitted JAX step;
+#: pytorch-graph: PyTorch's step captured in a CUDA graph (GPUs only);
+#: xpnet-graph: xpnet's step on torch-CUDA in a CUDA graph (an experiment,
+#: only when asked for: xpnet.native_torch.CudaGraphStep)
+PEERS = ("pytorch", "sklearn", "numpy", "jax", "pytorch-graph", "xpnet-graph")
+#: the peers run when --peers is not given
+DEFAULT_PEERS = ("pytorch", "sklearn", "numpy", "jax", "pytorch-graph")
+#: the peers that run on CUDA devices only
+CUDA_ONLY_PEERS = ("pytorch-graph", "xpnet-graph")
 PEER_ALIASES = {
     "torch": "pytorch",
     "pytorch": "pytorch",
+    "torch-graph": "pytorch-graph",
+    "pytorch-graph": "pytorch-graph",
+    "xpnet-graph": "xpnet-graph",
     "sklearn": "sklearn",
     "scikit-learn": "sklearn",
     "numpy": "numpy",
     "jax": "jax",
 }
 #: what ``--peers`` accepts, for help and error texts
-PEERS_TEXT = "a comma list of torch, sklearn, numpy, jax (or none)"
+PEERS_TEXT = (
+    "a comma list of torch, sklearn, numpy, jax, torch-graph, xpnet-graph (or none)"
+)
 
 LR = 0.01
 MOMENTUM = 0.9
@@ -51,6 +71,9 @@ CLASSES = 10
 SEED = 0
 #: seconds slept before each epoch so that idle thread pools stop spinning
 SETTLE_S = 0.2
+#: seconds a row (or a GEMM) waits for a quiet machine before it starts anyway
+#: (``--quiet-wait``; tuned for a small shared VM)
+QUIET_WAIT_S = 30.0
 
 
 class QuickMode(TypedDict):
@@ -105,7 +128,7 @@ class Plan:
     rows: dict[str, int]
     repeats: int = 3
     warmup: int = 1
-    peers: list[str] = field(default_factory=lambda: list(PEERS))
+    peers: list[str] = field(default_factory=lambda: list(DEFAULT_PEERS))
     synthetic: bool = False
     quick: bool = False
     gemm_size: dict[str, int] = field(default_factory=dict)
@@ -116,6 +139,8 @@ class Plan:
     append: bool = False
     max_retries: int = 6
     settle_s: float = SETTLE_S
+    #: seconds to wait for a quiet machine before each row (0: do not wait)
+    quiet_wait_s: float = QUIET_WAIT_S
     #: a scaling run (``--ranks``): the rank counts, 1 first; empty otherwise
     ranks: list[int] = field(default_factory=list)
     #: with ``ranks``: also time each N > 1 with the all-reduce overlapped
@@ -272,6 +297,8 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
             batch_sizes[name] = _parse_int_list(
                 values, f"--batch-sizes-for {name}", keep_order=True
             )
+    if not args.quiet_wait >= 0:
+        raise XpnetError(f"--quiet-wait must be >= 0 seconds, got {args.quiet_wait}")
     if args.max_retries < 0:
         raise XpnetError(f"--max-retries must be >= 0, got {args.max_retries}")
     if args.warmup < 0:
@@ -297,7 +324,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         warmup=args.warmup,
         peers=[]
         if ranks
-        else parse_peers(",".join(PEERS) if args.peers is None else args.peers),
+        else parse_peers(",".join(DEFAULT_PEERS) if args.peers is None else args.peers),
         synthetic=bool(args.synthetic),
         quick=bool(args.quick),
         gemm_size=gemm_size,
@@ -308,6 +335,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         append=bool(args.append),
         max_retries=args.max_retries,
         settle_s=SETTLE_S,
+        quiet_wait_s=args.quiet_wait,
         ranks=ranks,
         overlap=overlap,
         native_blas=bool(getattr(args, "native_blas", False)),

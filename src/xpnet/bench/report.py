@@ -43,6 +43,15 @@ TABLE_COLUMNS = (
 )
 
 
+#: the columns added where a table has a CUDA-graph peer (GPU rows)
+GRAPH_COLUMNS = (
+    "torch-graph s",
+    "xpnet/torch-graph",
+    "xpnet-graph s",
+    "xpnet/xpnet-graph",
+)
+
+
 def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -56,11 +65,26 @@ def _seconds(system: dict[str, Any]) -> str:
     return _fmt(system.get("median_s"), ".3f") + mark
 
 
-def table_cells(row: Row) -> list[str]:
+def has_graph_peers(rows: Sequence[Row]) -> bool:
+    """Whether any of ``rows`` timed a CUDA-graph peer (then the table has
+    :data:`GRAPH_COLUMNS` too)."""
+    return any(
+        k in r["systems"] for r in rows for k in ("pytorch-graph", "xpnet-graph")
+    )
+
+
+def table_cells(row: Row, graphs: bool = False) -> list[str]:
     """The cells of ``row`` under :data:`TABLE_COLUMNS` (``*``: contended;
-    ``!`` after a time: that system used more cores than it was given)."""
+    ``!`` after a time: that system used more cores than it was given), then
+    under :data:`GRAPH_COLUMNS` when ``graphs``."""
     s = row["systems"]
     x = s.get("xpnet", {})
+    extra = [
+        _seconds(s.get("pytorch-graph", {})),
+        _fmt(row.get("ratio_xpnet_torch_graph"), ".2f"),
+        _seconds(s.get("xpnet-graph", {})),
+        _fmt(row.get("ratio_xpnet_xpnet_graph"), ".2f"),
+    ]
     return [
         str(row["batch_size"]) + ("*" if row.get("contended") else ""),
         _seconds(x),
@@ -75,24 +99,26 @@ def table_cells(row: Row) -> list[str]:
         _fmt(row.get("ratio_xpnet_numpy"), ".2f"),
         _seconds(s.get("jax", {})),
         _fmt(row.get("ratio_xpnet_jax"), ".2f"),
-    ]
+    ] + (extra if graphs else [])
 
 
 def format_table(rows: Sequence[Row], markdown: bool = False) -> str:
     """A text (or markdown) table of ``rows`` with :data:`TABLE_COLUMNS`."""
-    cells = [table_cells(r) for r in rows]
+    graphs = has_graph_peers(rows)
+    columns = TABLE_COLUMNS + (GRAPH_COLUMNS if graphs else ())
+    cells = [table_cells(r, graphs) for r in rows]
     if markdown:
         lines = [
-            "| " + " | ".join(TABLE_COLUMNS) + " |",
-            "|" + "|".join("---:" for _ in TABLE_COLUMNS) + "|",
+            "| " + " | ".join(columns) + " |",
+            "|" + "|".join("---:" for _ in columns) + "|",
         ]
         lines += ["| " + " | ".join(c) + " |" for c in cells]
         return "\n".join(lines)
     widths = [
         max(len(h), *(len(c[i]) for c in cells)) if cells else len(h)
-        for i, h in enumerate(TABLE_COLUMNS)
+        for i, h in enumerate(columns)
     ]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(TABLE_COLUMNS, widths, strict=True))]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(columns, widths, strict=True))]
     lines += [
         "  ".join(v.rjust(w) for v, w in zip(c, widths, strict=True)) for c in cells
     ]

@@ -108,6 +108,8 @@ RATIO_KEYS = {
     "sklearn": "ratio_xpnet_sklearn",
     "numpy": "ratio_xpnet_numpy",
     "jax": "ratio_xpnet_jax",
+    "pytorch-graph": "ratio_xpnet_torch_graph",
+    "xpnet-graph": "ratio_xpnet_xpnet_graph",
 }
 
 
@@ -117,7 +119,7 @@ def _pct_gemm(
     """``gflops`` in percent of the GEMM ceiling the system is compared with:
     PyTorch's own matmul for PyTorch, the backend's (NumPy or CuPy) for every
     other; None without a ceiling."""
-    lib = "pytorch" if system == "pytorch" else "xpnet"
+    lib = "pytorch" if system.startswith("pytorch") else "xpnet"
     rate = gemm.get(lib, {}).get("gflops")
     return 100.0 * gflops / rate if rate else None
 

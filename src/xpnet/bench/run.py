@@ -31,8 +31,13 @@ from .results import remarks as derive_remarks
 from .timing import EpochTiming, time_runners
 from .workers import start_systems
 
-#: seconds a row (or a GEMM) waits for a quiet machine before it starts anyway
-QUIET_WAIT_S = 30.0
+
+def wait_for_quiet(plan: Plan) -> float:
+    """Wait up to ``plan.quiet_wait_s`` for a quiet machine (not at all at 0);
+    the seconds waited."""
+    if plan.quiet_wait_s <= 0:
+        return 0.0
+    return timing.wait_for_quiet(max_wait=plan.quiet_wait_s)
 
 
 def numbered_stem(out_dir: Path, stem: str, say: Callable[[str], None]) -> str:
@@ -96,6 +101,7 @@ def time_row(
         max_retries=plan.max_retries,
         settle_s=plan.settle_s,
         on_contention=on_contention,
+        quiet_wait_s=plan.quiet_wait_s,
     )
 
 
@@ -162,7 +168,7 @@ def run_plan(
                 sizes, rows = MODELS[model], plan.rows[model]
                 for batch in plan.batch_sizes[model]:
                     start = time.perf_counter()
-                    waited = timing.wait_for_quiet(max_wait=QUIET_WAIT_S)
+                    waited = wait_for_quiet(plan)
                     kw = row_settings(plan, model, batch)
                     try:
                         state = workers["xpnet"].setup(state=None, **kw)
@@ -222,7 +228,7 @@ def measure_ceilings(
     gemm: dict[str, dict[str, Any]] = {}
     for lib in ("xpnet", "pytorch"):
         if lib in workers:
-            timing.wait_for_quiet(max_wait=QUIET_WAIT_S)
+            wait_for_quiet(plan)
             g = gemm[lib] = workers[lib].gemm(plan.gemm_size[device])
             busy = (
                 f" (contended: other processes used {g['foreign_cores']:.2f} cores)"

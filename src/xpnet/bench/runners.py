@@ -9,6 +9,7 @@ imported only when their runner is built.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ from .. import backend as _backend
 from ..backend import Backend
 from ..errors import XpnetError
 from .peers import peer_skip_reason, pin_jax_threads
-from .plan import CLASSES, DTYPE, LR, MOMENTUM, PEERS, SEED
+from .plan import CLASSES, DEFAULT_PEERS, DTYPE, LR, MOMENTUM, PEERS, SEED
 
 #: host copies of a model's parameters, keyed like ``Sequential.state_dict()``
 State = dict[str, np.ndarray]
@@ -90,10 +91,13 @@ class XpnetRunner(Runner):
     def initial_state(self) -> State:
         return self.model.state_dict()
 
-    def run_epoch(self) -> float:
-        history = self.model.fit(
+    def _fit(self) -> Any:
+        return self.model.fit(
             self.X, self.y, epochs=1, batch_size=self.batch_size, check_inputs=False
         )
+
+    def run_epoch(self) -> float:
+        history = self._fit()
         self.backend.synchronize()
         self.loop_seconds.append(float(history["seconds"][-1]))
         return float(history["loss"][-1])
@@ -190,6 +194,99 @@ class TorchRunner(Runner):
 
     def close(self) -> None:
         del self.X, self.y, self.net, self.opt
+
+
+class XpnetGraphRunner(XpnetRunner):
+    """xpnet on the torch-CUDA backend with its step captured in a CUDA graph
+    (:class:`xpnet.native_torch.CudaGraphStep`, one graph per batch shape,
+    made in the warm-up epoch): an experiment, timed only when asked for."""
+
+    system = "xpnet-graph"
+
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        X: np.ndarray,
+        y: np.ndarray,
+        batch_size: int,
+        device: str,
+        state: State,
+        lr: float = LR,
+        seed: int = SEED,
+    ):
+        from ..native_torch import CudaGraphStep
+
+        torch_backend = _backend.resolve(device, "torch")
+        super().__init__(sizes, X, y, batch_size, torch_backend, lr=lr, seed=seed)
+        self.model.load_state_dict(state)
+        self.step = CudaGraphStep(self.model)
+
+    def _fit(self) -> Any:
+        from ..training import fit
+
+        return fit(
+            self.model,
+            self.X,
+            self.y,
+            epochs=1,
+            batch_size=self.batch_size,
+            check_inputs=False,
+            step=self.step,
+        )
+
+
+class TorchGraphRunner(TorchRunner):
+    """PyTorch with its whole training step (gather, forward, loss, backward,
+    ``optimizer.step()``) captured in a CUDA graph, as PyTorch's CUDA-graph
+    recipe does: one graph per batch shape (the full batch and the last,
+    partial one), each made in the warm-up epoch after one eager step on a
+    side stream, then one ``replay()`` per step. The batch's indices are
+    copied into the graph's index buffer; the epoch's summed loss stays in a
+    buffer of the graph and is read once per epoch."""
+
+    system = "pytorch-graph"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from ..native_torch import TorchGraphs
+
+        self.graphs = TorchGraphs()
+        self.total = self.torch.zeros((), device=self.device)
+        #: rows -> (index buffer, replay)
+        self.captured: dict[int, tuple[Any, Any]] = {}
+        self.warmed: set[int] = set()
+
+    def _step(self, idx: Any) -> None:
+        F = self.torch.nn.functional
+        loss = F.cross_entropy(self.net(self.X[idx]), self.y[idx])
+        loss.backward()
+        self.opt.step()
+        self.total.add_(loss.detach() * idx.shape[0])
+
+    def run_epoch(self) -> float:
+        n, b = self.n, self.batch_size
+        perm = self.torch.randperm(n, device=self.device, generator=self.gen)
+        self.total.zero_()
+        for lo in range(0, n, b):
+            idx = perm[lo : lo + b]
+            rows = int(idx.shape[0])
+            if rows in self.captured:
+                static_idx, replay = self.captured[rows]
+                static_idx.copy_(idx)
+                replay()
+                continue
+            self.opt.zero_grad(set_to_none=True)
+            if rows not in self.warmed:
+                self.warmed.add(rows)
+                self.graphs.warm_up(functools.partial(self._step, idx))
+                continue
+            static_idx = idx.clone()
+            replay, _ = self.graphs.capture(functools.partial(self._step, static_idx))
+            self.captured[rows] = (static_idx, replay)
+            replay()
+        mean = float(self.total) / n
+        self.synchronize()
+        return mean
 
 
 class SklearnRunner(Runner):
@@ -504,9 +601,14 @@ def make_runner(
         return XpnetRunner(sizes, X, y, batch_size, backend, lr=lr, seed=seed)
     if state is None:
         raise XpnetError(f"{system} needs xpnet's initial weights")
-    if system == "pytorch":
+    if system in ("pytorch", "pytorch-graph", "xpnet-graph"):
         device = backend.device_name
-        return TorchRunner(sizes, X, y, batch_size, device, state, lr=lr, seed=seed)
+        cls = {
+            "pytorch": TorchRunner,
+            "pytorch-graph": TorchGraphRunner,
+            "xpnet-graph": XpnetGraphRunner,
+        }[system]
+        return cls(sizes, X, y, batch_size, device, state, lr=lr, seed=seed)
     if system == "sklearn":
         return SklearnRunner(sizes, X, y, batch_size, state, lr=lr, seed=seed)
     if system == "numpy":
@@ -524,7 +626,7 @@ def make_runners(
     y: np.ndarray,
     batch_size: int,
     backend: Backend,
-    peers: Sequence[str] = PEERS,
+    peers: Sequence[str] = DEFAULT_PEERS,
     lr: float = LR,
     seed: int = SEED,
 ) -> tuple[dict[str, Runner], dict[str, str]]:

@@ -32,19 +32,18 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import XpnetError
-from . import timing
 from .cores import spawn_environment
 from .machine import environment
 from .mpijob import MPIJob
 from .plan import MODELS, SCALING_SCHEMA, Plan, weight_count
 from .results import RATIO_KEYS, add_row, make_row, new_result
 from .run import (
-    QUIET_WAIT_S,
     ResultFiles,
     contention_notice,
     numbered_stem,
     row_settings,
     time_row,
+    wait_for_quiet,
 )
 
 #: timed all-reduces per row (after a barrier each), median reported
@@ -324,7 +323,7 @@ def run_scaling(
             sizes, rows = MODELS[model], plan.rows[model]
             for batch in plan.batch_sizes[model]:
                 start = time.perf_counter()
-                waited = timing.wait_for_quiet(max_wait=QUIET_WAIT_S)
+                waited = wait_for_quiet(plan)
                 kw = row_settings(plan, model, batch)
                 try:
                     for job in jobs.values():

@@ -130,6 +130,7 @@ def time_runners(
     max_retries: int = 6,
     settle_s: float = 0.0,
     on_contention: Callable[[str, EpochTiming], None] | None = None,
+    quiet_wait_s: float = 60.0,
 ) -> dict[str, dict[str, Any]]:
     """Warm up, then time ``repeats`` epochs of every system, interleaved.
 
@@ -138,7 +139,8 @@ def time_runners(
     Epochs during which other processes used the CPU (see :func:`contended`)
     are discarded and re-run, at most ``max_retries`` times per row in all;
     after that they are kept and the system is marked ``contended``.
-    ``settle_s`` sleeps between epochs so that idle thread pools stop spinning.
+    ``settle_s`` sleeps between epochs so that idle thread pools stop spinning;
+    before a re-run it waits up to ``quiet_wait_s`` for a quiet machine.
 
     Returns per system ``{"times", "median_s", "losses", "warmup_s",
     "foreign_cores", "cores_used", "discarded", "contended"}``.
@@ -179,7 +181,8 @@ def time_runners(
                     )
                     if on_contention is not None:
                         on_contention(name, t)
-                    wait_for_quiet()
+                    if quiet_wait_s > 0:
+                        wait_for_quiet(max_wait=quiet_wait_s)
                     continue
                 if contended(t.foreign_cores, t.seconds):
                     out[name]["contended"] = True
