@@ -169,7 +169,14 @@ def test_make_runners_lists_skipped_peers():
         B.MODELS["seed"], X, y, 32, xpnet.resolve("cpu"), peers=[]
     )
     assert list(runners) == ["xpnet"]
-    assert set(skipped) == {"pytorch", "sklearn", "numpy", "jax"}
+    assert set(skipped) == {
+        "pytorch",
+        "sklearn",
+        "numpy",
+        "jax",
+        "pytorch-graph",
+        "xpnet-graph",
+    }
 
 
 def test_numpy_and_jax_peers_are_cpu_only_and_jax_missing_is_reported(monkeypatch):
@@ -486,7 +493,8 @@ def test_defaults_and_quick_plan():
     assert plan.batch_sizes["seed"] == list(B.BATCH_SIZES)
     assert plan.rows == {m: 60_000 for m in B.MODELS}
     assert plan.repeats == 3
-    assert plan.peers == ["pytorch", "sklearn", "numpy", "jax"]
+    # and PyTorch in a CUDA graph, which runs on GPUs only
+    assert plan.peers == ["pytorch", "sklearn", "numpy", "jax", "pytorch-graph"]
     quick = B.plan_from_args(parse("--device", "cpu", "--quick"))
     assert quick.rows == {"seed": 10_000, "mlp512": 10_000, "wide": 256}
     assert quick.batch_sizes["mlp512"] == [128, 1024]
@@ -913,3 +921,49 @@ def test_bench_plot_has_plain_ticks_shared_ratio_axes_and_a_short_title():
     assert not top.get_shared_y_axes().joined(top, fig.axes[1])
     title = fig.get_suptitle()
     assert title == "xpnet vs peers: one epoch of 60,000 rows (cpu, 2026-11-22)"
+
+
+def test_issue17_quiet_wait_option_and_0_waits_not_at_all(monkeypatch):
+    from xpnet.bench import run
+
+    waits = []
+    monkeypatch.setattr(
+        timing,
+        "wait_for_quiet",
+        lambda max_wait=60.0, window=0.5: waits.append(max_wait) or 0.0,
+    )
+    plan = B.plan_from_args(parse("--device", "cpu", "--quiet-wait", "2"))
+    assert plan.quiet_wait_s == 2.0 and run.wait_for_quiet(plan) == 0.0
+    assert waits == [2.0]
+    assert B.plan_from_args(parse("--device", "cpu")).quiet_wait_s == 30.0
+    quiet = B.plan_from_args(parse("--device", "cpu", "--quiet-wait", "0"))
+    assert run.wait_for_quiet(quiet) == 0.0 and waits == [2.0]
+    with pytest.raises(XpnetError, match="--quiet-wait must be >= 0 seconds"):
+        B.plan_from_args(parse("--device", "cpu", "--quiet-wait", "-1"))
+
+
+def test_issue17_graph_peers_get_columns_only_where_they_ran():
+    row = fake_row(256)
+    assert "torch-graph s" not in B.format_table([row])
+    graphed = B.make_row(
+        "mlp512",
+        B.MODELS["mlp512"],
+        "cuda:0",
+        256,
+        60_000,
+        {
+            name: {"times": [s], "median_s": s, "losses": [0.5]}
+            for name, s in (("xpnet", 0.5), ("pytorch", 1.0), ("pytorch-graph", 0.25))
+        },
+        {"xpnet": {"gflops": 100.0}, "pytorch": {"gflops": 200.0}},
+    )
+    assert graphed["ratio_xpnet_torch_graph"] == 2.0
+    md = B.format_table([graphed], markdown=True).splitlines()
+    assert md[0].endswith(
+        "| torch-graph s | xpnet/torch-graph | xpnet-graph s | xpnet/xpnet-graph |"
+    )
+    assert md[2].endswith("| 0.250 | 2.00 | - | - |")
+    assert B.peer_skip_reason("pytorch-graph", "cpu") == (
+        "skipped on cpu (CUDA graphs: GPUs only)"
+    )
+    assert not any("graph" in m for m in B.peer_messages(["pytorch"], ["cpu"]))

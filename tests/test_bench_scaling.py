@@ -42,7 +42,7 @@ def test_ranks_plan_defaults_to_mlp512_and_seed_on_the_cpu_without_peers():
     # without --ranks nothing changes
     plain = B.plan_from_args(parse("--device", "cpu"))
     assert plain.ranks == [] and plain.models == ["seed", "mlp512", "wide"]
-    assert plain.peers == ["pytorch", "sklearn", "numpy", "jax"]
+    assert plain.peers == ["pytorch", "sklearn", "numpy", "jax", "pytorch-graph"]
 
 
 @pytest.mark.parametrize(
