@@ -12,8 +12,10 @@ message is printed, so no rank waits forever in a collective.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from ..errors import XpnetError
@@ -23,6 +25,24 @@ from .common import Exit
 #: the options that must be equal on every rank (the device may differ: one
 #: GPU per rank)
 SAME_ON_EVERY_RANK = ("epochs", "resume", "resume_if_exists", "save", "overwrite")
+
+
+@contextlib.contextmanager
+def agreed_start(rank: Rank | None) -> Iterator[None]:
+    """Run start-up checks that each rank makes alone (its files, its
+    dataset), then, with ranks, agree on them: if any rank raised an
+    :class:`XpnetError`, every rank raises the first one (rank 0 says it,
+    exit 2, no ``MPI_Abort``); else all go on. Without ranks, errors pass
+    through unchanged."""
+    if rank is None:
+        yield
+        return
+    error: XpnetError | None = None
+    try:
+        yield
+    except XpnetError as exc:
+        error = exc
+    rank.agree_on_start(error)
 
 
 class Rank:
@@ -51,6 +71,19 @@ class Rank:
     @property
     def lead(self) -> bool:
         return self.comm.rank == 0
+
+    def blas_share(self) -> tuple[int, str]:
+        """This rank's BLAS threads by default, ``max(1, cores //
+        ranks on this host)``, and how that was worked out (for the first
+        line). Collective: every rank calls it."""
+        from ..threads import cpu_count
+
+        here = self.comm.ranks_on_this_host()
+        cores = cpu_count()
+        return max(1, cores // here), (
+            f"{cores} core{'s' * (cores != 1)} / {here} rank{'s' * (here != 1)} "
+            "on this host"
+        )
 
     def check_options(self, args: argparse.Namespace, keys: tuple[str, ...]) -> None:
         """Refuse (one line, every rank) ranks started with different options.

@@ -76,6 +76,18 @@ def _refuse_options_before_the_command(parser: _Parser, argv: list[str]) -> None
         parser.error(f"{first} goes after the command: {where}")
 
 
+#: environment variables in which MPI launchers give a process its rank
+WORLD_RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
+
+
+def _a_rank_other_than_0(argv: list[str]) -> bool:
+    """Whether this is rank 1, 2, ... of ``mpiexec ... --distributed``."""
+    if "--distributed" not in argv:
+        return False
+    ranks = (os.environ.get(name, "").strip() for name in WORLD_RANK_VARIABLES)
+    return any(rank.isdigit() and rank != "0" for rank in ranks)
+
+
 def main(argv: list[str] | None = None) -> int:
     from ..interrupts import Terminated, install
     from ..stdio import guard_standard_streams
@@ -105,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         restore_signals()
         restore_logging()
         return 0
+    _Parser.silent = _a_rank_other_than_0(argv)
     try:
         _refuse_options_before_the_command(parser, argv)
         args, unknown = parser.parse_known_args(argv)
@@ -115,7 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         restore_signals()
         restore_logging()
-        if exc.code == 2 and "--json" in argv and parser.last_error:
+        if (
+            exc.code == 2
+            and "--json" in argv
+            and parser.last_error
+            and not (_Parser.silent)
+        ):
             print_json({"error": parser.last_error, "exit_code": 2})
         raise
     rest = argv[argv.index(args.command) + 1 :]

@@ -50,10 +50,14 @@ class _Parser(argparse.ArgumentParser):
     #: the last error message, for the --json line of a usage error
     last_error = ""
 
+    #: say nothing (a rank other than 0 of ``mpiexec ... --distributed``:
+    #: every rank parses the same options, rank 0 says what is wrong)
+    silent = False
+
     def error(self, message: str) -> NoReturn:
         line = f"{self.prog}: error: {message} (see {self.prog} --help)"
         _Parser.last_error = line
-        self.exit(2, line + "\n")
+        self.exit(2, None if _Parser.silent else line + "\n")
 
 
 def _command(name: str) -> Callable[[argparse.Namespace], int]:
@@ -316,7 +320,8 @@ def build_parser() -> _Parser:
         help="BLAS threads on the CPU: N, or auto (the cores other running "
         "processes leave free: much faster on a busy CPU, but float32 results then "
         "depend on the load, as the thread count changes a matmul's sums) "
-        "(default: the BLAS's own count; OPENBLAS_NUM_THREADS and the like win)",
+        "(default: the BLAS's own count, with --distributed cores // ranks on "
+        "the host; OPENBLAS_NUM_THREADS and the like win)",
     )
     train.add_argument(
         "--save",

@@ -36,6 +36,7 @@ from .common import (
     say,
     scale_option,
 )
+from .distributed import agreed_start
 from .parser import DEFAULT_LR
 from .plot import LivePlot, layer_sizes, loss_name, run_title
 
@@ -133,6 +134,8 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
         )
         backend = resolve(args.device, args.backend)
         args.describe_saved = target.holds
+        if rank is not None:  # a stalled run says what is saved, too
+            rank.comm.stall.note = target.holds
         if target.path is not None and writes:
             try:
                 lock = CheckpointLock(target.path).acquire()
@@ -154,23 +157,31 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
         rank.check_options(args, TRAIN_OPTIONS)
     saved: Checkpoint | None = None
     notices: list[str] = []
-    if resume:
-        saved = Checkpoint.from_file(resume, backend)
-        model = saved.model
-        if target.path is not None and Path(resume).resolve() == target.path.resolve():
-            target.epoch = model.epochs_trained
-        notices = reconcile_resume(args, saved.options, resume)
-        args.dtype = model.dtype_name
-        args.report["epochs_trained"] = model.epochs_trained
-        if args.epochs <= model.epochs_trained:
-            if plot is not None:
-                plot.title = run_title(target.path, model, saved.options, saved.dataset)
-                plot.loss = loss_name(model, saved.options)
-                plot.draw_on_stop(saved.history)
-            return _nothing_to_train(args, saved, resume, backend)
-    if unwritable is not None:
-        raise CheckpointWriteError(f"{unwritable}; {target.holds()}")
-    _check_head(args)  # after resuming, which refuses a head the run never had
+    # Each rank reads the checkpoint alone, then they agree (one line from
+    # rank 0, no abort), as they do on every start-up check below.
+    with agreed_start(rank):
+        if resume:
+            saved = Checkpoint.from_file(resume, backend)
+            model = saved.model
+            if (
+                target.path is not None
+                and Path(resume).resolve() == target.path.resolve()
+            ):
+                target.epoch = model.epochs_trained
+            notices = reconcile_resume(args, saved.options, resume)
+            args.dtype = model.dtype_name
+            args.report["epochs_trained"] = model.epochs_trained
+            if args.epochs <= model.epochs_trained:
+                if plot is not None:
+                    plot.title = run_title(
+                        target.path, model, saved.options, saved.dataset
+                    )
+                    plot.loss = loss_name(model, saved.options)
+                    plot.draw_on_stop(saved.history)
+                return _nothing_to_train(args, saved, resume, backend)
+        if unwritable is not None:
+            raise CheckpointWriteError(f"{unwritable}; {target.holds()}")
+        _check_head(args)  # after resuming, which refuses a head the run never had
     if resume is None and "dataset" not in args.given:
         # Recorded as chosen, so --resume and evaluate use the same data. Of
         # several ranks, rank 0 alone probes (and downloads), then tells the rest.
@@ -180,25 +191,29 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
                 args.data_dir, progress=sys.stderr.isatty()
             )
         if rank is not None:
-            args.dataset = rank.comm.allgather(args.dataset)[0]
+            with rank.comm.stall.paused():  # rank 0 may be downloading
+                args.dataset = rank.comm.allgather(args.dataset)[0]
         if notice:
             print(f"xpnet: {notice}", file=sys.stderr, flush=True)
-    args.dataset = dataset_identity(args.dataset)
-    data = load_training_data(
-        args.dataset,
-        args.data_dir,
-        steps=saved.preprocessing if saved else None,
-        deskew=args.deskew,
-        standardize=args.standardize,
-        scale=scale_option(args),
-        dtype=args.dtype,
-        # The standardisation statistics leave out the rows fit holds out.
-        held_out=(args.validation_split, args.seed) if args.validation_split else None,
-    )
-    if saved is not None:
-        check_features(model, data, f"checkpoint {resume!r}")
-    else:
-        model = _build_model(args, data, backend)
+    with agreed_start(rank):  # e.g. a dataset missing on one rank
+        args.dataset = dataset_identity(args.dataset)
+        data = load_training_data(
+            args.dataset,
+            args.data_dir,
+            steps=saved.preprocessing if saved else None,
+            deskew=args.deskew,
+            standardize=args.standardize,
+            scale=scale_option(args),
+            dtype=args.dtype,
+            # The standardisation statistics leave out the rows fit holds out.
+            held_out=(args.validation_split, args.seed)
+            if args.validation_split
+            else None,
+        )
+        if saved is not None:
+            check_features(model, data, f"checkpoint {resume!r}")
+        else:
+            model = _build_model(args, data, backend)
     history_so_far = list(saved.history) if saved else []
     args.report["epochs_trained"] = model.epochs_trained
     train_options = {k: getattr(args, k) for k in TRAIN_OPTIONS}
@@ -207,10 +222,20 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
         config=train_options, device=device_facts(backend), checkpoint=args.save
     )
     threads = None
-    if not backend.is_gpu and args.blas_threads is not None:
+    threads_said = ""
+    # Ranks on one host share its cores: each gets its share of BLAS threads
+    # (OpenBLAS's one per core on every rank oversubscribes them many times).
+    setting, share = args.blas_threads, None
+    if rank is not None and setting is None:
+        setting, share = rank.blas_share()
+    if not backend.is_gpu and setting is not None:
         stack = contextlib.ExitStack()
         args.cleanup.append(stack.close)
-        threads = stack.enter_context(limited_blas_threads(args.blas_threads))
+        threads = stack.enter_context(limited_blas_threads(setting))
+        if threads:
+            threads_said = f" | {threads} BLAS thread{'s' * (threads != 1)}"
+            if share is not None:
+                threads_said += f" per rank ({share})"
     elif not backend.is_gpu and not args.quiet:
         hint = busy_cpu_hint()
         if hint:
@@ -218,8 +243,7 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
     say(
         args,
         f"xpnet {__version__} | {backend.describe()} | dtype {model.dtype_name}"
-        f" | seed {model.seed}"
-        + (f" | {threads} BLAS thread{'s' * (threads != 1)}" if threads else ""),
+        f" | seed {model.seed}" + threads_said,
     )
     say(
         args,

@@ -19,6 +19,7 @@ import numpy as np
 from ..arraytypes import HostArray
 from ..errors import XpnetError
 from .communicator import HostStaged
+from .stall import StallWatch, stall_timeout
 
 __all__ = ["MPICommunicator", "MPIUnavailable", "install_abort_hook", "local_rank"]
 
@@ -65,10 +66,19 @@ class MPICommunicator(HostStaged):
             ``Iallreduce`` as soon as backward has made them, and wait before
             the update (NumPy backend only; same sums for 2 ranks; see
             :class:`~xpnet.distributed.data_parallel.OverlappedAllReduce`).
+        timeout: seconds one collective may wait for the other ranks before
+            this rank prints one line and ends the run (a rank stopped, hung
+            or gone; :mod:`.stall`); default ``$XPNET_MPI_TIMEOUT`` or 300,
+            ``0`` waits forever.
     """
 
     def __init__(
-        self, comm: Any = None, *, abort_on_error: bool = True, overlap: bool = False
+        self,
+        comm: Any = None,
+        *,
+        abort_on_error: bool = True,
+        overlap: bool = False,
+        timeout: float | None = None,
     ) -> None:
         super().__init__()
         self.overlap = bool(overlap)
@@ -76,11 +86,16 @@ class MPICommunicator(HostStaged):
         self.comm = comm if comm is not None else self.MPI.COMM_WORLD
         self.rank = self.comm.Get_rank()
         self.size = self.comm.Get_size()
+        #: ends the run when a collective waits too long (see :mod:`.stall`)
+        self.stall = StallWatch(
+            self.rank, self.size, stall_timeout(timeout) if self.size > 1 else None
+        )
         if abort_on_error and self.size > 1:
             install_abort_hook(self)
 
     def _allreduce_host(self, buf: HostArray) -> None:
-        self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
+        with self.stall.waiting():
+            self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
 
     def start_reduce(self, part: HostArray) -> Any:
         start = time.perf_counter()
@@ -96,19 +111,34 @@ class MPICommunicator(HostStaged):
     def finish_reduce(self, requests: list[Any], stop: float, nbytes: int) -> float:
         start = time.perf_counter()
         flag = np.array([stop], dtype=np.float64)
-        self.MPI.Request.Waitall(
-            [*requests, self.comm.Iallreduce(self.MPI.IN_PLACE, flag, op=self.MPI.SUM)]
-        )
+        with self.stall.waiting():
+            self.MPI.Request.Waitall(
+                [
+                    *requests,
+                    self.comm.Iallreduce(self.MPI.IN_PLACE, flag, op=self.MPI.SUM),
+                ]
+            )
         self.reduce_seconds += time.perf_counter() - start
         self.reduce_calls += 1
         self.reduce_bytes += nbytes
         return float(flag[0])
 
+    def ranks_on_this_host(self) -> int:
+        """How many ranks share this rank's node (collective)."""
+        with self.stall.waiting():
+            local = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED)
+        try:
+            return int(local.Get_size())
+        finally:
+            local.Free()
+
     def allgather(self, value: Any) -> list[Any]:
-        return list(self.comm.allgather(value))
+        with self.stall.waiting():
+            return list(self.comm.allgather(value))
 
     def bcast_array(self, host: HostArray, root: int = 0) -> HostArray:
-        self.comm.Bcast(host, root=root)
+        with self.stall.waiting():
+            self.comm.Bcast(host, root=root)
         return host
 
     def abort(self, code: int = 1) -> NoReturn:
