@@ -83,6 +83,10 @@ def test_issue16_item17_sixteen_bit_png_reads_as_its_8_bit_original(
         [r["probabilities"] for r in by8],
         atol=1e-5,
     )
+    # 8-bit values written into a 16-bit file show nothing at 16 bits: said so.
+    Image.fromarray(images[0].astype(np.uint16)).save(model_dir / "low16.png")
+    message = predict_error(model_dir, "low16.png")
+    assert "'low16.png' is 16-bit but its pixels only reach 255 of 65535" in message
 
 
 def test_issue16_item17_non_finite_float_tiff_is_refused(model_dir, test_digits):

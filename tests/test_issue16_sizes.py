@@ -204,6 +204,26 @@ def test_issue16_item21_huge_hidden_layers_are_refused_from_an_estimate(tmp_path
     assert not (tmp_path / "m.npz").exists()
 
 
+def test_issue16_item21_a_checkpoint_it_could_not_read_back_is_not_trained(tmp_path):
+    """Item 21: the limit applies to checkpoints too, so ``train --save`` of
+    a model whose weights exceed it is refused before training (it could
+    not be read back); raised, the same run trains and evaluates."""
+    _small_dataset(tmp_path / "d.npz")
+    args = ("--dataset", "d.npz", "--hidden", "400", "--save", "m.npz")
+    env = {"XPNET_MAX_ARRAY_BYTES": "1000000"}  # above the dataset's arrays
+    proc = _train(*args, cwd=tmp_path, env=env)
+    assert proc.returncode == 2, proc.stderr
+    message = one_line_error(proc)
+    assert "the 784x400 weights of this model take 1,254,400 bytes" in message
+    assert "XPNET_MAX_ARRAY_BYTES=1254400" in message
+    assert not (tmp_path / "m.npz").exists()
+    env = {"XPNET_MAX_ARRAY_BYTES": "1254400"}
+    proc = _train(*args, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    proc = run("evaluate", "m.npz", "--device", "cpu", cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+
+
 @pytest.mark.parametrize("backend", ["array_api_strict"])
 def test_issue16_item21_library_models_are_estimated_too(backend):
     """The estimate is the model's, not only the CLI's."""

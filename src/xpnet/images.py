@@ -128,7 +128,14 @@ def _pixels(image: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
     real range (8-bit modes by 255, 16-bit by 65535, floats as 0-1 or 0-255)."""
     mode = image.mode
     if mode.startswith("I;16"):
-        grey = np.asarray(image).astype(np.float64) / 65535
+        grey = np.asarray(image).astype(np.float64)
+        if 0 < grey.max() <= 255:
+            raise ImageError(
+                f"image {where} is 16-bit but its pixels only reach "
+                f"{grey.max():g} of 65535 (8-bit values in a 16-bit file?): save "
+                "it as an 8-bit image, or scale it to 0-65535"
+            )
+        grey /= 65535
     elif mode == "I":  # 32-bit integers: PNG's 16-bit grey in older Pillows
         grey = np.asarray(image).astype(np.float64)
         full = 65535 if image.format == "PNG" or grey.max() <= 65535 else 2**31 - 1

@@ -31,6 +31,7 @@ __all__ = [
     "MAX_ARRAY_BYTES_ENV",
     "check_array_size",
     "check_model_fits",
+    "check_saved_arrays_readable",
     "device_memory_bytes",
     "format_bytes",
     "max_array_bytes",
@@ -114,15 +115,19 @@ def check_model_fits(
 
 def max_array_bytes() -> int:
     """The largest array (in bytes) xpnet reads from a file: the environment
-    variable ``XPNET_MAX_ARRAY_BYTES`` (a whole number of bytes, ``_``
-    allowed), else :data:`DEFAULT_MAX_ARRAY_BYTES`."""
+    variable ``XPNET_MAX_ARRAY_BYTES`` (a whole number of bytes: ``2000000000``,
+    ``2_000_000_000`` or ``2e9``), else :data:`DEFAULT_MAX_ARRAY_BYTES`."""
     text = os.environ.get(MAX_ARRAY_BYTES_ENV, "").strip()
     if not text:
         return DEFAULT_MAX_ARRAY_BYTES
     try:
         value = int(text)
     except ValueError:
-        value = -1
+        try:  # 2e9 is a whole number too
+            number = float(text)
+            value = int(number) if number.is_integer() else -1
+        except (ValueError, OverflowError):
+            value = -1
     if value < 1:
         raise XpnetError(
             f"{MAX_ARRAY_BYTES_ENV}={text[:40]!r} is not a positive whole number "
@@ -141,4 +146,21 @@ def check_array_size(nbytes: int, what: str) -> None:
             f"{what} declares {nbytes:,} bytes ({format_bytes(nbytes)}), more than "
             f"the {limit:,} xpnet reads from a file; if the data is real, raise the "
             f"limit: {MAX_ARRAY_BYTES_ENV}={nbytes}"
+        )
+
+
+def check_saved_arrays_readable(sizes: Sequence[int], dtype: str) -> None:
+    """Refuse layer ``sizes`` (``[inputs, hidden..., outputs]``) whose largest
+    weight matrix a checkpoint could not be read back with (see
+    :func:`max_array_bytes`): training it first would only lose the run."""
+    pairs = zip(sizes, sizes[1:], strict=False)
+    rows, cols = max(pairs, key=lambda pair: pair[0] * pair[1])
+    nbytes = rows * cols * _ITEMSIZE.get(dtype, 8)
+    limit = max_array_bytes()
+    if nbytes > limit:
+        raise XpnetError(
+            f"the {rows}x{cols} weights of this model take {nbytes:,} bytes "
+            f"({format_bytes(nbytes)}) in its checkpoint, more than the {limit:,} "
+            f"xpnet reads from a file: use smaller layers, or raise the limit for "
+            f"training and reading it: {MAX_ARRAY_BYTES_ENV}={nbytes}"
         )
