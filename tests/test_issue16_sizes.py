@@ -224,6 +224,24 @@ def test_issue16_item21_a_checkpoint_it_could_not_read_back_is_not_trained(tmp_p
     assert proc.returncode == 0, proc.stderr
 
 
+def test_issue16_item21_a_big_canvas_image_is_read_in_bounded_memory(tmp_path):
+    """Item 21 (images): a 100 KB PNG of an 8000x8000 page took 3.2 GB and
+    half a minute as float arrays; it is box-reduced while still compact."""
+    pil = pytest.importorskip("PIL.Image", reason="Pillow not installed")
+    _small_dataset(tmp_path / "d.npz")
+    proc = _train("--dataset", "d.npz", "--save", "m.npz", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    page = np.full((8000, 8000), 255, np.uint8)
+    page[2500:5500, 3800:4300] = 0  # a thick dark bar: a 1
+    pil.fromarray(page).save(tmp_path / "page.png")
+    assert (tmp_path / "page.png").stat().st_size < 1 << 20
+    proc, peak = run_measured(
+        "predict", "m.npz", "page.png", "--device", "cpu", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert peak < 400 << 20, peak
+
+
 @pytest.mark.parametrize("backend", ["array_api_strict"])
 def test_issue16_item21_library_models_are_estimated_too(backend):
     """The estimate is the model's, not only the CLI's."""

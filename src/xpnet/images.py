@@ -49,6 +49,11 @@ _CROP_LEVEL = 0.2
 # test set: 13.99 and 14.00, std 0.29), and its digits' box.
 _MNIST_CENTRE = 14.0
 _MNIST_BOX = 20
+# The longest side an image is worked on at (larger ones are box-reduced by
+# a whole factor first), far more than a 20-pixel digit needs.
+_MAX_SIDE = 1024
+# Modes Pillow's reduce() takes as they are (others are converted first).
+_REDUCIBLE = ("L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "La", "RGBa")
 
 
 class ImageError(XpnetError):
@@ -106,6 +111,11 @@ def _read_grey_alpha(
             # Pillow only warns below twice its pixel limit: refuse those too.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path, formats=list(READ_FORMATS)) as image:
+                if image.format == "JPEG" and max(image.size) > _MAX_SIDE:
+                    # Decode at 1/2, 1/4 or 1/8 scale: never the full image.
+                    factor = max(image.size) / _MAX_SIDE
+                    w, h = image.size
+                    image.draft(None, (int(w / factor), int(h / factor)))
                 return _pixels(image, where)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         reason = str(exc).rstrip(".")
@@ -125,45 +135,54 @@ def _read_grey_alpha(
 
 def _pixels(image: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
     """Grey levels and opacity of an open Pillow image, scaled by its mode's
-    real range (8-bit modes by 255, 16-bit by 65535, floats as 0-1 or 0-255)."""
+    real range (8-bit modes by 255, 16-bit by 65535, floats as 0-1 or 0-255),
+    at most ``_MAX_SIDE`` pixels on a side (see :func:`_reduced`)."""
     mode = image.mode
-    if mode.startswith("I;16"):
-        grey = np.asarray(image).astype(np.float64)
-        if 0 < grey.max() <= 255:
-            raise ImageError(
-                f"image {where} is 16-bit but its pixels only reach "
-                f"{grey.max():g} of 65535 (8-bit values in a 16-bit file?): save "
-                "it as an 8-bit image, or scale it to 0-65535"
-            )
-        grey /= 65535
-    elif mode == "I":  # 32-bit integers: PNG's 16-bit grey in older Pillows
-        grey = np.asarray(image).astype(np.float64)
-        full = 65535 if image.format == "PNG" or grey.max() <= 65535 else 2**31 - 1
-        if grey.min() < 0:
-            raise ImageError(
-                f"image {where} has negative pixels ({grey.min():g}): save it "
-                "with pixels 0 and above"
-            )
-        grey /= full
-    elif mode == "F":
-        grey = np.asarray(image).astype(np.float64)
-        if not np.isfinite(grey).all():
-            bad = int((~np.isfinite(grey)).sum())
+    if mode == "F":
+        full = np.asarray(image)  # Pillow's own float32 pixels, not a copy
+        if not np.isfinite(full).all():
+            bad = int((~np.isfinite(full)).sum())
             raise ImageError(
                 f"image {where} has {bad:,} NaN or infinite pixels: fix or "
                 "re-export it with finite values"
             )
+        grey = np.asarray(_reduced(image), dtype=np.float64)
         low, high = float(grey.min()), float(grey.max())
         if low < 0 or high > 255:
             raise ImageError(
                 f"image {where} holds float pixels from {low:g} to {high:g}; "
                 "expected 0-1 or 0-255: rescale it"
             )
-        grey /= 1.0 if high <= 1 else 255.0
-    else:
-        grey_alpha = np.asarray(image.convert("LA"), dtype=np.float64) / 255
-        return grey_alpha[..., 0], grey_alpha[..., 1]
-    return grey, np.ones_like(grey)
+        return grey / (1.0 if high <= 1 else 255.0), np.ones_like(grey)
+    if mode.startswith("I"):  # 16-bit (I;16*), or 32-bit integers (I)
+        sixteen = mode != "I" or image.format == "PNG"  # older Pillows: PNG's as I
+        grey = np.asarray(_reduced(image.convert("I")), dtype=np.float64)
+        low, high = float(grey.min()), float(grey.max())
+        if low < 0:
+            raise ImageError(
+                f"image {where} has negative pixels ({low:g}): save it with "
+                "pixels 0 and above"
+            )
+        if sixteen and 0 < high <= 255:
+            raise ImageError(
+                f"image {where} is 16-bit but its pixels only reach {high:g} of "
+                "65535 (8-bit values in a 16-bit file?): save it as an 8-bit "
+                "image, or scale it to 0-65535"
+            )
+        full_range = 65535 if sixteen or high <= 65535 else 2**31 - 1
+        return grey / full_range, np.ones_like(grey)
+    if mode not in _REDUCIBLE:
+        image = image.convert("LA")
+    grey_alpha = np.asarray(_reduced(image).convert("LA"), dtype=np.float64) / 255
+    return grey_alpha[..., 0], grey_alpha[..., 1]
+
+
+def _reduced(image: Any) -> Any:
+    """``image`` shrunk by a whole factor (box average, which anti-aliases)
+    to at most ``_MAX_SIDE`` pixels on its longer side: a digit needs far
+    fewer, and a 9000x9000 canvas would otherwise take gigabytes as floats."""
+    factor = -(-max(image.size) // _MAX_SIDE)
+    return image.reduce(factor) if factor > 1 else image
 
 
 def _ink_on_black(grey: np.ndarray, alpha: np.ndarray, where: str) -> np.ndarray:
