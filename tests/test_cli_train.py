@@ -396,7 +396,7 @@ def test_a_full_disk_says_which_epoch_the_file_still_holds(
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["train", "--seed", "-1"], "--seed: expected a non-negative integer"),
+        (["train", "--seed", "-1"], "--seed: expected a whole number from 0 to 2**128"),
         (["train", "--optimizer", "rmsprop"], "invalid choice: 'rmsprop'"),
         (["train", "--epochs"], "expected one argument"),
         (["evaluate"], "the following arguments are required: MODEL"),

@@ -8,7 +8,9 @@ and written atomically (:mod:`xpnet.atomic`).
 An output file is "ours" when it is a PNG whose ``xpnet`` text chunk names the
 same kind of picture of the same checkpoint (written by :func:`save_figure`):
 such a file is redrawn freely (a resumed run, ``xpnet plot`` run again), any
-other existing file only with ``--overwrite`` (:func:`check_output`).
+other existing file only with ``--overwrite`` (:func:`check_output`). A new
+file is created exclusively (:class:`xpnet.atomic.OwnedOutput`): of two
+processes drawing to one new name, the second is refused with one line.
 
 Host-side edge code: it reads plain history dicts (from checkpoints, which are
 untrusted: a value that is not a number is drawn as missing) and host NumPy
@@ -27,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .atomic import atomic_write
+from .atomic import OutputError, OwnedOutput, check_output_target
 from .errors import XpnetError
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "confusion_matrix",
     "curves_figure",
     "marker_of",
+    "open_output",
     "require_matplotlib",
     "save_figure",
 ]
@@ -130,13 +133,18 @@ def check_output(
     """Validate an output path before any work is done; returns it.
 
     Refuses (one :class:`PlotError` line) a suffix matplotlib cannot write, a
-    directory, a parent that is a file, and an existing file that is not ours
+    directory or anything else that is not a regular file (a FIFO would
+    block), a parent that is a file, and an existing file that is not ours
     (see the module docstring) unless ``overwrite``.
     """
     require_matplotlib(option)
     where = Path(path)
     if where.is_dir():
         raise PlotError(f"{option} {str(path)!r} is a directory: give a file name")
+    try:
+        check_output_target(where, option)
+    except OutputError as exc:
+        raise PlotError(str(exc)) from None
     suffix = where.suffix.lower().lstrip(".")
     if not suffix or suffix not in _writable_suffixes():
         what = f"'.{suffix}' files" if suffix else "a file without a suffix"
@@ -158,10 +166,30 @@ def check_output(
     return where
 
 
-def save_figure(fig: Any, path: str | os.PathLike, marker: str | None = None) -> None:
-    """Write ``fig`` to ``path`` atomically in the format its suffix names;
-    a PNG carries ``marker`` (see :func:`marker_of`) in a text chunk."""
-    path = Path(path)
+def open_output(
+    path: str | os.PathLike,
+    option: str,
+    *,
+    overwrite: bool,
+    marker: str | None = None,
+) -> OwnedOutput:
+    """:func:`check_output`, then the output to give :func:`save_figure`: an
+    existing file is replaced only with ``overwrite`` or when it is ours
+    (``marker``); a new one is created exclusively."""
+    where = check_output(path, option, overwrite=overwrite, marker=marker)
+    ours = marker is not None and where.is_file() and _png_marker(where) == marker
+    return OwnedOutput(where, may_replace=overwrite or ours)
+
+
+def save_figure(
+    fig: Any, output: OwnedOutput | str | os.PathLike, marker: str | None = None
+) -> None:
+    """Write ``fig`` to ``output`` atomically in the format its suffix names;
+    a PNG carries ``marker`` (see :func:`marker_of`) in a text chunk.
+    ``output``: from :func:`open_output`, or a path (replaced if it exists)."""
+    if not isinstance(output, OwnedOutput):
+        output = OwnedOutput(output, may_replace=True)
+    path = output.path
     fmt = path.suffix.lower().lstrip(".")
     # Only PNG takes free-form metadata keys; other formats warn or refuse.
     metadata = {"Software": f"xpnet {__version__}"} if fmt == "png" else None
@@ -169,8 +197,10 @@ def save_figure(fig: Any, path: str | os.PathLike, marker: str | None = None) ->
         metadata["xpnet"] = marker
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path) as handle:
+        with output.write() as handle:
             fig.savefig(handle, format=fmt, dpi=120, metadata=metadata)
+    except XpnetError as exc:
+        raise PlotError(str(exc)) from None
     except Exception as exc:  # matplotlib's errors are of many kinds
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise PlotError(f"cannot write {str(path)!r}: {detail}") from None

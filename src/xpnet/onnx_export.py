@@ -256,6 +256,7 @@ def export_onnx(
     path: str | os.PathLike | None = None,
     *,
     preprocessing: Preprocessing | None = None,
+    exclusive: bool = False,
 ) -> Any:
     """The model of ``source`` as an ONNX ``ModelProto`` (see the module doc).
 
@@ -265,6 +266,8 @@ def export_onnx(
             ``.npz`` (its preprocessing and class names come along).
         path: where to write the ``.onnx`` file (atomically, replacing an
             existing file), or None to only return the graph.
+        exclusive: ``path`` is a new file: refuse (one line) to replace
+            anything, also a file another process made while this one worked.
         preprocessing: the input steps to put in the graph; default the
             checkpoint's (none for a bare model: the graph then takes the
             model's own inputs).
@@ -330,15 +333,17 @@ def export_onnx(
     helper.set_model_props(proto, meta)
     onnx.checker.check_model(proto, full_check=True)
     if path is not None:
-        _write(proto, Path(path))
+        _write(proto, Path(path), exclusive)
     return proto
 
 
-def _write(proto: Any, path: Path) -> None:
+def _write(proto: Any, path: Path, exclusive: bool) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path) as handle:
+        with atomic_write(path, exclusive=exclusive, follow_links=True) as handle:
             handle.write(proto.SerializeToString())
+    except XpnetError as exc:
+        raise OnnxExportError(str(exc)) from None
     except OSError as exc:
         raise OnnxExportError(
             f"cannot write {str(path)!r}: {exc.strerror or exc}"

@@ -13,7 +13,11 @@ import numpy as np
 from .arraytypes import HostArray
 from .errors import XpnetError
 
-__all__ = ["make_rngs", "permutation", "validation_split"]
+__all__ = ["MAX_SEED", "make_rngs", "permutation", "validation_split"]
+
+#: the largest seed a checkpoint may record (``--seed`` takes 0 to this): the
+#: reader refuses larger ones as damage, so the writer never makes them
+MAX_SEED = 2**128
 
 #: the spawn key of the validation split's stream (make_rngs uses 0 and 1)
 _SPLIT_STREAM = 2

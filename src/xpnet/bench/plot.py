@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write
+from ..atomic import OwnedOutput
 from .plan import MODELS, SCALING_SCHEMA, SYSTEMS
 from .report import groups
 from .results import RATIO_KEYS
@@ -52,9 +52,12 @@ def _title(result: dict[str, Any], rows: int | None) -> str:
     return f"xpnet vs peers: {epoch}" + (f" ({where})" if where else "")
 
 
-def plot_results(result: dict[str, Any], path: Path) -> str | None:
-    """Draw ``result`` to ``path`` (PNG, atomically); None when written, else
-    the reason it was skipped."""
+def plot_results(
+    result: dict[str, Any], path: Path, output: OwnedOutput | None = None
+) -> str | None:
+    """Draw ``result`` to ``path`` (PNG, atomically, through ``output`` when
+    given: see :func:`~xpnet.bench.report.result_outputs`); None when written,
+    else the reason it was skipped."""
     try:
         import matplotlib.backends.backend_agg  # noqa: F401
     except Exception:
@@ -67,7 +70,9 @@ def plot_results(result: dict[str, Any], path: Path) -> str | None:
         fig = scaling_figure(result)
     else:
         fig = results_figure(result)
-    with atomic_write(path) as f:
+    if output is None:
+        output = OwnedOutput(path, may_replace=True, follow_links=False)
+    with output.write() as f:
         fig.savefig(f, format="png", dpi=110)
     return None
 

@@ -9,13 +9,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write
+from ..atomic import OwnedOutput
 from .cores import facts_lines
 from .plan import MODELS, QUICK_TEXT, SCALING_SCHEMA
 from .results import (
     DENORMAL_TEXT,
     FLOPS_TEXT,
     IN_PROCESS_TEXT,
+    OUTPUT_SUFFIXES,
     OVER_CEILING_MARK,
     TIMING_TEXT,
     over_ceiling,
@@ -288,28 +289,47 @@ def print_outcome(
         print(json.dumps(summary_of(result), separators=(",", ":")))
 
 
-def _write_text(path: Path, text: str) -> None:
-    with atomic_write(path) as f:
+def _write_text(output: OwnedOutput, text: str) -> None:
+    with output.write() as f:
         f.write(text.encode("utf-8"))
 
 
+def result_outputs(out_dir: Path, stem: str, *, append: bool) -> dict[str, OwnedOutput]:
+    """The files of one run, by suffix (``.json``, ``.md``, ``.png``): created
+    exclusively (a run racing for the same name is refused with one line)
+    unless ``append`` continues them, then rewritten while they are ours."""
+    return {
+        ext: OwnedOutput(
+            out_dir / f"{stem}{ext}", may_replace=append, follow_links=False
+        )
+        for ext in OUTPUT_SUFFIXES
+    }
+
+
 def write_outputs(
-    result: dict[str, Any], out_dir: Path, stem: str, plot: bool = True
+    result: dict[str, Any],
+    out_dir: Path,
+    stem: str,
+    plot: bool = True,
+    outputs: dict[str, OwnedOutput] | None = None,
 ) -> dict[str, str]:
     """Write ``stem.json`` and ``stem.md`` (and ``stem.png``); return the paths.
 
     Each file is replaced atomically, so a reader (or a run stopped midway)
-    sees the previous complete file or the new one.
+    sees the previous complete file or the new one; ``outputs`` (see
+    :func:`result_outputs`) carries which of them this run wrote, across calls.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
+    if outputs is None:
+        outputs = result_outputs(out_dir, stem, append=True)
     paths = {"json": str(out_dir / f"{stem}.json"), "md": str(out_dir / f"{stem}.md")}
-    _write_text(Path(paths["json"]), json.dumps(result, indent=1) + "\n")
-    _write_text(Path(paths["md"]), format_report(result, markdown=True))
+    _write_text(outputs[".json"], json.dumps(result, indent=1) + "\n")
+    _write_text(outputs[".md"], format_report(result, markdown=True))
     if plot:
         from .plot import plot_results
 
         png = out_dir / f"{stem}.png"
-        message = plot_results(result, png)
+        message = plot_results(result, png, outputs[".png"])
         if message is None:
             paths["png"] = str(png)
         else:

@@ -15,7 +15,7 @@ from .cores import facts_lines, forced_kernel, kernel_notice, native_kernel
 from .machine import environment
 from .peers import peer_messages, peer_skip_reason
 from .plan import MODELS, PEERS, Plan
-from .report import write_outputs
+from .report import result_outputs, write_outputs
 from .results import (
     add_row,
     combine_gemm,
@@ -52,7 +52,10 @@ def numbered_stem(out_dir: Path, stem: str, say: Callable[[str], None]) -> str:
 class ResultFiles:
     """A run's result files (``stem.json``, ``.md``; ``.png`` at the end),
     rewritten after every row so a stopped run keeps the rows it finished.
-    ``remarks(result)`` derives the result's remarks before each write."""
+    ``remarks(result)`` derives the result's remarks before each write. A
+    new run's files are created exclusively (``append`` continues existing
+    ones): of two runs that picked the same free name, the second is refused.
+    """
 
     def __init__(
         self,
@@ -61,9 +64,13 @@ class ResultFiles:
         stem: str,
         remarks: Callable[[dict[str, Any]], list[str]],
         plot: bool,
+        append: bool = False,
     ) -> None:
         self.result, self.out_dir, self.stem = result, out_dir, stem
         self.remarks, self.plot = remarks, plot
+        self.outputs = (
+            result_outputs(out_dir, stem, append=append) if out_dir is not None else {}
+        )
         #: what the last write wrote, by kind (json, md, png or plot message)
         self.paths: dict[str, str] = {}
 
@@ -71,7 +78,11 @@ class ResultFiles:
         self.result["remarks"] = self.remarks(self.result)
         if self.out_dir is not None:
             self.paths = write_outputs(
-                self.result, self.out_dir, self.stem, plot=self.plot and final
+                self.result,
+                self.out_dir,
+                self.stem,
+                plot=self.plot and final,
+                outputs=self.outputs,
             )
 
 
@@ -148,7 +159,7 @@ def run_plan(
         say(notice or "")
     for line in result["peer_messages"]:
         say(line)
-    files = ResultFiles(result, out_dir, stem, derive_remarks, plot)
+    files = ResultFiles(result, out_dir, stem, derive_remarks, plot, append=plan.append)
     save = files.save
     on_contention = contention_notice(say)
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,12 +44,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import __version__
-from ..atomic import atomic_write
+from ..atomic import OutputError, atomic_write, write_target
 from ..backend import Backend, resolve
 from ..errors import XpnetError
 from ..model import Sequential
 from ..preprocessing import Preprocessing
 from ..resumable import TrainingState
+from ..rng import MAX_SEED
 from .format import (
     FORMAT,
     FORMAT_VERSION,
@@ -66,12 +68,35 @@ __all__ = [
     "FORMAT_VERSION",
     "Checkpoint",
     "CheckpointError",
+    "SidecarWriteError",
     "load_checkpoint",
     "optimizer_config",
     "optimizer_from_config",
     "read_checkpoint",
     "save_checkpoint",
+    "sidecar_path",
 ]
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """The ``<checkpoint>.json`` copy of the metadata, beside the file the
+    checkpoint is really written to (a symbolic link's target)."""
+    target = write_target(path)
+    return target.with_name(target.name + ".json")
+
+
+class SidecarWriteError(CheckpointError):
+    """The ``.npz`` was written but its ``.json`` copy was not: ``path`` holds
+    the new checkpoint, ``sidecar`` (a copy for people) is out of date."""
+
+    def __init__(self, path: Path, sidecar: Path, cause: BaseException) -> None:
+        why = cause.strerror if isinstance(cause, OSError) and cause.strerror else cause
+        self.path, self.sidecar, self.why = path, sidecar, str(why)
+        super().__init__(
+            f"{str(path)!r} was written, but its metadata copy {str(sidecar)!r} "
+            f"was not ({self.why}): that copy is out of date; the .npz is what "
+            "xpnet reads"
+        )
 
 
 @dataclass
@@ -114,6 +139,12 @@ class Checkpoint:
         """The JSON metadata of the archive (``state``: the model's, taken
         now when not given)."""
         model = self.model
+        if model.seed is not None and not 0 <= model.seed <= MAX_SEED:
+            # The reader would call such a file damaged: never write one.
+            raise CheckpointError(
+                f"seed {model.seed} cannot be saved: a checkpoint records seeds "
+                "from 0 to 2**128; train with a smaller seed"
+            )
         state = state or TrainingState.of(model, self.callbacks)
         resumable = state.to_meta()
         return {
@@ -151,17 +182,42 @@ class Checkpoint:
         arrays["meta"] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
         return arrays
 
-    def to_file(self, path: str | os.PathLike) -> Path:
-        """Write the archive, then its ``<path>.json`` copy, each atomically."""
+    def to_file(
+        self,
+        path: str | os.PathLike,
+        *,
+        exclusive: bool = False,
+        before_replace: Callable[[int], None] | None = None,
+    ) -> Path:
+        """Write the archive, then its ``<path>.json`` copy, each atomically
+        (see :func:`xpnet.atomic.atomic_write`: ``exclusive`` for a new file,
+        which refuses to replace anything; a symbolic link is written through
+        to its target, whose mode is kept; ``before_replace`` gets the
+        archive's descriptor before it takes the name).
+
+        Raises:
+            CheckpointError: the path does not end in ``.npz``.
+            SidecarWriteError: the archive was written, its copy was not.
+            OSError, OutputError: the archive was not written.
+        """
         path = Path(path)
         if path.suffix != ".npz":
             raise CheckpointError(f"checkpoint path {str(path)!r} must end in .npz")
         arrays = self.to_arrays()
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path) as handle:
+        with atomic_write(
+            path,
+            exclusive=exclusive,
+            follow_links=True,
+            before_replace=before_replace,
+        ) as handle:
             np.savez(handle, **arrays)  # type: ignore[arg-type]
-        with atomic_write(path.with_name(path.name + ".json")) as handle:
-            handle.write(arrays["meta"].tobytes())
+        sidecar = sidecar_path(path)
+        try:
+            with atomic_write(sidecar, exclusive=exclusive, follow_links=True) as f:
+                f.write(arrays["meta"].tobytes())
+        except (OSError, OutputError) as exc:
+            raise SidecarWriteError(path, sidecar, exc) from None
         return path
 
     @classmethod

@@ -27,6 +27,7 @@ from ..losses import LOSSES, CrossEntropy, Loss
 from ..model import layer_from_config
 from ..npz import ArrayTooLarge, NpzArchive, NpzFormatError
 from ..optimizers import Optimizer
+from ..rng import MAX_SEED
 from .format import FORMAT, FORMAT_VERSION, CheckpointError, optimizer_from_config
 
 
@@ -213,7 +214,7 @@ def _check_meta(meta: dict[str, Any], where: str) -> None:
         if not 0 <= value <= _MAX_COUNT:
             raise _bad(where, f"{path}{key} is {_show(value)}")
     seed = meta.get("seed")
-    if seed is not None and not (_is_int(seed) and 0 <= seed <= 2**128):
+    if seed is not None and not (_is_int(seed) and 0 <= seed <= MAX_SEED):
         raise _bad(where, f"seed is {_show(seed)}")
     factor = opt.get("lr_factor", 1.0)
     if not (_is_number(factor) and factor > 0):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 
 from .. import figures
+from ..atomic import OwnedOutput
 from ..backend import Backend, resolve
 from ..checkpoint import Checkpoint
 from ..datasets import Dataset
@@ -55,7 +55,7 @@ def data_for_checkpoint(
 def run(args: argparse.Namespace) -> int:
     marker = figures.marker_of(CONFUSION, args.model)
     plot = (
-        figures.check_output(
+        figures.open_output(
             args.plot, "--plot", overwrite=args.overwrite, marker=marker
         )
         if args.plot
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
                 "device": device_facts(backend),
                 "seconds": seconds,
                 **result,
-                **({"plot": str(plot)} if plot is not None else {}),
+                **({"plot": str(plot.path)} if plot is not None else {}),
             }
         )
     else:
@@ -102,14 +102,18 @@ def run(args: argparse.Namespace) -> int:
             )
         )
         if plot is not None:
-            print(printable(f"plotted {plot}"))
+            print(printable(f"plotted {plot.path}"))
     return 0
 
 
 def _draw_confusion(
-    path: Path, marker: str | None, ckpt: Checkpoint, data: Dataset, source: str
+    output: OwnedOutput,
+    marker: str | None,
+    ckpt: Checkpoint,
+    data: Dataset,
+    source: str,
 ) -> None:
-    """The test set's confusion matrix of ``ckpt``'s model, written to ``path``."""
+    """The test set's confusion matrix of ``ckpt``'s model, written to ``output``."""
     model = ckpt.model
     k = max(int(data.num_classes), 2)
     counts = figures.confusion_matrix(
@@ -119,6 +123,6 @@ def _draw_confusion(
     title = run_title(source, model, ckpt.options, {})
     figures.save_figure(
         figures.confusion_figure(counts, names, title=f"{title}\n{data.name} test set"),
-        path,
+        output,
         marker,
     )

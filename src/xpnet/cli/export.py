@@ -9,6 +9,7 @@ from .common import UsageError, print_json, say
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..atomic import OutputError, check_output_target
     from ..checkpoint import Checkpoint
     from ..onnx_export import OPSET, export_onnx, require_onnx
 
@@ -25,14 +26,20 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"{args.output!r} is the checkpoint itself: name another output file"
         )
-    if target.exists() and not args.overwrite:
+    try:  # a FIFO would block, a device is not ours: refused before any work
+        check_output_target(target)
+    except OutputError as exc:
+        raise UsageError(str(exc)) from None
+    if (target.exists() or target.is_symlink()) and not args.overwrite:
         raise UsageError(
             f"{args.output!r} already exists: pass --overwrite to replace it, "
             "or name another file"
         )
     # The graph holds host copies of the weights: the CPU is all it needs.
     ckpt = Checkpoint.from_file(source, "cpu", "numpy")
-    proto = export_onnx(ckpt, target)
+    # A new file is created exclusively: of two exports racing for one name,
+    # the second is refused instead of silently replacing the first.
+    proto = export_onnx(ckpt, target, exclusive=not args.overwrite)
     model = ckpt.model
     output = proto.graph.output[0].name
     report = {

@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 from .. import __version__
 from ..backend import BACKENDS
 from ..figures import INSTALL_HINT
+from ..rng import MAX_SEED
 
 #: ``xpnet train --plot`` redraws after an epoch at most this often (seconds)
 PLOT_EVERY_S = 30.0
@@ -107,6 +108,12 @@ _positive_int = _number(
 )
 _non_negative_int = _number(
     int, lambda v: v >= 0, "expected a non-negative integer, got {text!r}"
+)
+_seed = _number(
+    int,
+    lambda v: 0 <= v <= MAX_SEED,
+    "expected a whole number from 0 to 2**128 (the range a checkpoint records), "
+    "got {text!r}",
 )
 _non_negative_float = _number(
     float, lambda v: 0 <= v < math.inf, "expected a non-negative number, got {text!r}"
@@ -269,7 +276,7 @@ def build_parser() -> _Parser:
     )
     train.add_argument(
         "--seed",
-        type=_non_negative_int,
+        type=_seed,
         default=0,
         help="seed of the weights and shuffling (default: 0)",
     )

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import figures
+from ..atomic import OwnedOutput
 from .common import UsageError, say
 from .parser import PLOT_EVERY_S
 
@@ -59,16 +60,16 @@ def loss_name(model: Any, options: dict[str, Any]) -> str:
 
 
 def draw_curves(
-    path: Path,
+    output: OwnedOutput,
     history: Sequence[dict[str, Any]],
     *,
     title: str,
     loss: str,
     marker: str | None,
 ) -> None:
-    """Write the loss and accuracy curves of ``history`` to ``path``."""
+    """Write the loss and accuracy curves of ``history`` to ``output``."""
     fig = figures.curves_figure(history, title=title, loss=loss)
-    figures.save_figure(fig, path, marker)
+    figures.save_figure(fig, output, marker)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,14 +77,15 @@ def run(args: argparse.Namespace) -> int:
 
     out = args.output or str(Path(args.model).with_suffix(".png"))
     marker = figures.marker_of(CURVES, args.model)
-    path = figures.check_output(out, "-o", overwrite=args.overwrite, marker=marker)
+    output = figures.open_output(out, "-o", overwrite=args.overwrite, marker=marker)
+    path = output.path
     ckpt = Checkpoint.from_file(args.model, "cpu")
     if not ckpt.history:
         raise UsageError(
             f"checkpoint {args.model!r} holds no finished epoch yet: nothing to plot"
         )
     draw_curves(
-        path,
+        output,
         ckpt.history,
         title=run_title(args.model, ckpt.model, ckpt.options, ckpt.dataset),
         loss=loss_name(ckpt.model, ckpt.options),
@@ -102,9 +104,10 @@ class LivePlot:
 
     def __init__(self, path: str, *, overwrite: bool, checkpoint: Path | None) -> None:
         self.marker = figures.marker_of(CURVES, checkpoint)
-        self.path = figures.check_output(
+        self.output = figures.open_output(
             path, "--plot", overwrite=overwrite, marker=self.marker
         )
+        self.path = self.output.path
         self.title = ""
         self.loss = ""
         self.last = time.monotonic()
@@ -117,7 +120,7 @@ class LivePlot:
         if not history:
             return False
         draw_curves(
-            self.path, history, title=self.title, loss=self.loss, marker=self.marker
+            self.output, history, title=self.title, loss=self.loss, marker=self.marker
         )
         self.last = time.monotonic()
         return True

@@ -158,11 +158,23 @@ def reconcile_resume(
 
 
 class SaveTarget:
-    """Where this run writes its checkpoint, checked before any work is done."""
+    """Where this run writes its checkpoint, checked before any work is done.
+
+    ``path`` is the name given; a symbolic link is written through to its
+    target (``notice`` says so), which must be a regular file, like the
+    ``.json`` copy beside it. ``exclusive``: the file is new to this run, so
+    its first save refuses to replace anything another process put there.
+    """
 
     def __init__(self, args: argparse.Namespace, resume: str | None) -> None:
+        from ..atomic import OutputError, check_output_target, write_target
+        from ..checkpoint import sidecar_path
+
         self.path = Path(args.save) if args.save else None
         self.epoch: int | None = None  # the epoch the file on disk holds
+        self.sidecar_epoch: int | None = None  # and the epoch its .json copy holds
+        self.notice: str | None = None
+        self.exclusive = False
         if self.path is None:
             return
         path = self.path
@@ -172,13 +184,17 @@ class SaveTarget:
             raise UsageError(
                 f"{option} {str(path)!r}: a checkpoint path must end in .npz"
             )
-        sidecar = path.with_name(path.name + ".json")
+        sidecar = sidecar_path(path)
         for where in (path, sidecar):
             if where.is_dir():
                 raise UsageError(
                     f"{option} {str(path)!r}: {str(where)!r} is a directory; "
                     f"give a file name such as {str(path.with_name('run.npz'))!r}"
                 )
+            try:
+                check_output_target(where, option)
+            except OutputError as exc:
+                raise UsageError(str(exc)) from None
         parent = next((p for p in path.parents if p.exists()), Path("."))
         if not parent.is_dir():
             raise UsageError(
@@ -195,12 +211,19 @@ class SaveTarget:
         own = resume is not None and Path(resume).resolve() == path.resolve()
         if not own and not args.overwrite:
             for where in (path, sidecar):
-                if where.exists():
+                if where.exists() or where.is_symlink():
                     raise UsageError(
                         f"--save {str(path)!r}: {str(where)!r} already exists: "
                         f"continue it with --resume {str(path)!r} (or "
                         "--resume-if-exists), or replace it with --overwrite"
                     )
+            self.exclusive = True
+        if path.is_symlink():
+            self.notice = (
+                f"{option} {str(path)!r} is a symbolic link: the checkpoint is "
+                f"written to its target {str(write_target(path))!r} (the link "
+                "stays)"
+            )
 
     def holds(self) -> str:
         if self.path is None:
@@ -208,6 +231,21 @@ class SaveTarget:
         if self.epoch is None:
             return f"{self.path} was not written"
         return f"{self.path} holds epoch {self.epoch}"
+
+    def sidecar_failed(self, exc: Any) -> str:
+        """The message of a save whose ``.npz`` (epoch :attr:`epoch`) was
+        written but whose ``.json`` copy was not: which file holds what."""
+        if not Path(exc.sidecar).is_file():
+            copy = "was not written"
+        elif self.sidecar_epoch is not None:
+            copy = f"still describes epoch {self.sidecar_epoch}"
+        else:
+            copy = "was not updated"
+        return (
+            f"cannot write {str(exc.sidecar)!r} ({exc.why}): {self.path} holds epoch "
+            f"{self.epoch}, but its .json copy {copy} (the .npz is what xpnet "
+            "reads; the copy is for people)"
+        )
 
 
 def resume_source(args: argparse.Namespace) -> str | None:

@@ -41,6 +41,7 @@ from .parser import DEFAULT_LR
 from .plot import LivePlot, layer_sizes, loss_name, run_title
 
 if TYPE_CHECKING:
+    from ..runlock import CheckpointLock
     from .distributed import Rank
 from .resume import (
     TRAIN_OPTIONS,
@@ -126,6 +127,7 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
     # Of the ranks of a distributed run, rank 0 alone writes the checkpoint
     # and the picture.
     writes = rank is None or rank.lead
+    lock: CheckpointLock | None = None
     unwritable: LockError | None = None
     start_error: XpnetError | None = None
     try:
@@ -162,6 +164,8 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
         rank.check_options(args, TRAIN_OPTIONS)
     saved: Checkpoint | None = None
     notices: list[str] = []
+    if writes and target.notice:
+        notices.append(target.notice)
     # Each rank reads the checkpoint alone, then they agree (one line from
     # rank 0, no abort), as they do on every start-up check below.
     with agreed_start(rank):
@@ -173,7 +177,7 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
                 and Path(resume).resolve() == target.path.resolve()
             ):
                 target.epoch = model.epochs_trained
-            notices = reconcile_resume(args, saved.options, resume)
+            notices += reconcile_resume(args, saved.options, resume)
             args.dtype = model.dtype_name
             args.report["epochs_trained"] = model.epochs_trained
             if args.epochs <= model.epochs_trained:
@@ -300,14 +304,8 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
         # A signal waits for the save to finish, so the message that follows
         # it names the epoch that is really on disk.
         with deferred():
-            try:
-                record.to_file(target.path)
-            except OSError as exc:
-                raise CheckpointWriteError(
-                    f"cannot write {str(target.path)!r} ({exc.strerror or exc}); "
-                    + target.holds()
-                ) from None
-            target.epoch = model.epochs_trained
+            _save(record, target, lock)
+            target.epoch = target.sidecar_epoch = model.epochs_trained
 
     records: list[dict[str, Any]] = []
     args.report["history"] = records
@@ -328,7 +326,10 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
             record = _evaluate_and_save(record)
         say(args, epoch_line(record, total_epochs))
         if model.epochs_trained < total_epochs and plot is not None and plot.due():
-            plot.draw(history_so_far)
+            try:
+                plot.draw(history_so_far)
+            except PlotError as exc:
+                raise PlotError(f"{exc}; {target.holds()}") from None
 
     def _evaluate_and_save(record: dict[str, Any]) -> dict[str, Any]:
         """The epoch's test scores added to ``record``, its history row kept
@@ -423,6 +424,33 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
         test_accuracy=final.get("test_accuracy"),
     )
     return 0
+
+
+def _save(record: Checkpoint, target: SaveTarget, lock: CheckpointLock | None) -> None:
+    """Write ``record`` to ``target`` (exclusively the first time, when the
+    file is new to this run), checking the lock first and locking each new
+    version of the file; every failure is one line saying what is on disk."""
+    from ..atomic import OutputError
+    from ..checkpoint import SidecarWriteError
+    from ..runlock import LockError
+
+    assert target.path is not None
+    try:
+        if lock is not None:
+            lock.verify()
+        record.to_file(
+            target.path,
+            exclusive=target.exclusive and target.epoch is None,
+            before_replace=lock.adopt if lock is not None else None,
+        )
+    except SidecarWriteError as exc:
+        target.epoch = record.model.epochs_trained
+        raise CheckpointWriteError(target.sidecar_failed(exc)) from None
+    except (OSError, OutputError, LockError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise CheckpointWriteError(
+            f"cannot write {str(target.path)!r} ({why}); " + target.holds()
+        ) from None
 
 
 def _nothing_to_train(
