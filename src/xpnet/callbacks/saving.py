@@ -85,7 +85,15 @@ class ModelCheckpoint(_Monitor):
                 )
             path.parent.mkdir(parents=True, exist_ok=True)
             self._locks[path] = CheckpointLock(path).acquire()
-        Checkpoint(self.model, **self.record).to_file(path)
+        lock = self._locks[path]
+        lock.verify()
+        # A file new to this callback is created exclusively: one another
+        # process made meanwhile is refused, never replaced.
+        Checkpoint(self.model, **self.record).to_file(
+            path,
+            exclusive=path not in self.written and not self.overwrite,
+            before_replace=lock.adopt,
+        )
         self.written.add(path)
 
     def close(self) -> None:
