@@ -3,7 +3,13 @@ import pytest
 from gradcheck import assert_gradient, numeric_gradient
 
 import xpnet
-from xpnet.losses import BinaryCrossEntropy, CrossEntropy, MeanSquaredError, get_loss
+from xpnet.losses import (
+    BinaryCrossEntropy,
+    CrossEntropy,
+    MeanSquaredError,
+    PoissonDeviance,
+    get_loss,
+)
 
 RNG = np.random.default_rng(0)
 LOGITS = RNG.normal(0, 2, size=(6, 4))
@@ -23,7 +29,13 @@ CASES = {
     "bce-logits-labels": (BinaryCrossEntropy(), LOGITS, LABELS),
     "mse-targets": (MeanSquaredError(), LOGITS, SOFT),
     "mse-labels": (MeanSquaredError(), LOGITS, LABELS),
+    "mse-mean-outputs": (MeanSquaredError(outputs="mean"), LOGITS, SOFT),
+    "bce-sum-outputs": (BinaryCrossEntropy(outputs="sum"), LOGITS, BINARY),
+    "poisson": (PoissonDeviance(), LOGITS, np.floor(PROBS * 5)),
+    "poisson-mean-outputs": (PoissonDeviance(outputs="mean"), LOGITS, PROBS * 3),
 }
+#: sample weights (6,): uneven, one of them 0
+WEIGHTS = np.array([0.5, 2.0, 0.0, 1.0, 3.0, 0.25])
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -41,6 +53,70 @@ def test_loss_gradient_matches_finite_differences(backend, case):
         xpnet.to_numpy(grad),
         numeric_gradient(objective, out),
     )
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_weighted_loss_gradient_matches_finite_differences(backend, case):
+    """sample_weight (issue 20): every loss's weighted mean and its gradient,
+    checked in float64 against central differences on every backend."""
+    loss, out, y = CASES[case]
+    loss.build(backend, "float64")
+    y_dev, w_dev = backend.asarray(y), backend.asarray(WEIGHTS)
+
+    def objective(o):
+        return float(xpnet.to_numpy(loss.value(backend.asarray(o), y_dev, w_dev)))
+
+    _, grad = loss.value_and_grad(backend.asarray(out), y_dev, w_dev)
+    assert_gradient(
+        f"weighted-{case}[{backend.name}]",
+        xpnet.to_numpy(grad),
+        numeric_gradient(objective, out),
+    )
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_weighted_loss_is_the_mean_normalised_by_the_weight_sum(numpy_backend, case):
+    """sum_n w_n l_n / sum_n w_n: all-ones weights give the unweighted mean,
+    integer weights the mean over rows repeated that many times."""
+    loss, out, y = CASES[case]
+    loss.build(numpy_backend, "float64")
+    plain = float(loss.value(out, y))
+    ones = float(loss.value(out, y, np.ones(6)))
+    assert ones == pytest.approx(plain, rel=1e-12)
+    counts = np.array([1, 2, 0, 1, 3, 1])
+    repeated = float(loss.value(np.repeat(out, counts, 0), np.repeat(y, counts, 0)))
+    assert float(loss.value(out, y, counts * 1.0)) == pytest.approx(repeated, 1e-12)
+    np.testing.assert_allclose(
+        loss.grad(out, y, 0.5, np.ones(6)), loss.grad(out.copy(), y, 0.5), 1e-12
+    )
+
+
+def test_output_reductions_and_poisson_match_scikit_learns_losses(numpy_backend):
+    from scipy.special import xlogy
+
+    def value(loss, out, y):
+        loss.build(numpy_backend, "float64")
+        return float(loss.value(out, y))
+
+    Y = SOFT
+    expected = 0.5 * np.mean((LOGITS - Y) ** 2)
+    assert value(MeanSquaredError(outputs="mean"), LOGITS, Y) == pytest.approx(
+        expected, rel=1e-12
+    )
+    p = 1 / (1 + np.exp(-LOGITS))
+    expected = -np.mean(np.sum(xlogy(BINARY, p) + xlogy(1 - BINARY, 1 - p), axis=1))
+    assert value(BinaryCrossEntropy(outputs="sum"), LOGITS, BINARY) == pytest.approx(
+        expected, rel=1e-9
+    )
+    counts = np.floor(PROBS * 5)
+    mu = np.exp(LOGITS)
+    expected = np.mean(np.sum(xlogy(counts, counts / mu) - counts + mu, axis=1))
+    assert value(PoissonDeviance(), LOGITS, counts) == pytest.approx(expected, 1e-12)
+    loss = PoissonDeviance()
+    loss.build(numpy_backend, "float64")
+    np.testing.assert_allclose(loss.probabilities(LOGITS), mu)
+    with pytest.raises(xpnet.XpnetError, match="outputs must be 'sum' or 'mean'"):
+        MeanSquaredError(outputs="max")
 
 
 def _value(loss, out, y, backend):
@@ -144,6 +220,7 @@ def test_accuracy_counts_on_device(numpy_backend):
         ("cross-entropy", CrossEntropy),
         ("mse", MeanSquaredError),
         ("bce", BinaryCrossEntropy),
+        ("poisson", PoissonDeviance),
         ("categorical_crossentropy", CrossEntropy),
     ],
 )

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         CrossEntropy,
         Loss,
         MeanSquaredError,
+        PoissonDeviance,
         get_loss,
     )
     from .model import History, Sequential, mlp
@@ -74,6 +75,7 @@ _EXPORTS = {
     "Loss": "losses",
     "MeanSquaredError": "losses",
     "Optimizer": "optimizers",
+    "PoissonDeviance": "losses",
     "ReLU": "activations",
     "SGD": "optimizers",
     "Schedule": "schedules",
@@ -132,6 +134,7 @@ __all__ = [
     "Loss",
     "MeanSquaredError",
     "Optimizer",
+    "PoissonDeviance",
     "ReLU",
     "Schedule",
     "Sequential",

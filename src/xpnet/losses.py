@@ -4,6 +4,13 @@ Shapes: ``out: (batch, outputs)``; targets are either integer class labels
 ``y: (batch,)`` or an array shaped like ``out`` (one-hot, probabilities or
 regression targets). Every loss is a mean over the batch, so its gradient
 carries the ``1 / batch`` factor.
+
+Sample weights: ``value(out, y, weight)`` and ``grad(out, y, scale, weight)``
+take an optional ``weight: (batch,)`` on the device; the loss is then the
+weighted mean ``sum_n w_n l_n / sum_n w_n``, normalised by the batch's weight
+sum (PyTorch's and scikit-learn's convention), so all-ones weights give the
+unweighted mean. ``l_n`` is the loss of row ``n``: its outputs' losses summed
+or averaged as the loss's ``outputs`` says.
 """
 
 from __future__ import annotations
@@ -43,19 +50,48 @@ class Loss:
     def _inplace(self, x: Array) -> InPlace:
         return InPlace(self.xp, array_api_compat.is_writeable_array(x))
 
-    def __call__(self, out: Array, y: Array) -> Array:
-        return self.value(out, y)
+    def __call__(self, out: Array, y: Array, weight: Array | None = None) -> Array:
+        return self.value(out, y, weight)
 
-    def value(self, out: Array, y: Array) -> Array:
-        """The mean loss over the batch, 0-d, on the device."""
+    def value(self, out: Array, y: Array, weight: Array | None = None) -> Array:
+        """The mean loss over the batch (weighted by ``weight: (batch,)``
+        when given), 0-d, on the device."""
+        if weight is None:
+            return self._mean(out, y)
+        xp = self.xp
+        return xp.sum(self.row_losses(out, y) * weight) / xp.sum(weight)
+
+    def grad(
+        self, out: Array, y: Array, scale: float = 1.0, weight: Array | None = None
+    ) -> Array:
+        """``scale * dL/dout``, shaped like ``out`` (``L`` weighted by
+        ``weight: (batch,)`` when given)."""
+        if weight is None:
+            return self._mean_grad(out, y, scale)
+        xp = self.xp
+        factor = weight * (scale / xp.sum(weight))
+        return self.row_grads(out, y) * xp.reshape(factor, (-1, 1))
+
+    def _mean(self, out: Array, y: Array) -> Array:
+        """The unweighted mean loss (the subclass's fast path)."""
         raise NotImplementedError
 
-    def grad(self, out: Array, y: Array, scale: float = 1.0) -> Array:
-        """``scale * dL/dout``, shaped like ``out``."""
+    def _mean_grad(self, out: Array, y: Array, scale: float) -> Array:
+        """``scale * dL/dout`` of the unweighted mean (the fast path)."""
         raise NotImplementedError
 
-    def value_and_grad(self, out: Array, y: Array) -> tuple[Array, Array]:
-        return self.value(out, y), self.grad(out, y)
+    def row_losses(self, out: Array, y: Array) -> Array:
+        """The loss of each row ``(batch,)``."""
+        raise NotImplementedError
+
+    def row_grads(self, out: Array, y: Array) -> Array:
+        """``d l_n / d out_n`` for every row, shaped like ``out``."""
+        raise NotImplementedError
+
+    def value_and_grad(
+        self, out: Array, y: Array, weight: Array | None = None
+    ) -> tuple[Array, Array]:
+        return self.value(out, y, weight), self.grad(out, y, 1.0, weight)
 
     def probabilities(self, out: Array) -> Array:
         return out
@@ -93,6 +129,12 @@ class Loss:
         return f"{type(self).__name__}({args})"
 
 
+def _outputs_mode(outputs: str) -> str:
+    if outputs not in ("sum", "mean"):
+        raise XpnetError(f"outputs must be 'sum' or 'mean', got {outputs!r}")
+    return outputs
+
+
 class MeanSquaredError(Loss):
     """``L = (1/batch) * sum_n 1/2 ||out_n - y_n||^2``.
 
@@ -100,15 +142,37 @@ class MeanSquaredError(Loss):
     derivative, so ``dL/dout = (out - y) / batch``. (This is half of
     ``torch.nn.MSELoss(reduction="sum") / batch``.) Integer labels are turned
     into one-hot targets.
+
+    Args:
+        outputs: ``"sum"`` (default) adds the squared errors of a row's
+            outputs, as above; ``"mean"`` averages them (``1/2`` of the mean
+            over all elements: scikit-learn's ``squared_error``).
     """
 
-    def value(self, out: Array, y: Array) -> Array:
-        diff = out - self.targets(y, out.shape[1])
-        return 0.5 * self.xp.sum(diff * diff) / out.shape[0]
+    def __init__(self, outputs: str = "sum"):
+        self.outputs = _outputs_mode(outputs)
 
-    def grad(self, out: Array, y: Array, scale: float = 1.0) -> Array:
+    def _per_row(self, out: Array) -> float:
+        return 1.0 / out.shape[1] if self.outputs == "mean" else 1.0
+
+    def _mean(self, out: Array, y: Array) -> Array:
         diff = out - self.targets(y, out.shape[1])
-        return self._inplace(diff).mul(diff, scale / out.shape[0])
+        return 0.5 * self._per_row(out) * self.xp.sum(diff * diff) / out.shape[0]
+
+    def _mean_grad(self, out: Array, y: Array, scale: float) -> Array:
+        diff = out - self.targets(y, out.shape[1])
+        step = scale * self._per_row(out) / out.shape[0]
+        return self._inplace(diff).mul(diff, step)
+
+    def row_losses(self, out: Array, y: Array) -> Array:
+        diff = out - self.targets(y, out.shape[1])
+        return (0.5 * self._per_row(out)) * self.xp.sum(diff * diff, axis=1)
+
+    def row_grads(self, out: Array, y: Array) -> Array:
+        return (out - self.targets(y, out.shape[1])) * self._per_row(out)
+
+    def config(self) -> dict[str, Any]:
+        return {"outputs": self.outputs} if self.outputs != "sum" else {}
 
 
 class BinaryCrossEntropy(Loss):
@@ -124,26 +188,36 @@ class BinaryCrossEntropy(Loss):
             ``(sigmoid(z) - y) / size``. ``False``: ``out`` are probabilities,
             clipped to ``[eps, 1 - eps]`` so the log never sees 0; gradient
             ``(p - y) / (p (1 - p)) / size``.
+        outputs: ``"mean"`` (default) averages a row's outputs, as above;
+            ``"sum"`` adds them (the mean over the batch of the summed
+            per-output losses: scikit-learn's multilabel log loss).
     """
 
-    def __init__(self, from_logits: bool = True, eps: float = 1e-7):
+    def __init__(self, from_logits: bool = True, eps: float = 1e-7, outputs="mean"):
         self.from_logits = bool(from_logits)
         self.eps = float(eps)
+        self.outputs = _outputs_mode(outputs)
 
-    def value(self, out: Array, y: Array) -> Array:
+    def _per_row(self, out: Array) -> float:
+        return 1.0 / out.shape[1] if self.outputs == "mean" else 1.0
+
+    def _elements(self, out: Array, y: Array) -> Array:
+        """Each element's loss ``(batch, outputs)``."""
         xp = self.xp
-        y = self.targets(y, out.shape[1])
-        size = out.shape[0] * out.shape[1]
         if self.from_logits:
             z = out
-            loss = xp.sum(self.ops.relu(z) - z * y + xp.log1p(xp.exp(-xp.abs(z))))
-            return loss / size
+            return self.ops.relu(z) - z * y + xp.log1p(xp.exp(-xp.abs(z)))
         p = self.ops.clip(out, self.eps, 1.0 - self.eps)
-        return -xp.sum(y * xp.log(p) + (1.0 - y) * xp.log1p(-p)) / size
+        return -(y * xp.log(p) + (1.0 - y) * xp.log1p(-p))
 
-    def grad(self, out: Array, y: Array, scale: float = 1.0) -> Array:
+    def _mean(self, out: Array, y: Array) -> Array:
         y = self.targets(y, out.shape[1])
-        step = scale / (out.shape[0] * out.shape[1])
+        scale = self._per_row(out) / out.shape[0]
+        return self.xp.sum(self._elements(out, y)) * scale
+
+    def _mean_grad(self, out: Array, y: Array, scale: float) -> Array:
+        y = self.targets(y, out.shape[1])
+        step = scale * self._per_row(out) / out.shape[0]
         if self.from_logits:
             g = sigmoid(self.xp, out)
             u = self._inplace(g)
@@ -151,11 +225,19 @@ class BinaryCrossEntropy(Loss):
         p = self.ops.clip(out, self.eps, 1.0 - self.eps)
         return (p - y) / (p * (1.0 - p)) * step
 
+    def row_losses(self, out: Array, y: Array) -> Array:
+        elements = self._elements(out, self.targets(y, out.shape[1]))
+        return self.xp.sum(elements, axis=1) * self._per_row(out)
+
+    def row_grads(self, out: Array, y: Array) -> Array:
+        return self._mean_grad(out, y, float(out.shape[0]))
+
     def probabilities(self, out: Array) -> Array:
         return sigmoid(self.xp, out) if self.from_logits else out
 
     def config(self) -> dict[str, Any]:
-        return {"from_logits": self.from_logits}
+        extra = {"outputs": self.outputs} if self.outputs != "mean" else {}
+        return {"from_logits": self.from_logits, **extra}
 
 
 class CrossEntropy(Loss):
@@ -176,18 +258,18 @@ class CrossEntropy(Loss):
         self.from_logits = bool(from_logits)
         self.eps = float(eps)
 
-    def value(self, out: Array, y: Array) -> Array:
+    def _log_p(self, out: Array) -> Array:
         xp = self.xp
-        y = self.targets(y, out.shape[1])
-        n = out.shape[0]
         if self.from_logits:
             shifted = out - self.ops.row_max(out)
-            total = self.ops.row_sum(xp.exp(shifted))
-            return -xp.sum(y * (shifted - xp.log(total))) / n
-        p = self.ops.clip(out, self.eps, 1.0)
-        return -xp.sum(y * xp.log(p)) / n
+            return shifted - xp.log(self.ops.row_sum(xp.exp(shifted)))
+        return xp.log(self.ops.clip(out, self.eps, 1.0))
 
-    def grad(self, out: Array, y: Array, scale: float = 1.0) -> Array:
+    def _mean(self, out: Array, y: Array) -> Array:
+        y = self.targets(y, out.shape[1])
+        return -self.xp.sum(y * self._log_p(out)) / out.shape[0]
+
+    def _mean_grad(self, out: Array, y: Array, scale: float) -> Array:
         y = self.targets(y, out.shape[1])
         step = scale / out.shape[0]
         if self.from_logits:
@@ -196,6 +278,13 @@ class CrossEntropy(Loss):
         p = self.ops.clip(out, self.eps, 1.0)
         return -y / p * step
 
+    def row_losses(self, out: Array, y: Array) -> Array:
+        y = self.targets(y, out.shape[1])
+        return -self.xp.sum(y * self._log_p(out), axis=1)
+
+    def row_grads(self, out: Array, y: Array) -> Array:
+        return self._mean_grad(out, y, float(out.shape[0]))
+
     def probabilities(self, out: Array) -> Array:
         return softmax(self.xp, out) if self.from_logits else out
 
@@ -203,10 +292,62 @@ class CrossEntropy(Loss):
         return {"from_logits": self.from_logits}
 
 
+class PoissonDeviance(Loss):
+    """Half the Poisson deviance, on log-means: ``out`` is ``z = log mu``.
+
+    ``l_n = sum_k exp(z_nk) - y_nk z_nk + y_nk log y_nk - y_nk`` (the last two
+    terms make a perfect fit 0; ``0 log 0 = 0``) and ``L = (1/batch) sum_n
+    l_n``, so ``dL/dz = (exp(z) - y) / batch``: scikit-learn's ``poisson``
+    loss of ``MLPRegressor`` (an exponential output activation). Targets are
+    non-negative counts or rates; :meth:`probabilities` (what ``predict``
+    returns) is ``exp(z)``.
+
+    Args:
+        outputs: ``"sum"`` (default, scikit-learn's) adds a row's outputs;
+            ``"mean"`` averages them.
+    """
+
+    def __init__(self, outputs: str = "sum"):
+        self.outputs = _outputs_mode(outputs)
+
+    def _per_row(self, out: Array) -> float:
+        return 1.0 / out.shape[1] if self.outputs == "mean" else 1.0
+
+    def _elements(self, out: Array, y: Array) -> Array:
+        xp = self.xp
+        positive = y > 0
+        y_log_y = xp.where(positive, y * xp.log(xp.where(positive, y, 1.0)), 0.0)
+        return xp.exp(out) - y * out + y_log_y - y
+
+    def _mean(self, out: Array, y: Array) -> Array:
+        y = self.targets(y, out.shape[1])
+        scale = self._per_row(out) / out.shape[0]
+        return self.xp.sum(self._elements(out, y)) * scale
+
+    def _mean_grad(self, out: Array, y: Array, scale: float) -> Array:
+        y = self.targets(y, out.shape[1])
+        step = scale * self._per_row(out) / out.shape[0]
+        return (self.xp.exp(out) - y) * step
+
+    def row_losses(self, out: Array, y: Array) -> Array:
+        elements = self._elements(out, self.targets(y, out.shape[1]))
+        return self.xp.sum(elements, axis=1) * self._per_row(out)
+
+    def row_grads(self, out: Array, y: Array) -> Array:
+        return self._mean_grad(out, y, float(out.shape[0]))
+
+    def probabilities(self, out: Array) -> Array:
+        return self.xp.exp(out)
+
+    def config(self) -> dict[str, Any]:
+        return {"outputs": self.outputs} if self.outputs != "sum" else {}
+
+
 LOSSES: dict[str, type[Loss]] = {
     "cross_entropy": CrossEntropy,
     "mse": MeanSquaredError,
     "bce": BinaryCrossEntropy,
+    "poisson": PoissonDeviance,
 }
 _ALIASES = {
     "categorical_cross_entropy": "cross_entropy",
@@ -216,12 +357,13 @@ _ALIASES = {
     "mean_squared_error": "mse",
     "binary_cross_entropy": "bce",
     "binary_crossentropy": "bce",
+    "poisson_deviance": "poisson",
 }
 
 
 def get_loss(name: str | Loss) -> Loss:
-    """A loss from its name: ``cross-entropy``, ``mse`` or ``bce`` (all on logits
-    where that applies), or a :class:`Loss` instance, returned as is."""
+    """A loss from its name: ``cross-entropy``, ``mse``, ``bce`` or ``poisson``
+    (all on logits or log-means where that applies), or a :class:`Loss` instance, returned as is."""
     if isinstance(name, Loss):
         return name
     key = str(name).strip().lower().replace("-", "_")

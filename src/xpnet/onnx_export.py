@@ -187,6 +187,7 @@ OUTPUT_BUILDERS: dict[str, OutputBuilder] = {
     "CrossEntropy": _from_logits("softmax"),
     "BinaryCrossEntropy": _from_logits("sigmoid"),
     "MeanSquaredError": lambda g, loss, x: x,
+    "PoissonDeviance": lambda g, loss, x: g.op("Exp", x),
 }
 """xpnet loss class name -> the mapping of the network's outputs that
 ``Loss.probabilities`` (and so ``xpnet predict``) applies."""
