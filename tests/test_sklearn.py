@@ -217,6 +217,7 @@ def test_mnist_sample_accuracy_equals_xpnet_train():
         learning_rate_init=0.05,
         momentum=0.9,
         nesterovs_momentum=False,  # xpnet train's SGD is plain momentum
+        init="xpnet",  # xpnet train's initial weights, not scikit-learn's
         alpha=0.0,
         batch_size=64,
         max_iter=2,
@@ -382,7 +383,8 @@ def test_partial_fit_needs_classes_first_then_runs_one_epoch_per_call():
         est.partial_fit(X, y)
     est.partial_fit(X[:30], y[:30], classes=[0, 1, 2])
     est.partial_fit(X, y)
-    assert est.n_iter_ == 2 and len(est.loss_curve_) == 2 and est.t_ == 30 + len(X)
+    # scikit-learn's counts: n_iter_ is this call's epochs, t_ all samples seen.
+    assert est.n_iter_ == 1 and len(est.loss_curve_) == 2 and est.t_ == 30 + len(X)
     assert list(est.classes_) == [0, 1, 2]
     with pytest.raises(ValueError, match="`y` has classes not in"):
         est.partial_fit(X, y + 1)
@@ -424,12 +426,13 @@ def test_early_stopping_keeps_the_weights_of_the_best_validation_score():
     assert est.best_validation_score_ == max(est.validation_scores_)
     assert est.best_loss_ is None
     # The model holds the best epoch's weights: the held-out rows (the same
-    # split, from the same seed) score the best validation score.
+    # split as scikit-learn's: from random_state after the initial weights,
+    # not stratified for 3 classes) score the best validation score.
     from sklearn.model_selection import train_test_split
 
-    _, X_val, _, y_val = train_test_split(
-        X, y, test_size=0.1, random_state=0, stratify=y
-    )
+    state = np.random.RandomState(0)
+    est._initial_weights([4, 16, 3], state)
+    _, X_val, _, y_val = train_test_split(X, y, test_size=0.1, random_state=state)
     assert est.score(X_val, y_val) == est.best_validation_score_
     assert np.isfinite(est.loss_)
 
@@ -442,7 +445,8 @@ def test_warm_start_continues_from_the_fitted_weights():
     est = _small(max_iter=5, warm_start=True).fit(X, y)
     first = [w.copy() for w in est.coefs_]
     est.fit(X, y)
-    assert est.n_iter_ == 10 and len(est.loss_curve_) == 10
+    # n_iter_ counts this fit's epochs (scikit-learn's), the curve goes on.
+    assert est.n_iter_ == 5 and len(est.loss_curve_) == 10 and est.t_ == 10 * len(X)
     assert est.loss_curve_[5] < est.loss_curve_[0]
     cold = _small(max_iter=5).fit(X, y)
     np.testing.assert_array_equal(cold.coefs_[0], first[0])
@@ -451,7 +455,7 @@ def test_warm_start_continues_from_the_fitted_weights():
         est.fit(X[y < 2], y[y < 2])
     # Switching early stopping on between warm fits starts its score record.
     est.set_params(early_stopping=True).fit(X, y)
-    assert len(est.validation_scores_) == est.n_iter_ - 10
+    assert len(est.validation_scores_) == est.n_iter_
 
 
 @quiet
@@ -482,7 +486,11 @@ def test_fitted_attributes():
     ("params", "message"),
     [
         ({"alpha": -1.0}, "'alpha' parameter of MLPClassifier must be a float in"),
-        ({"solver": "lbfgs"}, "'solver' parameter of MLPClassifier must be a str"),
+        ({"solver": "newton"}, "'solver' parameter of MLPClassifier must be a str"),
+        ({"learning_rate": "cosine"}, "'learning_rate' parameter of MLPClassifier"),
+        ({"n_iter_no_change": 0}, "'n_iter_no_change' parameter"),
+        ({"max_fun": 0}, "'max_fun' parameter"),
+        ({"init": "he"}, "'init' parameter"),
         ({"hidden_layer_sizes": (0,)}, "'hidden_layer_sizes' parameter"),
         ({"activation": "softmax"}, "'activation' parameter"),
         ({"batch_size": 0}, "'batch_size' parameter"),
