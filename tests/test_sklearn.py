@@ -15,6 +15,7 @@ pytest.importorskip(
     reason="scikit-learn >= 1.6 is not installed (pip install 'xpnet[sklearn]')",
 )
 
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 from xpnet.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
@@ -508,3 +509,147 @@ def test_bad_parameters_give_one_line_value_errors(params, message):
     with pytest.raises(ValueError, match=message) as err:
         est.fit(X, y)
     assert "\n" not in str(err.value)
+
+
+# -- issue 20: a drop-in for scikit-learn's MLPs -----------------------------------
+def _iris():
+    from sklearn.datasets import load_iris
+
+    return load_iris(return_X_y=True)
+
+
+@pytest.mark.parametrize("learning_rate", ["constant", "invscaling", "adaptive"])
+def test_issue20_sgd_follows_scikit_learn_step_for_step(learning_rate):
+    """Same initial weights (drawn from random_state as scikit-learn draws
+    them), losses, updates, schedules and stopping rule: without shuffling,
+    the whole run equals scikit-learn's to rounding."""
+    import warnings
+
+    import numpy as np
+    from sklearn.neural_network import MLPClassifier as SkClassifier
+
+    X, y = _iris()
+    params = dict(
+        solver="sgd",
+        shuffle=False,
+        random_state=0,
+        max_iter=40,
+        learning_rate=learning_rate,
+        learning_rate_init=0.1,
+        batch_size=50,
+        hidden_layer_sizes=(8,),
+        alpha=0.0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours, theirs = MLPClassifier(**params).fit(X, y), SkClassifier(**params).fit(X, y)
+    assert ours.n_iter_ == theirs.n_iter_ and ours.t_ == theirs.t_
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, atol=1e-12)
+    for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+        np.testing.assert_allclose(a, b, atol=1e-12)
+
+
+@pytest.mark.parametrize("cls_name", ["MLPClassifier", "MLPRegressor"])
+def test_issue20_lbfgs_equals_scikit_learns(cls_name):
+    """L-BFGS-B on xpnet's loss and gradient (sample weights included) ends
+    where scikit-learn's does, after as many iterations."""
+    import warnings
+
+    import numpy as np
+    import sklearn.neural_network as nn
+
+    import xpnet.sklearn as ours_module
+
+    X, y = _iris()
+    if cls_name == "MLPRegressor":
+        y = X[:, 0] * 1.0
+        X = X[:, 1:]
+    weight = np.random.default_rng(0).uniform(0.5, 2.0, len(y))
+    for max_iter in (3, 15):
+        params = dict(
+            solver="lbfgs", hidden_layer_sizes=(6,), random_state=1, max_iter=max_iter
+        )
+        ours = getattr(ours_module, cls_name)(**params)
+        theirs = getattr(nn, cls_name)(**params)
+        warned = []
+        for est in (ours, theirs):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ConvergenceWarning)
+                est.fit(X, y, sample_weight=weight)
+            warned.append([str(w.message) for w in caught])
+        # The same convergence (scikit-learn's warnings, word for word).
+        assert warned[0] == warned[1] and ours.n_iter_ == theirs.n_iter_
+        if max_iter == 3:
+            assert "lbfgs failed to converge after 3 iteration" in warned[0][0]
+        assert ours.loss_ == pytest.approx(theirs.loss_, rel=1e-9)
+        for a, b in zip(ours.coefs_, theirs.coefs_, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-9)
+    assert not hasattr(ours, "loss_curve_") and not hasattr(ours, "partial_fit")
+
+
+def test_issue20_binary_multilabel_and_poisson_outputs_are_scikit_learns():
+    import numpy as np
+    from sklearn.datasets import make_multilabel_classification
+
+    X, y = _iris()
+    binary = MLPClassifier(hidden_layer_sizes=(5,), solver="lbfgs", random_state=0)
+    binary.fit(X, y == 1)
+    assert binary.out_activation_ == "logistic" and binary.coefs_[-1].shape == (5, 1)
+    proba = binary.predict_proba(X)
+    assert proba.shape == (len(X), 2) and np.allclose(proba.sum(axis=1), 1.0)
+    assert binary.predict(X).dtype == bool
+
+    Xm, Y = make_multilabel_classification(n_samples=60, random_state=0)
+    multi = MLPClassifier(solver="lbfgs", hidden_layer_sizes=(20,), random_state=0)
+    multi.fit(Xm, Y)
+    assert multi.predict(Xm).shape == Y.shape and multi.n_outputs_ == Y.shape[1]
+    assert multi.score(Xm, Y) > 0.9  # subset accuracy, scikit-learn's score
+
+    counts = np.random.default_rng(0).poisson(np.exp(X[:, 0] / 4.0))
+    reg = MLPRegressor("poisson", hidden_layer_sizes=(4,), solver="lbfgs")
+    reg.set_params(random_state=0).fit(X, counts)
+    assert reg.out_activation_ == "exp" and np.all(reg.predict(X) > 0)
+    with pytest.raises(ValueError, match="needs non-negative targets"):
+        MLPRegressor("poisson").fit(X, -counts - 1.0)
+
+
+def test_issue20_sparse_input_trains_and_predicts_as_dense():
+    import numpy as np
+    import scipy.sparse
+
+    X, y = _iris()
+    dense = _small(max_iter=5).fit(X, y)
+    sparse = _small(max_iter=5).fit(scipy.sparse.csr_matrix(X), y)
+    np.testing.assert_array_equal(dense.coefs_[0], sparse.coefs_[0])
+    np.testing.assert_array_equal(
+        sparse.predict_proba(scipy.sparse.csc_matrix(X)), dense.predict_proba(X)
+    )
+
+
+def test_issue20_coefs_and_intercepts_are_settable():
+    """Setting scikit-learn's fitted weights makes the estimator predict as
+    scikit-learn's does."""
+    import numpy as np
+    from sklearn.neural_network import MLPClassifier as SkClassifier
+
+    X, y = _iris()
+    theirs = SkClassifier(hidden_layer_sizes=(7,), solver="lbfgs", random_state=3)
+    theirs.fit(X, y)
+    ours = MLPClassifier(hidden_layer_sizes=(7,), max_iter=1, random_state=0)
+    with pytest.warns(ConvergenceWarning):
+        ours.fit(X, y)
+    ours.coefs_ = theirs.coefs_
+    ours.intercepts_ = theirs.intercepts_
+    np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), 1e-12)
+    with pytest.raises(ValueError, match="shape"):
+        ours.coefs_ = [w.T for w in theirs.coefs_]
+    with pytest.raises(ValueError, match="set coefs_ and intercepts_ on a fitted"):
+        MLPClassifier().coefs_ = theirs.coefs_
+
+
+def test_issue20_n_iter_no_change_inf_trains_every_epoch():
+    X, y = _iris()
+    est = _small(max_iter=25, tol=1e9, n_iter_no_change=float("inf"))
+    with pytest.warns(ConvergenceWarning, match=r"Maximum iterations \(25\)"):
+        est.fit(X, y)
+    assert est.n_iter_ == 25 and len(est.loss_curve_) == 25
