@@ -69,8 +69,10 @@ def main() -> None:
     args = parser.parse_args()
     data = datasets()
     print(f"OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}")
-    print("| workload | xpnet s (min-max) | sklearn s (min-max) | sklearn/xpnet | "
-          "xpnet acc | sklearn acc |")
+    print(
+        "| workload | xpnet s (min-max) | sklearn s (min-max) | sklearn/xpnet | "
+        "xpnet acc | sklearn acc |"
+    )
     print("|---|---|---|---|---|---|")
     for name, which, params in WORKLOADS:
         times: dict[str, list[float]] = {"xpnet": [], "sklearn": []}

@@ -542,10 +542,14 @@ def test_issue20_sgd_follows_scikit_learn_step_for_step(learning_rate):
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ours, theirs = MLPClassifier(**params).fit(X, y), SkClassifier(**params).fit(X, y)
+        ours, theirs = (
+            MLPClassifier(**params).fit(X, y),
+            SkClassifier(**params).fit(X, y),
+        )
     assert ours.n_iter_ == theirs.n_iter_ and ours.t_ == theirs.t_
     np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, atol=1e-12)
-    for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+    mine, sklearns = ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_
+    for a, b in zip(mine, sklearns, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-12)
 
 

@@ -89,7 +89,9 @@ def _copy_module(tmp_path: Path) -> Path:
     text = SOURCE.read_text()
     assert text.count(IMPORT) == 1, "scikit-learn's import line changed"
     module = tmp_path / "test_mlp_xpnet.py"
-    module.write_text(text.replace(IMPORT, IMPORT.replace("sklearn.neural_network", "xpnet.sklearn")))
+    module.write_text(
+        text.replace(IMPORT, IMPORT.replace("sklearn.neural_network", "xpnet.sklearn"))
+    )
     (tmp_path / "conftest.py").write_text(CONFTEST)
     return module
 

@@ -362,8 +362,9 @@ _ALIASES = {
 
 
 def get_loss(name: str | Loss) -> Loss:
-    """A loss from its name: ``cross-entropy``, ``mse``, ``bce`` or ``poisson``
-    (all on logits or log-means where that applies), or a :class:`Loss` instance, returned as is."""
+    """A loss from its name: ``cross-entropy``, ``mse``, ``bce`` or
+    ``poisson`` (all on logits or log-means where that applies), or a
+    :class:`Loss` instance, returned as is."""
     if isinstance(name, Loss):
         return name
     key = str(name).strip().lower().replace("-", "_")

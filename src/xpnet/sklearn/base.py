@@ -247,7 +247,10 @@ class BaseMLP(MLPParams):
         self.t_ = 0
         dtype = self.dtype or arrays.float_name(X)
         model = self._new_model(
-            self._layers(X.shape[1], n_outputs), self._backend_for(X), dtype, self._seed()
+            self._layers(X.shape[1], n_outputs),
+            self._backend_for(X),
+            dtype,
+            self._seed(),
         )
         if self.init == "sklearn":
             model.load_state_dict(self._initial_weights(sizes, random_state))

@@ -74,8 +74,13 @@ from sklearn.utils.multiclass import (
 
 from ..backend import to_numpy
 from ..errors import XpnetError
-from ..losses import BinaryCrossEntropy, CrossEntropy, Loss, MeanSquaredError
-from ..losses import PoissonDeviance
+from ..losses import (
+    BinaryCrossEntropy,
+    CrossEntropy,
+    Loss,
+    MeanSquaredError,
+    PoissonDeviance,
+)
 from ..model import Sequential
 from . import arrays
 from .base import BaseMLP, forward
@@ -186,9 +191,11 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     def _stratify_by(self, targets: np.ndarray) -> np.ndarray | None:
         """scikit-learn stratifies the early-stopping split for one output
         only (binary), on the 0/1 column as booleans."""
-        return targets.reshape(-1, 1).astype(bool) if targets.ndim == 1 and (
-            self.out_activation_ == "logistic"
-        ) else None
+        return (
+            targets.reshape(-1, 1).astype(bool)
+            if targets.ndim == 1 and (self.out_activation_ == "logistic")
+            else None
+        )
 
     def _validation_score(
         self, model: Sequential, X: Any, y: np.ndarray, weight: np.ndarray | None

@@ -71,7 +71,9 @@ class _Objective:
         self.X = model.prepare_inputs(X, check=False)
         y, _, _ = model.prepare_targets(targets, self.X.shape[0], check=False)
         self.y = model.loss.targets(y, model.out_features)
-        self.weight = None if weight is None else model.to_device(weight, model.dtype_name)
+        self.weight = (
+            None if weight is None else model.to_device(weight, model.dtype_name)
+        )
         total = float(self.X.shape[0] if weight is None else np.sum(weight))
         self.penalty = alpha / total  # scikit-learn's alpha / sw_sum
 
@@ -95,6 +97,8 @@ class _Objective:
         loss = loss + (0.5 * self.penalty) * xp.sum(weights * weights)
         grad = xp.concat([grads[:decayed] + self.penalty * weights, grads[decayed:]])
         # One read-back for both: the loss rides along as the last element.
-        both = to_numpy(xp.concat([grad, xp.reshape(xp.astype(loss, grad.dtype), (1,))]))
+        both = to_numpy(
+            xp.concat([grad, xp.reshape(xp.astype(loss, grad.dtype), (1,))])
+        )
         both = both.astype(np.float64)
         return float(both[-1]), both[:-1]

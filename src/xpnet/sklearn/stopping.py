@@ -108,22 +108,26 @@ class EpochRule:
     def _count_no_improvement(self, loss: float) -> None:
         est = self.est
         if self.validation is None:
-            if loss > est.best_loss_ - est.tol:
+            best_loss = float(est.best_loss_)  # type: ignore[arg-type]
+            if loss > best_loss - est.tol:
                 est._no_improvement_count += 1
             else:
                 est._no_improvement_count = 0
-            if loss < est.best_loss_:
+            if loss < best_loss:  # never NaN
                 est.best_loss_ = loss
             return
         score = est._validation_score(self.model, *self.validation)
-        est.validation_scores_.append(score)
+        scores = est.validation_scores_
+        best = float(est.best_validation_score_)  # type: ignore[arg-type]
+        assert scores is not None
+        scores.append(score)
         if est.verbose:
             print(f"Validation score: {score:f}")
-        if score < est.best_validation_score_ + est.tol:
+        if score < best + est.tol:
             est._no_improvement_count += 1
         else:
             est._no_improvement_count = 0
-        if score > est.best_validation_score_:
+        if score > best:
             est.best_validation_score_ = score
             est._best_weights = self.model.state_dict()
 
@@ -251,7 +255,7 @@ def _run_epochs(
 def _batch_size(est: BaseMLP, n: int) -> int:
     if est.batch_size == "auto":
         return min(200, n)
-    if est.batch_size > n:
+    if int(est.batch_size) > n:
         warnings.warn(
             "Got `batch_size` less than 1 or larger than sample size. It is going "
             "to be clipped",
