@@ -47,6 +47,7 @@ class Epoch:
         step: StepFn | None,
         shuffle: bool,
         callbacks: CallbackList,
+        weight: Array | None = None,
     ) -> None:
         self.model, self.strategy, self.plan = model, strategy, plan
         self.X, self.labels, self.shuffle, self.callbacks = (
@@ -69,6 +70,8 @@ class Epoch:
         rows = min(plan.n, self.per_gather * plan.batch_size)
         self.buffer = ops.rows_buffer(rows, X) if shuffle else None
         self.targets = model.loss.targets(y, model.out_features)
+        #: sample weights ``(n,)`` on the device, or None (unweighted)
+        self.weight = weight
 
     def run(self) -> dict[str, Any]:
         """Train one epoch; its record (see :class:`History`)."""
@@ -77,6 +80,7 @@ class Epoch:
         lr = model.optimizer.lr
         start = time.perf_counter()
         order, Te, Le = self._order()
+        We = self._in_order(self.weight, order)
         # The step's outputs are kept, so loss and accuracy cost a few whole-
         # epoch operations instead of a few per step.
         outs = xp.empty(
@@ -93,7 +97,10 @@ class Epoch:
         )
         sharded, update = plan.sharded, self.update
         for batch, xb, yb in batches:
-            out = update(xb, yb, batch.total) if sharded else update(xb, yb)
+            if We is not None:
+                out = update(xb, yb, weight=We[batch.lo : batch.hi])
+            else:
+                out = update(xb, yb, batch.total) if sharded else update(xb, yb)
             if keep_in_place:
                 outs[batch.lo : batch.hi, ...] = out
             else:
@@ -105,7 +112,7 @@ class Epoch:
             outs = xp.concat(parts, axis=0)
         metrics = []
         if n_local:
-            metrics.append(model.loss.value(outs, Te))
+            metrics.append(model.loss.value(outs, Te, We))
             if Le is not None:
                 metrics.append(model.loss.correct(outs, Le))
         own = self.strategy.epoch_terms(model)
@@ -150,6 +157,12 @@ class Epoch:
         if Le is not None:
             Le = xp.take(Le, order, axis=0)
         return order, xp.take(self.targets, order, axis=0), Le
+
+    def _in_order(self, values: Array | None, order: Array | None) -> Array | None:
+        """Per-row ``values`` (e.g. the sample weights) in the epoch's order."""
+        if values is None or order is None:
+            return values
+        return self.model.xp.take(values, order, axis=0)
 
 
 class RunningMetrics:

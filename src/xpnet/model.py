@@ -309,10 +309,15 @@ class Sequential:
         verbose: int = 0,
         progress: Progress | None = None,
         communicator: Communicator | None = None,
+        sample_weight: ArrayLike | None = None,
     ) -> History:
         """Train for ``epochs`` passes over ``X: (samples, features)``.
 
-        ``y``: integer labels ``(samples,)`` or targets ``(samples, outputs)``.
+        ``y``: integer labels ``(samples,)`` or targets ``(samples, outputs)``;
+        ``sample_weight``: one non-negative weight per row ``(samples,)``, or
+        None: each batch's loss (and the epoch's) is then the weighted mean,
+        normalised by the batch's weight sum (see :mod:`xpnet.losses`); one
+        process only, not with ``validation_split``.
         Each epoch draws a fresh permutation from the model's host RNG (made
         once per epoch, copied to the device once), gathers the epoch's X and
         targets in that order once (device memory: one more copy of X) and
@@ -397,6 +402,7 @@ class Sequential:
             verbose=verbose,
             progress=progress,
             communicator=communicator,
+            sample_weight=sample_weight,
         )
 
     @on_model_device

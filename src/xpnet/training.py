@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -149,7 +150,13 @@ class TrainStep:
         self._backpropagate_and_update(out, yb)
         return loss, out
 
-    def update(self, xb: Array, yb: Array, total: int | None = None) -> Array:
+    def update(
+        self,
+        xb: Array,
+        yb: Array,
+        total: int | None = None,
+        weight: Array | None = None,
+    ) -> Array:
         """The step without its loss value: returns the outputs ``(batch,
         out_features)``. :func:`fit` keeps them and computes the epoch's loss
         and accuracy from them once per epoch, not once per step.
@@ -158,14 +165,20 @@ class TrainStep:
         process's share of it (data-parallel): the loss gradient is then
         divided by ``total``, not by the rows here, so that the sum of the
         shares (the all-reduce) is the gradient of the whole batch's mean. A
-        share may have no rows (its gradients are zero).
+        share may have no rows (its gradients are zero). ``weight``: the
+        batch's sample weights ``(batch,)`` (one process only): the loss is
+        their weighted mean (see :mod:`xpnet.losses`).
         """
         out = self.model.forward(xb)
-        self._backpropagate_and_update(out, yb, total)
+        self._backpropagate_and_update(out, yb, total, weight)
         return out
 
     def _backpropagate_and_update(
-        self, out: Array, yb: Array, total: int | None = None
+        self,
+        out: Array,
+        yb: Array,
+        total: int | None = None,
+        weight: Array | None = None,
     ) -> None:
         model = self.model
         optimizer = model.optimizer
@@ -173,7 +186,7 @@ class TrainStep:
         scale = optimizer.lr if folded else 1.0
         rows = out.shape[0]
         if total is None or rows == total:
-            grad = model.loss.grad(out, yb, scale)
+            grad = model.loss.grad(out, yb, scale, weight)
         elif rows:
             # The loss divides by the rows it sees: rows/total makes it 1/total.
             grad = model.loss.grad(out, yb, scale * rows / total)
@@ -214,6 +227,7 @@ def fit(
     progress: Progress | None = None,
     step: StepFn | None = None,
     communicator: Communicator | None = None,
+    sample_weight: ArrayLike | None = None,
 ) -> History:
     """Train ``model`` for ``epochs`` passes over ``X: (samples, features)``.
 
@@ -236,6 +250,9 @@ def fit(
     X, y, labels, validation = _prepare(
         model, X, y, validation_data, validation_split, check_inputs
     )
+    weight = _sample_weights(
+        model, sample_weight, X.shape[0], validation_split, communicator, step
+    )
     strategy = Strategy() if communicator is None else communicator.data_parallel()
     held_out = validation[:2] if validation is not None else None
     step = strategy.start(model, X, y, batch_size, shuffle, held_out, step)
@@ -256,7 +273,7 @@ def fit(
         "lead": strategy.lead,
     }
     calls = CallbackList([guard, history, *shown, *given], model, params)
-    epoch = Epoch(model, strategy, plan, X, y, labels, step, shuffle, calls)
+    epoch = Epoch(model, strategy, plan, X, y, labels, step, shuffle, calls, weight)
     model.stop_training, model.stop_reason = False, None
     with contextlib.ExitStack() as stack:
         stack.enter_context(strategy.running())
@@ -355,6 +372,41 @@ def _split(
 
     held = (rows(X, val_rows), rows(y, val_rows), rows(labels, val_rows))
     return rows(X, train_rows), rows(y, train_rows), rows(labels, train_rows), held
+
+
+def _sample_weights(
+    model: Sequential,
+    sample_weight: ArrayLike | None,
+    n: int,
+    validation_split: float | None,
+    communicator: Communicator | None,
+    step: StepFn | None,
+) -> Array | None:
+    """``sample_weight`` checked (``(n,)``, finite, non-negative, not all
+    zero) and on the device in the model's dtype; ``None`` for none."""
+    if sample_weight is None:
+        return None
+    for given, what in (
+        (validation_split, "validation_split (pass validation_data)"),
+        (communicator, "a communicator (one process only)"),
+        (step, "a replacement step"),
+    ):
+        if given is not None:
+            raise XpnetError(f"fit cannot combine sample_weight with {what}")
+    weight = model.to_device(sample_weight, model.dtype_name)
+    if tuple(weight.shape) != (n,):
+        raise XpnetError(
+            f"sample_weight has shape {tuple(weight.shape)}, X has {n} rows: pass "
+            "one weight per row"
+        )
+    xp = model.xp
+    # One read: the sum is finite only when every weight is (short of overflow).
+    total, lowest = model.read_floats(xp.sum(weight), xp.min(weight))
+    if not (math.isfinite(total) and total > 0 and lowest >= 0):
+        raise XpnetError(
+            "sample_weight must hold finite, non-negative weights, not all zero"
+        )
+    return weight
 
 
 def check_count(name: str, value: Any, minimum: int) -> int:

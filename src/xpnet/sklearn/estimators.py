@@ -32,11 +32,12 @@ What differs, and why:
   ``epsilon`` scaled by ``sqrt(1 - beta_2 ** t)``.
 - Shuffling draws from xpnet's own RNG (seeded by ``random_state``), not
   scikit-learn's: the same data in another order.
-- The last, partial batch of an epoch takes the full batch's ``alpha /
-  batch_size``, and ``loss_curve_``'s L2 term uses the epoch's last weights
-  for every batch (scikit-learn: each batch's).
+- With uneven ``sample_weight``, each batch's L2 share and ``loss_curve_``
+  use the mean weight in place of the batch's own weight sum, and the
+  epoch's loss is the weighted mean over its rows (the same without
+  weights or with one batch per epoch).
 - A diverging epoch (xpnet's guard: a NaN/inf loss, or one 100x the start)
-  ends training with a ConvergenceWarning; scikit-learn trains on with NaN.
+  counts with a NaN loss, and training goes on, as scikit-learn's does.
 - Sparse ``X`` (CSR/CSC) is made dense, whole, once per call.
 
 xpnet's extras, which change nothing scikit-learn's parameters mean:

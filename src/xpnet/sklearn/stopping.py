@@ -9,7 +9,8 @@ host numbers only: the loss curve (with the L2 term, as scikit-learn's),
 epoch; ``"adaptive"``: divided by 5 whenever the stopping rule fires, stopping
 only once it is at most 1e-6) and the stopping rule itself (more than
 ``n_iter_no_change`` epochs in a row without an improvement of ``tol``).
-:func:`train_stochastic` runs the epochs and asks the rule after each.
+:func:`train_stochastic` runs the epochs with the rule as their callback,
+which ends training through ``model.stop_training``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
+from ..callbacks import BatchLogs, Callback
 from ..errors import DivergenceError, XpnetError
 from ..model import Sequential
 from ..schedules import Constant
@@ -36,21 +38,24 @@ __all__ = ["EpochRule", "train_stochastic"]
 ADAPTIVE_FLOOR = 1e-6
 
 
-class _Stop(Exception):
-    """Ends :meth:`Sequential.fit` from its epoch callback."""
-
-
-class EpochRule:
+class EpochRule(Callback):
     """scikit-learn's end of an epoch for estimator ``est`` training
-    ``model`` on ``n`` rows in ``n_batches`` batches.
+    ``model`` on ``n`` rows, as a callback of :meth:`Sequential.fit`: it
+    stops training by setting ``model.stop_training``.
+
+    scikit-learn's L2 penalty, ``0.5 * alpha * ||W||^2`` divided by the
+    batch's weight sum (``W``: every weight, not the biases), is the
+    optimizer's weight decay ``alpha / sw_b``, set before each batch from its
+    rows (times ``mean_weight``: the batches' own sums are not known on the
+    host), and the epoch's loss gets scikit-learn's L2 term ``sum_b 0.5 alpha
+    ||W_b||^2 len_b / sw_b / n`` with ``W_b`` the weights before batch
+    ``b``'s update: exact without sample weights. The squares are summed on
+    the device after each step and read back with the epoch's loss (no read
+    of their own).
 
     Args:
-        l2_factor: the L2 term of the epoch's loss is ``l2_factor *
-            ||W||^2`` (``W``: every weight, not the biases, at the end of the
-            epoch), i.e. ``0.5 * alpha`` times the mean over the batches of
-            ``1 / (sum of the batch's sample weights)`` times the batches per
-            row, scikit-learn's ``sum_b 0.5 alpha ||W_b||^2 len_b / sw_b / n``
-            with the epoch's last weights for every batch's.
+        n, batch: the rows trained on and the batch size.
+        mean_weight: the mean sample weight of those rows (1 without).
         validation: ``(X, y, sample_weight)`` of the held-out rows with
             ``early_stopping``, else ``None``.
     """
@@ -60,30 +65,61 @@ class EpochRule:
         est: BaseMLP,
         model: Sequential,
         n: int,
-        l2_factor: float,
+        batch: int,
+        mean_weight: float,
         validation: tuple[Any, np.ndarray, np.ndarray | None] | None,
         incremental: bool,
     ):
-        self.est, self.model, self.n = est, model, n
-        self.l2_factor = l2_factor
+        self.est, self.model, self.n, self.batch = est, model, n, batch
+        self.decay_per_row = est.alpha / mean_weight
+        self.l2_factor = 0.5 * self.decay_per_row / n
         self.validation = validation
         self.incremental = incremental
         #: why training stopped early, or None
         self.stopped: str | None = None
+        self._squares: Any = None
+        self._l2 = 0.0
+        if self.l2_factor:
+            # Only then a per-batch callback (fit calls on_batch_end on
+            # callbacks that have one).
+            self.on_batch_end = self._after_batch  # type: ignore[method-assign]
 
-    def _l2_term(self) -> float:
-        if not self.l2_factor:
-            return 0.0
-        model = self.model
-        weights = model.parameters.flat[: model.parameters.n_decayed]
-        (squares,) = model.read_floats(model.xp.sum(weights * weights))
-        return self.l2_factor * squares
+    def _weight_squares(self) -> Any:
+        params = self.model.parameters
+        weights = params.flat[: params.n_decayed]
+        return self.model.xp.sum(weights * weights)
 
-    def epoch_end(self, data_loss: float) -> bool:
-        """Record an epoch whose mean data loss was ``data_loss``; True when
-        training stops here."""
+    def _decay_for(self, rows: int) -> None:
+        self.model.optimizer.weight_decay = self.decay_per_row / rows
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._l2 = 0.0
+        self._decay_for(min(self.batch, self.n))
+        if self.l2_factor:
+            self._squares = self._weight_squares()  # before the first batch
+
+    def _after_batch(self, batch: int, logs: BatchLogs) -> None:
+        done = logs.done
+        if done < self.n:  # the weights and the rows of the next batch
+            self._squares = self._squares + self._weight_squares()
+            self._decay_for(min(self.batch, self.n - done))
+
+    def epoch_terms(self, outs: Any, targets: Any) -> list[Any]:
+        return [self._squares] if self.l2_factor else []
+
+    def take_epoch_terms(self, values: list[float]) -> None:
+        if values:
+            self._l2 = self.l2_factor * values[0]
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+        if self.epoch_end(logs["loss"] + self._l2):
+            self.model.stop_training = True
+            self.model.stop_reason = "no_improvement"
+
+    def epoch_end(self, loss: float) -> bool:
+        """Record an epoch whose mean loss (L2 term included) was ``loss``;
+        True when training stops here."""
         est = self.est
-        loss = data_loss + self._l2_term()
         est.n_iter_ += 1
         est.t_ += self.n
         est.loss_curve_.append(loss)
@@ -187,23 +223,9 @@ def train_stochastic(
     n = X.shape[0]
     batch = _batch_size(est, n)
     mean_weight = 1.0 if weight is None else float(np.mean(weight))
-    # scikit-learn's penalty, 0.5 * alpha * ||W||^2 / (the batch's weight sum)
-    model.optimizer.weight_decay = est.alpha / (batch * mean_weight)
-    n_batches = -(-n // batch)
-    rule = EpochRule(
-        est,
-        model,
-        n,
-        0.5 * est.alpha * n_batches / (n * mean_weight),
-        validation,
-        incremental,
-    )
-    if weight is not None:
-        raise XpnetError(
-            "sample_weight with the stochastic solvers is not supported yet: use "
-            "solver='lbfgs'"
-        )
-    _run_epochs(rule, model, X, targets, 1 if incremental else est.max_iter, batch)
+    rule = EpochRule(est, model, n, batch, mean_weight, validation, incremental)
+    epochs = 1 if incremental else est.max_iter
+    _run_epochs(rule, model, X, targets, weight, epochs, batch)
     if rule.stopped is None and not incremental:
         warnings.warn(
             f"Stochastic Optimizer: Maximum iterations ({est.max_iter}) reached and "
@@ -220,18 +242,15 @@ def _run_epochs(
     model: Sequential,
     X: Any,
     targets: np.ndarray,
+    weight: np.ndarray | None,
     epochs: int,
     batch: int,
 ) -> None:
-    """``epochs`` passes of :meth:`Sequential.fit`, asking ``rule`` after
-    each whether to stop. A diverged epoch (xpnet's guard: a non-finite loss,
-    or one 100x the start) is recorded with a NaN loss and training goes on,
-    as scikit-learn's does (fit's non-finite weight check comes after)."""
-
-    def on_epoch_end(record: dict[str, Any]) -> None:
-        if rule.epoch_end(record["loss"]):
-            raise _Stop
-
+    """``epochs`` passes of :meth:`Sequential.fit` with ``rule`` as its
+    callback (it stops training). A diverged epoch (xpnet's guard: a
+    non-finite loss, or one 100x the start) is recorded with a NaN loss and
+    training goes on, as scikit-learn's does (fit's non-finite weight check
+    comes after)."""
     done = model.epochs_trained
     while model.epochs_trained - done < epochs:
         try:
@@ -241,10 +260,10 @@ def _run_epochs(
                 epochs=epochs - (model.epochs_trained - done),
                 batch_size=batch,
                 shuffle=bool(rule.est.shuffle),
-                on_epoch_end=on_epoch_end,
+                callbacks=[rule],
                 check_inputs=False,
+                sample_weight=weight,
             )
-        except _Stop:
             return
         except DivergenceError:
             # The guard measures a new reference when fit starts again.
