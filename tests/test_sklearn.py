@@ -657,3 +657,54 @@ def test_issue20_n_iter_no_change_inf_trains_every_epoch():
     with pytest.warns(ConvergenceWarning, match=r"Maximum iterations \(25\)"):
         est.fit(X, y)
     assert est.n_iter_ == 25 and len(est.loss_curve_) == 25
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_issue20_sample_weight_matches_scikit_learn(solver):
+    """Weights in the stochastic solvers as scikit-learn weighs them: with one
+    batch per epoch the run equals scikit-learn's; weights 2 equal the rows
+    given twice; score takes them too."""
+    import warnings
+
+    import numpy as np
+    from sklearn.neural_network import MLPRegressor as SkRegressor
+
+    X, y = _iris()
+    X, y = X[:, 1:], X[:, 0]
+    weight = np.random.default_rng(0).uniform(0.5, 2.0, len(y))
+    params = dict(
+        solver=solver,
+        shuffle=False,
+        random_state=0,
+        max_iter=30,
+        hidden_layer_sizes=(5,),
+        learning_rate_init=0.01,
+        alpha=0.01,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = MLPRegressor(**params).fit(X, y, sample_weight=weight)
+        theirs = SkRegressor(**params).fit(X, y, sample_weight=weight)
+        twice = MLPRegressor(**params).fit(
+            np.vstack([X, X[:10]]), np.hstack([y, y[:10]])
+        )
+        doubled = MLPRegressor(**params).fit(
+            X, y, sample_weight=np.r_[np.full(10, 2.0), np.ones(len(y) - 10)]
+        )
+    rtol = 1e-10 if solver == "sgd" else 1e-3  # Adam's epsilon differs a little
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=rtol)
+    np.testing.assert_allclose(twice.loss_curve_, doubled.loss_curve_, rtol=1e-10)
+    assert ours.score(X, y, sample_weight=weight) == pytest.approx(
+        theirs.score(X, y, sample_weight=weight), abs=1e-2 if solver == "adam" else 1e-9
+    )
+
+
+def test_issue18_item6_stopping_goes_through_the_callback_seam():
+    """The estimator stops through fit's callbacks (model.stop_training), not
+    by raising from an epoch hook."""
+    X, y = _iris()
+    est = _small(max_iter=500, tol=10.0, n_iter_no_change=2)
+    est.fit(X, y)
+    # The first epoch sets best_loss_; it stops at more than 2 stalls in a row.
+    assert est.n_iter_ == 4
+    assert est._model.stop_training and est._model.stop_reason == "no_improvement"

@@ -303,3 +303,55 @@ def test_cli_lr_decay_trains_with_inverse_time_decay(tmp_path):
     for m in (model, reference):
         m.train_step(m.to_device(xb, m.dtype_name), m.to_device(yb))
     _assert_same_state(model, reference)
+
+
+# -- sample weights (issue 20) ---------------------------------------------------
+@pytest.mark.parametrize("targets", ["labels", "regression"])
+def test_issue20_fit_sample_weight_equals_repeated_rows(backend, targets):
+    """Integer weights train as the rows repeated that many times (one batch
+    per epoch: the weighted mean of each batch is the repeated rows' mean),
+    on every backend; all-ones weights train as no weights."""
+    X, y = _data(n=24)
+    if targets == "regression":
+        y = X[:, :2] * 1.0
+    weight = np.random.default_rng(1).integers(0, 4, size=len(X))
+    weight[0] = 1  # not all zero
+    runs = {}
+    for name, (Xs, ys, ws) in {
+        "weighted": (X, y, weight * 1.0),
+        "repeated": (np.repeat(X, weight, 0), np.repeat(y, weight, 0), None),
+        "ones": (X, y, np.ones(len(X))),
+        "none": (X, y, None),
+    }.items():
+        model = xpnet.mlp(
+            [X.shape[1], 6, 2 if targets == "regression" else 3],
+            loss="mse" if targets == "regression" else "cross_entropy",
+            optimizer=xpnet.SGD(lr=0.1, momentum=0.9),
+            device=backend,
+            dtype="float64",
+            seed=2,
+        )
+        history = model.fit(
+            Xs, ys, epochs=3, batch_size=len(Xs), shuffle=False, sample_weight=ws
+        )
+        runs[name] = (model.state_dict(), history["loss"])
+    for a, b in (("weighted", "repeated"), ("ones", "none")):
+        np.testing.assert_allclose(runs[a][1], runs[b][1], rtol=1e-10)
+        for key, value in runs[a][0].items():
+            np.testing.assert_allclose(value, runs[b][0][key], rtol=1e-9, atol=1e-12)
+
+
+def test_issue20_fit_sample_weight_is_checked_in_one_line(numpy_backend):
+    X, y = _data(n=10)
+    model = _model(numpy_backend)
+    for weight, message in (
+        (np.ones(9), r"sample_weight has shape \(9,\), X has 10 rows"),
+        (-np.ones(10), "finite, non-negative weights, not all zero"),
+        (np.zeros(10), "finite, non-negative weights, not all zero"),
+        (np.full(10, np.nan), "finite, non-negative weights, not all zero"),
+    ):
+        with pytest.raises(xpnet.XpnetError, match=message) as err:
+            model.fit(X, y, sample_weight=weight)
+        assert "\n" not in str(err.value)
+    with pytest.raises(xpnet.XpnetError, match="validation_split"):
+        model.fit(X, y, sample_weight=np.ones(10), validation_split=0.2)
