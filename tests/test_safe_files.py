@@ -352,3 +352,9 @@ def test_item8_link_to_another_kind_of_file_is_refused_not_written_through(tmp_p
         assert "is a symbolic link to" in line and "notes.txt" in line, line
     assert victim.read_text() == "precious\n"
     assert (tmp_path / "run.npz").is_symlink() and (tmp_path / "c.png").is_symlink()
+
+
+def test_save_into_a_folder_that_does_not_exist_yet_makes_it(tmp_path):
+    ok(run("train", *SMALL, "--epochs", "1", "--save", "new/run.npz", cwd=tmp_path))
+    assert epochs_in(tmp_path / "new" / "run.npz") == 1
+    assert not (tmp_path / "new" / "run.npz.lock").exists()

@@ -41,6 +41,14 @@ __all__ = ["CheckpointLock", "LockError", "remove_stale_temp_files"]
 # What xpnet writes into a lock file: a process id and a newline.
 _MAX_PID_TEXT = 32
 
+# Never follow a link, never block on a FIFO, never leak into children; the
+# flags a platform lacks (Windows) are left out.
+_SAFE = (
+    getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
+
 
 class LockError(XpnetError):
     """Another process holds the checkpoint, or the lock file cannot be made.
@@ -92,9 +100,10 @@ class CheckpointLock:
 
     def _open_lock_file(self) -> int:
         """The lock file's descriptor, checked to be a file xpnet may lock."""
-        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
         try:
-            fd = os.open(self.path, flags | getattr(os, "O_CLOEXEC", 0), 0o644)
+            # The checkpoint's folder is made on the first save anyway.
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _SAFE, 0o644)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 why = "is a symbolic link"
@@ -155,11 +164,8 @@ class CheckpointLock:
     def _hold_checkpoint(self) -> None:
         """Lock the checkpoint file itself, if there is one: a process that
         got past a deleted lock file still finds it taken."""
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
         try:
-            fd = os.open(
-                write_target(self.checkpoint), flags | getattr(os, "O_CLOEXEC", 0)
-            )
+            fd = os.open(write_target(self.checkpoint), os.O_RDONLY | _SAFE)
         except OSError:
             return  # not there yet (or not a file: the save refuses it)
         if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -210,9 +216,8 @@ class CheckpointLock:
     def _make_lock_file_again(self) -> bool:
         """Create and lock the lock file someone removed; False if another
         process got there first."""
-        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
         try:
-            fd = os.open(self.path, flags | getattr(os, "O_CLOEXEC", 0), 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _SAFE, 0o644)
         except OSError:
             return False
         if not _try_flock(fd):  # pragma: no cover - a new file is free
