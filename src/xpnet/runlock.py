@@ -97,6 +97,7 @@ class CheckpointLock:
         self.path = lock_path(self.checkpoint)
         self._fd: int | None = None
         self._held: int | None = None  # the checkpoint file's own descriptor
+        self._retired: list[int] = []  # its versions replaced since (see adopt)
 
     def _open_lock_file(self) -> int:
         """The lock file's descriptor, checked to be a file xpnet may lock."""
@@ -164,28 +165,43 @@ class CheckpointLock:
     def _hold_checkpoint(self) -> None:
         """Lock the checkpoint file itself, if there is one: a process that
         got past a deleted lock file still finds it taken."""
-        try:
-            fd = os.open(write_target(self.checkpoint), os.O_RDONLY | _SAFE)
-        except OSError:
-            return  # not there yet (or not a file: the save refuses it)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        path = write_target(self.checkpoint)
+        for _ in range(100):
+            try:
+                fd = os.open(path, os.O_RDONLY | _SAFE)
+            except OSError:
+                return  # not there yet (or not a file: the save refuses it)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                return
+            if not _try_flock(fd):
+                os.close(fd)
+                raise _busy(self.checkpoint)
+            if _same_file(fd, path):
+                self._held = fd
+                return
+            # A save replaced the file between our open and our lock: the
+            # version we locked is gone; lock the one there now.
             os.close(fd)
-            return
-        if not _try_flock(fd):
-            os.close(fd)
-            raise _busy(self.checkpoint)
-        self._held = fd
+        raise _busy(self.checkpoint)  # pragma: no cover - saved 100 times over
 
     def adopt(self, fd: int) -> None:
         """Lock the new version of the checkpoint (``fd``: the finished
-        temporary file, before it takes the name) in place of the old one."""
+        temporary file, before it takes the name). The old version stays
+        locked until the next :meth:`verify` (the next save), well after the
+        new one took its name, so the file at the name is never unlocked."""
         new = os.dup(fd)
         if not _try_flock(new):  # pragma: no cover - a fresh inode is free
             os.close(new)
             raise _busy(self.checkpoint)
         if self._held is not None:
-            os.close(self._held)
+            self._retired.append(self._held)
         self._held = new
+
+    def _close_retired(self) -> None:
+        for fd in self._retired:
+            os.close(fd)
+        self._retired = []
 
     def verify(self) -> None:
         """Before a save: does this process still hold the checkpoint?
@@ -198,6 +214,7 @@ class CheckpointLock:
         """
         if self._fd is None:
             return
+        self._close_retired()
         if _same_file(self._held, write_target(self.checkpoint)):
             if not os.path.lexists(self.path):
                 self._make_lock_file_again()
@@ -242,6 +259,7 @@ class CheckpointLock:
         if self._held is not None:
             os.close(self._held)
             self._held = None
+        self._close_retired()
 
     def __enter__(self) -> CheckpointLock:
         return self.acquire()
