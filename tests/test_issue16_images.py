@@ -16,6 +16,8 @@ from conftest import MNIST_DIR
 from test_cli import last_json, one_line_error, run
 
 from xpnet.idx import read_idx
+from xpnet.images import layout_for
+from xpnet.terminal import printable
 
 Image = pytest.importorskip("PIL.Image", reason="Pillow not installed")
 
@@ -235,3 +237,31 @@ def test_issue16_item20_control_characters_from_files_are_shown_escaped(tmp_path
         "predict", "m.npz", "x.png", "--device", "cpu", "--json", cwd=tmp_path
     )
     assert last_json(as_json.stdout)["results"][0]["class_name"] in _EVIL
+
+
+@pytest.mark.parametrize(
+    "facts,features,layout",
+    [
+        ({"name": "mnist", "image_shape": [28, 28]}, 784, "mnist"),
+        ({"name": "mnist-sample", "image_shape": [28, 28]}, 784, "mnist"),
+        ({}, 784, "mnist"),  # saved by the library: taken as MNIST's
+        ({"name": "fashion-mnist", "image_shape": [28, 28]}, 784, "fashion"),
+        ({"name": "mnist_letters", "image_shape": [28, 28]}, 784, "resize"),
+        ({"name": "mnist", "image_shape": [8, 8]}, 64, "resize"),
+    ],
+)
+def test_issue16_item18_layout_follows_the_recorded_dataset(facts, features, layout):
+    """Item 18: MNIST's layout is for MNIST models; datasets of your own keep
+    the plain resize (their framing is unknown)."""
+    assert layout_for(facts, features) == layout
+
+
+def test_issue16_item20_printable_escapes_only_what_moves_the_terminal():
+    assert (
+        printable("plain 7, Ünïcode ✓ and C:\\path")
+        == "plain 7, Ünïcode ✓ and C:\\path"
+    )
+    assert printable("\x1b[2J\nxpnet: error: x\t\u202e\x7f\x85") == (
+        "\\x1b[2J\\nxpnet: error: x\\t\\u202e\\x7f\\x85"
+    )
+    assert printable(printable("\x1b")) == "\\x1b"

@@ -61,15 +61,20 @@ class ImageError(XpnetError):
 
 
 def layout_for(dataset: dict[str, Any], features: int) -> str:
-    """The layout for a checkpoint's recorded ``dataset`` facts (see module).
+    """The layout for a model of ``features`` inputs trained on the dataset
+    its checkpoint records (``dataset``: its facts; see the module).
 
-    A checkpoint without dataset facts (saved by the library) of 784 inputs is
-    taken as MNIST's, as :mod:`xpnet.cli.predict` does for its image shape.
+    MNIST's layout for 784-input models of ``mnist`` and ``mnist-sample``
+    (and of a checkpoint without dataset facts, saved by the library, taken
+    as MNIST's as :mod:`xpnet.cli.predict` does for its image shape);
+    Fashion-MNIST's for ``fashion-mnist``; the plain resize for the rest.
     """
     name = str(dataset.get("name") or "")
-    if name.startswith("mnist") or (not dataset and features == 28 * 28):
+    if features != 28 * 28:
+        return "resize"
+    if name in ("mnist", "mnist-sample") or not dataset:
         return "mnist"
-    if name.startswith("fashion"):
+    if name == "fashion-mnist":
         return "fashion"
     return "resize"
 

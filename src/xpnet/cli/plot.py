@@ -17,6 +17,7 @@ from typing import Any
 
 from .. import figures
 from ..atomic import OwnedOutput
+from ..terminal import printable
 from .common import UsageError, say
 from .parser import PLOT_EVERY_S
 
@@ -131,7 +132,7 @@ class LivePlot:
         try:
             drawn = self.draw(history)
         except figures.PlotError as exc:
-            print(f"xpnet: {exc}", file=sys.stderr)
+            print(f"xpnet: {printable(str(exc))}", file=sys.stderr)
             return
         if not drawn:
             print(f"xpnet: no epoch finished: {self.path} not drawn", file=sys.stderr)

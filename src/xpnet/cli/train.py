@@ -21,6 +21,7 @@ from ..errors import DivergenceError, XpnetError
 from ..figures import PlotError
 from ..preprocessing import Preprocessing, describe_scaling
 from ..progress import Progress, epoch_line
+from ..terminal import printable
 from ..threads import busy_cpu_hint, limited_blas_threads
 from ..training import divergence
 from .common import (
@@ -281,8 +282,8 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
         f" | batch {args.batch_size} | epochs {total_epochs}"
         + (f" | resumed at epoch {model.epochs_trained}" if resume else ""),
     )
-    for notice in notices:
-        print(f"xpnet: {notice}", file=sys.stderr)
+    for notice in notices:  # may quote the checkpoint's recorded options
+        print(f"xpnet: {printable(notice)}", file=sys.stderr)
     if plot is not None:
         plot.title = run_title(target.path, model, train_options, dataset_facts(data))
         plot.loss = loss_name(model, train_options)
@@ -395,7 +396,7 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
         message = f"{how} in epoch {model.epochs_trained + 1}; {target.holds()}{hint}"
         args.report["error"] = message
         if writes:  # one message per run, not one per rank
-            print(f"{end_bar_line()}xpnet: {message}", file=sys.stderr)
+            print(f"{end_bar_line()}xpnet: {printable(message)}", file=sys.stderr)
         raise Exit(exc.exit_code if isinstance(exc, Terminated) else 1) from None
     except DivergenceError as exc:
         if plot is not None:
