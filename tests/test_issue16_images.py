@@ -16,8 +16,6 @@ from conftest import MNIST_DIR
 from test_cli import last_json, one_line_error, run
 
 from xpnet.idx import read_idx
-from xpnet.images import layout_for
-from xpnet.terminal import printable
 
 Image = pytest.importorskip("PIL.Image", reason="Pillow not installed")
 
@@ -253,10 +251,14 @@ def test_issue16_item20_control_characters_from_files_are_shown_escaped(tmp_path
 def test_issue16_item18_layout_follows_the_recorded_dataset(facts, features, layout):
     """Item 18: MNIST's layout is for MNIST models; datasets of your own keep
     the plain resize (their framing is unknown)."""
+    from xpnet.images import layout_for
+
     assert layout_for(facts, features) == layout
 
 
 def test_issue16_item20_printable_escapes_only_what_moves_the_terminal():
+    from xpnet.terminal import printable
+
     assert (
         printable("plain 7, Ünïcode ✓ and C:\\path")
         == "plain 7, Ünïcode ✓ and C:\\path"

@@ -224,6 +224,32 @@ def test_issue16_item21_a_checkpoint_it_could_not_read_back_is_not_trained(tmp_p
     assert proc.returncode == 0, proc.stderr
 
 
+def test_issue16_item21_npy_and_checkpoint_arrays_over_the_limit_say_so(tmp_path):
+    """Item 21: predict's .npy inputs are bounded like every file (header
+    first: numpy.load allocates what it declares), and a checkpoint over the
+    limit is not called damaged."""
+    _small_dataset(tmp_path / "d.npz")
+    proc = _train("--dataset", "d.npz", "--save", "m.npz", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    with open(tmp_path / "big.npy", "wb") as f:  # a header alone: 2.4 GB declared
+        header = {"descr": "|u1", "fortran_order": False, "shape": (3_000_000, 784)}
+        np.lib.format.write_array_header_1_0(f, header)
+    proc, peak = run_measured(
+        "predict", "m.npz", "big.npy", "--device", "cpu", cwd=tmp_path
+    )
+    assert proc.returncode == 2
+    assert "'big.npy': its shape (3000000, 784) uint8 declares 2,352,000,000" in (
+        one_line_error(proc)
+    )
+    assert peak < 400 << 20
+    env = {"XPNET_MAX_ARRAY_BYTES": "1000"}  # below the metadata's size
+    proc = run("evaluate", "m.npz", "--device", "cpu", cwd=tmp_path, env=env)
+    assert proc.returncode == 2
+    message = one_line_error(proc)
+    assert "checkpoint 'm.npz': cannot read its metadata" in message
+    assert "more than the 1,000 xpnet reads" in message and "damaged" not in message
+
+
 def test_issue16_item21_a_big_canvas_image_is_read_in_bounded_memory(tmp_path):
     """Item 21 (images): a 100 KB PNG of an 8000x8000 page took 3.2 GB and
     half a minute as float arrays; it is box-reduced while still compact."""

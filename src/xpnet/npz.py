@@ -25,7 +25,14 @@ import numpy as np
 from xpnet.errors import XpnetError
 from xpnet.memory import check_array_size
 
-__all__ = ["NPY_MAGIC", "ArrayTooLarge", "NpyHeader", "NpzArchive", "NpzFormatError"]
+__all__ = [
+    "NPY_MAGIC",
+    "ArrayTooLarge",
+    "NpyHeader",
+    "NpzArchive",
+    "NpzFormatError",
+    "check_npy_size",
+]
 
 NPY_MAGIC = b"\x93NUMPY"
 
@@ -185,3 +192,26 @@ class NpzArchive:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def check_npy_size(path: str | os.PathLike) -> None:
+    """Raise ArrayTooLarge if the ``.npy`` file at ``path`` declares an array
+    above :func:`xpnet.memory.max_array_bytes`; read its header only. Other
+    problems (not a .npy file, a bad header) are left to ``numpy.load``."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                read = np.lib.format.read_array_header_1_0
+            elif version == (2, 0):
+                read = np.lib.format.read_array_header_2_0
+            else:
+                return
+            shape, _, dtype = read(f, max_header_size=_MAX_HEADER_BYTES)
+    except _READ_ERRORS:
+        return
+    nbytes = math.prod(int(d) for d in shape) * dtype.itemsize
+    try:
+        check_array_size(nbytes, f"its shape {tuple(shape)} {dtype}")
+    except XpnetError as e:
+        raise ArrayTooLarge(str(e)) from None

@@ -118,6 +118,10 @@ def _read_meta(archive: NpzArchive, where: str) -> dict[str, Any]:
     try:
         text = archive.read("meta").tobytes().decode("utf-8")
         meta = json.loads(text)
+    except ArrayTooLarge as exc:
+        raise CheckpointError(
+            f"checkpoint {where!r}: cannot read its metadata ({exc})"
+        ) from None
     except NpzFormatError as exc:
         raise _bad(where, f"cannot read it ({exc})") from None
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:

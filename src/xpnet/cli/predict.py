@@ -12,6 +12,7 @@ import numpy as np
 from ..checkpoint import Checkpoint
 from ..errors import XpnetError
 from ..images import IMAGE_SUFFIXES, layout_for, read_image
+from ..npz import ArrayTooLarge, check_npy_size
 from ..terminal import printable
 from .common import UsageError, device_facts, print_json
 from .evaluate import load_for_inference
@@ -67,7 +68,10 @@ def _read_input(
         image = read_image(path, tuple(image_shape or (28, 28)), layout)
         return image.reshape(1, -1), None
     try:
+        check_npy_size(path)  # before numpy.load allocates what it declares
         x = np.load(path, allow_pickle=False)
+    except ArrayTooLarge as exc:
+        raise UsageError(f"{text!r}: {exc}") from None
     except (ValueError, OSError, EOFError) as exc:
         raise UsageError(f"{text!r} is not a readable .npy file ({exc})") from None
     if not isinstance(x, np.ndarray):  # np.load gives an NpzFile for a .npz
