@@ -167,8 +167,10 @@ def test_item11_cli_refuses_non_finite_answers(standardized_run, tmp_path, capfd
 
 
 def test_item11_a_loaded_model_refuses_non_finite_answers(standardized_run, tmp_path):
+    import xpnet
+
     bad = _overflowing(standardized_run, tmp_path, "weight")
-    model, _ = load_checkpoint(bad, "cpu")
+    model = xpnet.load(bad, "cpu")
     x = np.full((3, 784), 0.5, np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -241,3 +243,107 @@ def test_item16_a_scale_below_the_data_is_refused(counts_dataset, capsys):
     argv = ["train", "--dataset", str(counts_dataset), "--scale", "10"]
     assert main(argv) == 2
     assert "the data holds values in [0, 16]" in _one_line_error(capsys)
+
+
+# -- item 9: a saved model says how its inputs are prepared, or is not guessed -----
+@pytest.fixture(scope="module")
+def pixels_model():
+    """A model trained from the library on mnist-sample's pixels / 255."""
+    import xpnet
+    from xpnet.datasets import load_dataset
+
+    ds = load_dataset("mnist-sample")
+    x = (ds.x_train.reshape(len(ds.x_train), -1) / 255.0).astype(np.float32)
+    model = xpnet.mlp([784, 32, 10], device="cpu", seed=0)
+    model.fit(x, ds.y_train, epochs=2, batch_size=64)
+    return model
+
+
+def _cli_refuses_to_guess(path: Path, tmp_path: Path, capsys) -> None:
+    for argv in (
+        ["evaluate", str(path), "--dataset", "mnist-sample"],
+        ["predict", str(path), "mnist-sample:0"],
+        ["export", str(path), str(tmp_path / "m.onnx")],
+        ["train", "--resume", str(path), "--dataset", "mnist-sample", "--epochs", "3"],
+    ):
+        assert main(argv) == 2, argv
+        err = _one_line_error(capsys)
+        assert "does not record how its inputs were prepared" in err, argv
+        assert "float32 values in [0, 1]" in err or "without their" in err, err
+    assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("how", ["save_checkpoint", "xpnet.save"])
+def test_item9_a_library_save_of_scaled_floats_is_not_fed_raw_pixels(
+    pixels_model, tmp_path, capsys, how
+):
+    import xpnet
+
+    path = tmp_path / "lib.npz"
+    if how == "xpnet.save":
+        xpnet.save(path, pixels_model)
+    else:
+        save_checkpoint(path, pixels_model)
+    _cli_refuses_to_guess(path, tmp_path, capsys)
+    assert xpnet.load(path, "cpu").preprocessing is None
+
+
+def test_item9_a_stated_preparation_is_used_and_survives_load_and_save(
+    pixels_model, tmp_path, capsys
+):
+    import xpnet
+
+    path = tmp_path / "stated.npz"
+    xpnet.save(path, pixels_model, preprocessing=xpnet.Preprocessing(scale=255))
+    assert main(["evaluate", str(path), "--dataset", "mnist-sample", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert result["accuracy"] > 0.85 and result["loss"] < 0.6
+    loaded = xpnet.load(path, "cpu")
+    assert isinstance(loaded, xpnet.Sequential) and loaded.preprocessing.scale == 255
+    again = tmp_path / "again.npz"
+    xpnet.save(again, loaded)
+    assert main(["evaluate", str(again), "--dataset", "mnist-sample", "--json"]) == 0
+    assert (
+        json.loads(capsys.readouterr().out.splitlines()[-1])["loss"] == result["loss"]
+    )
+
+
+def test_item9_integer_inputs_need_no_statement(tmp_path, capsys):
+    import xpnet
+    from xpnet.datasets import load_dataset
+
+    ds = load_dataset("mnist-sample")
+    model = xpnet.mlp([784, 8, 10], device="cpu", seed=0, optimizer=SGD(lr=1e-4))
+    model.fit(ds.x_train.reshape(len(ds.x_train), -1), ds.y_train, epochs=1)
+    path = xpnet.save(tmp_path / "raw.npz", model)
+    assert main(["evaluate", str(path), "--dataset", "mnist-sample"]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    none = xpnet.save(tmp_path / "none.npz", model, preprocessing="none")
+    assert xpnet.load(none, "cpu").preprocessing.scale is None
+
+
+def test_item9_an_old_library_checkpoint_is_not_guessed(pixels_model, tmp_path, capsys):
+    path = save_checkpoint(
+        tmp_path / "stated.npz",
+        pixels_model,
+        {"preprocessing": {"deskew": False, "scale": None, "standardize": False}},
+    )
+    meta, arrays = _arrays(path)
+    del meta["preprocessing"]["known"]  # as xpnet 0.1.0 wrote it
+    old = _write(tmp_path / "old.npz", meta, arrays)
+    assert main(["evaluate", str(old), "--dataset", "mnist-sample"]) == 2
+    assert "without their preparation" in _one_line_error(capsys)
+    assert main(["evaluate", str(path), "--dataset", "mnist-sample"]) == 0
+
+
+def test_item9_the_readme_save_and_load_example_runs(tmp_path, monkeypatch, capsys):
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text("utf-8")
+    example = re.search(r"## Library example\n\n```python\n(.*?)```", text, re.S)
+    saving = re.search(r"Saving and loading:.*?```python\n(.*?)```", text, re.S)
+    assert example and saving
+    monkeypatch.chdir(tmp_path)
+    exec(compile(example.group(1) + saving.group(1), "README.md", "exec"), {})
+    assert (tmp_path / "model.npz").is_file()
+    assert "known=True" in capsys.readouterr().out

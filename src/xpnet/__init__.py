@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from .model import History, Sequential, mlp
     from .onnx_export import export_onnx
     from .optimizers import SGD, Adam, AdamW, Optimizer, get_optimizer
+    from .preprocessing import Preprocessing
+    from .saving import load, save
     from .schedules import (
         Constant,
         CosineDecay,
@@ -76,6 +78,7 @@ _EXPORTS = {
     "MeanSquaredError": "losses",
     "Optimizer": "optimizers",
     "PoissonDeviance": "losses",
+    "Preprocessing": "preprocessing",
     "ReLU": "activations",
     "SGD": "optimizers",
     "Schedule": "schedules",
@@ -92,8 +95,10 @@ _EXPORTS = {
     "get_activation": "activations",
     "get_loss": "losses",
     "get_optimizer": "optimizers",
+    "load": "saving",
     "mlp": "model",
     "resolve": "backend",
+    "save": "saving",
     "to_numpy": "backend",
 }
 
@@ -135,6 +140,7 @@ __all__ = [
     "MeanSquaredError",
     "Optimizer",
     "PoissonDeviance",
+    "Preprocessing",
     "ReLU",
     "Schedule",
     "Sequential",
@@ -150,7 +156,9 @@ __all__ = [
     "get_activation",
     "get_loss",
     "get_optimizer",
+    "load",
     "mlp",
     "resolve",
+    "save",
     "to_numpy",
 ]

@@ -23,8 +23,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "all_finite",
+    "describe_inputs_seen",
     "dtype_kind",
     "finite",
+    "inputs_seen",
     "non_finite_outputs",
     "prepare_inputs",
     "prepare_targets",
@@ -133,6 +135,33 @@ def prepare_targets(
         raise XpnetError(f"{what} contains NaN or infinite values")
     classify = found == "classification" and len(shape) == 2 and shape[1] > 1
     return y, (xp.argmax(y, axis=1) if classify else None), found
+
+
+def inputs_seen(
+    model: Sequential, given: ArrayLike, X: Array, check: bool = True
+) -> dict[str, object]:
+    """What ``fit`` saw of its inputs, recorded as ``model.inputs_seen`` so
+    that a save can tell whether their preparation is known (see
+    :func:`xpnet.checkpoint.stated_preprocessing`): ``{"dtype": the caller's
+    dtype, "integers": bool}``, plus ``"min"``/``"max"`` of ``X`` (the
+    prepared ``(n, features)`` device array; one read-back) when ``check``."""
+    seen: dict[str, object] = {
+        "dtype": str(getattr(given, "dtype", type(given).__name__)),
+        "integers": dtype_kind(given) in "iub",
+    }
+    if check:
+        xp = model.xp
+        seen["min"], seen["max"] = model.read_floats(xp.min(X), xp.max(X))
+    return seen
+
+
+def describe_inputs_seen(seen: dict[str, object]) -> str:
+    """``inputs_seen`` in words, e.g. ``"float32 values in [0, 1]"``."""
+    text = f"{seen.get('dtype')} values"
+    low, high = seen.get("min"), seen.get("max")
+    if isinstance(low, float) and isinstance(high, float):
+        text += f" in [{low:g}, {high:g}]"
+    return text
 
 
 def non_finite_outputs(what: str) -> str:

@@ -134,6 +134,11 @@ class Sequential:
         #: raise XpnetError when evaluate/predict give NaN/inf instead of
         #: answering with them (set on models read from files: xpnet.load)
         self.finite_outputs = False
+        #: what the last fit saw of X (see :func:`xpnet.inputs.inputs_seen`)
+        self.inputs_seen: dict[str, Any] | None = None
+        #: how raw inputs become this model's (an xpnet.Preprocessing) when
+        #: known: set by xpnet.load, kept by xpnet.save; None otherwise
+        self.preprocessing: Any = None
 
     # -- construction ----------------------------------------------------------
     def _check_architecture(self) -> tuple[int, int]:

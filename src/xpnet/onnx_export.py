@@ -243,6 +243,7 @@ def _source(
     if isinstance(source, Checkpoint):
         names = source.dataset.get("class_names")
         steps = source.preprocessing if preprocessing is None else preprocessing
+        steps.require_known("the checkpoint")
         return source.model, steps, list(names) if names else None
     if isinstance(source, Sequential):
         return source, preprocessing or Preprocessing(), None

@@ -402,6 +402,13 @@ class Preprocessing:
         mean, std: ``(n_features,)`` train-set standardisation statistics
             (``std`` already floored), or None.
         image_shape: ``(h, w)`` of the images, or None.
+        known: False when nobody recorded how the inputs were prepared (a
+            model saved from the library without ``preprocessing=``, trained
+            on floats that may have been scaled): then nothing replays it
+            (:meth:`require_known`), as assuming "none" would feed raw values
+            to a model trained on scaled ones.
+        seen: what ``fit`` saw of the inputs when ``known`` is False, e.g.
+            ``"float32 values in [0, 1]"``, for the message.
     """
 
     deskew: bool = False
@@ -409,6 +416,25 @@ class Preprocessing:
     mean: np.ndarray | None = None
     std: np.ndarray | None = None
     image_shape: tuple[int, int] | None = None
+    known: bool = True
+    seen: str = ""
+
+    @classmethod
+    def unknown(cls, seen: str = "") -> Preprocessing:
+        """A preparation nobody recorded (see ``known``)."""
+        return cls(known=False, seen=seen)
+
+    def require_known(self, what: str = "the model") -> None:
+        """Raise :class:`XpnetError` (one line) when the preparation is unknown."""
+        if self.known:
+            return
+        saw = f" (it was trained on {self.seen})" if self.seen else ""
+        raise XpnetError(
+            f"{what} does not record how its inputs were prepared{saw}, and xpnet "
+            "will not guess: save it again stating it, e.g. xpnet.save(path, "
+            "model, preprocessing=xpnet.Preprocessing(scale=255)) for pixels "
+            "divided by 255, or preprocessing='none' for inputs used as they are"
+        )
 
     @property
     def standardize(self) -> bool:
@@ -429,6 +455,7 @@ class Preprocessing:
     def apply(self, x: np.ndarray, dtype: str = "float32") -> np.ndarray:
         """``x: (n, n_features)`` raw samples as the model was trained on them
         (see :func:`transform` for the units accepted)."""
+        self.require_known()
         return transform(
             x,
             deskew=self.deskew and self.image_shape is not None,
@@ -445,6 +472,8 @@ class Preprocessing:
             "deskew": self.deskew,
             "scale": self.scale,
             "standardize": self.standardize,
+            "known": self.known,
+            **({} if self.known else {"seen": self.seen}),
         }
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -463,12 +492,15 @@ class Preprocessing:
         """The inverse of :meth:`to_meta` and :meth:`arrays`."""
         standardize = bool(meta.get("standardize")) and "mean" in arrays
         scale = meta.get("scale")
+        seen = meta.get("seen")
         return cls(
             deskew=bool(meta.get("deskew")),
             scale=float(scale) if isinstance(scale, int | float) else None,
             mean=arrays["mean"] if standardize else None,
             std=arrays["std"] if standardize else None,
             image_shape=image_shape,
+            known=meta.get("known", True) is not False,
+            seen=seen if isinstance(seen, str) else "",
         )
 
 
@@ -479,6 +511,7 @@ def replay(ds: Dataset, steps: Preprocessing, dtype: str = "float32") -> Dataset
         raise XpnetError(
             f"dataset {ds.name!r} is already preprocessed ({sorted(ds.preprocessing)})"
         )
+    steps.require_known("the checkpoint")
     if steps.deskew and ds.image_shape is None:
         raise XpnetError(f"dataset {ds.name!r} has no image shape; cannot deskew")
     steps = replace(steps, image_shape=ds.image_shape)

@@ -51,6 +51,7 @@ from .divergence import DIVERGENCE_FACTOR, DivergenceGuard, divergence
 from .epoch import Epoch
 from .errors import XpnetError
 from .fastpaths import StepFn
+from .inputs import inputs_seen
 from .progress import Progress, ProgressCallback, for_verbose
 from .rng import validation_split
 from .strategy import Strategy
@@ -332,7 +333,10 @@ def _prepare(
             "fit got both validation_data and validation_split: pass one (the "
             "split holds out part of X, y as the validation data)"
         )
+    given = X
     X = model.prepare_inputs(X, check=check_inputs)
+    # For saves that must say how the inputs were prepared (xpnet.save).
+    model.inputs_seen = inputs_seen(model, given, X, check_inputs)
     y, labels, task = model.prepare_targets(
         y, X.shape[0], "y", check_inputs, model.task
     )

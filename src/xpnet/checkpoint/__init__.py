@@ -47,6 +47,7 @@ from .. import __version__
 from ..atomic import OutputError, atomic_write, write_target
 from ..backend import Backend, resolve
 from ..errors import XpnetError
+from ..inputs import describe_inputs_seen
 from ..model import Sequential
 from ..preprocessing import Preprocessing
 from ..resumable import TrainingState
@@ -75,6 +76,7 @@ __all__ = [
     "read_checkpoint",
     "save_checkpoint",
     "sidecar_path",
+    "stated_preprocessing",
 ]
 
 
@@ -237,11 +239,15 @@ class Checkpoint:
         prep = {
             k[len("prep/") :]: v for k, v in arrays.items() if k.startswith("prep/")
         }
+        steps = Preprocessing.from_meta(
+            _preprocessing_meta(meta), prep, tuple(shape) if shape else None
+        )
+        # How raw inputs become the model's, for xpnet.load's callers (and
+        # kept by xpnet.save): None when nobody recorded it.
+        model.preprocessing = steps if steps.known else None
         return cls(
             model=model,
-            preprocessing=Preprocessing.from_meta(
-                meta.get("preprocessing", {}), prep, tuple(shape) if shape else None
-            ),
+            preprocessing=steps,
             options=dict(meta.get("train_options", {})),
             dataset=dataset,
             history=list(meta.get("history", [])),
@@ -254,6 +260,58 @@ class Checkpoint:
         )
 
 
+def _preprocessing_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """The preprocessing section of validated metadata. Files written before
+    xpnet recorded whether it is known say nothing: those the command line
+    wrote (with training options) or that name a step are known; a library
+    save with no steps may have been fed scaled floats, so it is unknown."""
+    prep = dict(meta.get("preprocessing", {}))
+    if "known" not in prep and not meta.get("train_options"):
+        if not (prep.get("scale") or prep.get("standardize") or prep.get("deskew")):
+            prep.update(known=False, seen="inputs saved without their preparation")
+    return prep
+
+
+def stated_preprocessing(
+    model: Sequential, preprocessing: Preprocessing | str | dict | None = None
+) -> Preprocessing:
+    """How raw inputs become ``model``'s inputs, for a save: what the caller
+    states (a :class:`Preprocessing`, its fields as a dict, or ``"none"``
+    for inputs used as they are), else the model's own
+    (``model.preprocessing``, set by :func:`xpnet.load`), else what ``fit``
+    saw: integer inputs (e.g. uint8 pixels) were used as they are; floats
+    may have been scaled by the caller, so their preparation is unknown (and
+    the command line will refuse to guess it)."""
+    if isinstance(preprocessing, Preprocessing):
+        return preprocessing
+    if isinstance(preprocessing, str):
+        if preprocessing != "none":
+            raise XpnetError(
+                f"preprocessing={preprocessing!r}: give 'none' (inputs used as they "
+                "are), an xpnet.Preprocessing, or its fields as a dict"
+            )
+        return Preprocessing()
+    if isinstance(preprocessing, dict):
+        try:
+            return Preprocessing(**preprocessing)
+        except TypeError as exc:
+            raise XpnetError(f"preprocessing={preprocessing!r}: {exc}") from None
+    if preprocessing is not None:
+        raise XpnetError(
+            f"preprocessing must be an xpnet.Preprocessing, a dict or 'none', got "
+            f"{type(preprocessing).__name__}"
+        )
+    own = getattr(model, "preprocessing", None)
+    if isinstance(own, Preprocessing):
+        return own
+    seen = model.inputs_seen
+    if seen is None:
+        return Preprocessing.unknown("nothing yet: it was never fitted")
+    if seen["integers"]:
+        return Preprocessing()
+    return Preprocessing.unknown(describe_inputs_seen(seen))
+
+
 def save_checkpoint(
     path: str | os.PathLike,
     model: Sequential,
@@ -263,12 +321,19 @@ def save_checkpoint(
     """Write ``model`` to ``path``: :meth:`Checkpoint.to_file` for callers that
     hold a model and plain dicts. ``extra`` may hold ``dataset``,
     ``train_options``, ``preprocessing`` and ``history``;
-    ``preprocessing_arrays`` the standardisation ``mean``/``std``."""
+    ``preprocessing_arrays`` the standardisation ``mean``/``std``. Without
+    ``extra["preprocessing"]`` the preparation recorded is
+    :func:`stated_preprocessing`'s (what ``fit`` saw)."""
     extra = extra or {}
     arrays = {k: v for k, v in (preprocessing_arrays or {}).items() if v is not None}
+    steps = (
+        Preprocessing.from_meta(extra["preprocessing"], arrays)
+        if "preprocessing" in extra
+        else stated_preprocessing(model)
+    )
     return Checkpoint(
         model=model,
-        preprocessing=Preprocessing.from_meta(extra.get("preprocessing", {}), arrays),
+        preprocessing=steps,
         options=dict(extra.get("train_options", {})),
         dataset=dict(extra.get("dataset", {})),
         history=list(extra.get("history", [])),

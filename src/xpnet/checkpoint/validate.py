@@ -309,9 +309,11 @@ def _check_sections(meta: dict[str, Any], where: str) -> None:
     ):
         raise _bad(where, f"train_options.hidden is {_show(options['hidden'])}")
     prep = meta.get("preprocessing", {})
-    for key in ("deskew", "standardize"):
+    for key in ("deskew", "standardize", "known"):
         if not isinstance(prep.get(key, False), bool):
             raise _bad(where, f"preprocessing.{key} is {_show(prep[key])}")
+    if not isinstance(prep.get("seen", ""), str):
+        raise _bad(where, f"preprocessing.seen is {_show(prep['seen'])}")
     scale = prep.get("scale")
     if scale is not None and not (_is_number(scale) and scale > 0):
         raise _bad(where, f"preprocessing.scale is {_show(scale)}")

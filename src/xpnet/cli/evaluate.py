@@ -27,7 +27,11 @@ from .plot import CONFUSION, run_title
 def load_for_inference(args: argparse.Namespace) -> tuple[Checkpoint, Backend]:
     """The checkpoint named by ``args.model`` on the requested device."""
     backend = resolve(args.device, args.backend)
-    return Checkpoint.from_file(args.model, backend), backend
+    ckpt = Checkpoint.from_file(args.model, backend)
+    # Never assume "none": raw pixels into a model trained on pixels / 255
+    # answer with confidence and exit 0.
+    ckpt.preprocessing.require_known(f"checkpoint {args.model!r}")
+    return ckpt, backend
 
 
 def data_for_checkpoint(

@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
         )
     # The graph holds host copies of the weights: the CPU is all it needs.
     ckpt = Checkpoint.from_file(source, "cpu", "numpy")
+    ckpt.preprocessing.require_known(f"checkpoint {args.model!r}")
     # A new file is created exclusively: of two exports racing for one name,
     # the second is refused instead of silently replacing the first.
     proto = export_onnx(ckpt, target, exclusive=not args.overwrite)
