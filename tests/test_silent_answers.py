@@ -347,3 +347,79 @@ def test_item9_the_readme_save_and_load_example_runs(tmp_path, monkeypatch, caps
     exec(compile(example.group(1) + saving.group(1), "README.md", "exec"), {})
     assert (tmp_path / "model.npz").is_file()
     assert "known=True" in capsys.readouterr().out
+
+
+# -- item 10: a bring-your-own dataset replaced in place is noticed ---------------
+def _byo(path: Path, rows: int = 600, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (rows, 16)).astype(np.uint8)
+    y = rng.integers(0, 3, rows)
+    np.savez(path, x_train=x, y_train=y, x_test=x[:100], y_test=y[:100])
+
+
+def _replace_in_place(path: Path, how: str) -> None:
+    with np.load(path) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    rng = np.random.default_rng(1)
+    if how == "permuted labels":
+        arrays["y_train"] = rng.permutation(arrays["y_train"])
+        arrays["y_test"] = rng.permutation(arrays["y_test"])
+    elif how == "fewer rows":
+        arrays["x_train"], arrays["y_train"] = (
+            arrays["x_train"][:100],
+            arrays["y_train"][:100],
+        )
+    else:
+        arrays["x_test"] = 255 - arrays["x_test"]
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize(
+    ("how", "resume_says", "evaluate_says"),
+    [
+        (
+            "permuted labels",
+            "the labels of y_train changed (same shape)",
+            "the labels of y_test changed",
+        ),
+        ("fewer rows", "x_train has 100 rows, was 600", None),
+        ("new test images", "the values of x_test changed", "the values of x_test"),
+    ],
+)
+def test_item10_a_dataset_replaced_in_place_is_refused_on_resume_and_flagged(
+    tmp_path, capsys, how, resume_says, evaluate_says
+):
+    data, run = tmp_path / "mine.npz", tmp_path / "run.npz"
+    _byo(data)
+    argv = ["train", "--dataset", str(data), "--hidden", "4", "--quiet"]
+    assert main([*argv, "--epochs", "1", "--save", str(run)]) == 0
+    capsys.readouterr()
+    before = run.read_bytes()
+    _replace_in_place(data, how)
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--quiet"]) == 2
+    err = _one_line_error(capsys)
+    assert resume_says in err and "is not the data checkpoint" in err
+    assert run.read_bytes() == before
+    assert main(["evaluate", str(run), "--json"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out.splitlines()[-1])
+    if evaluate_says is None:
+        assert "dataset_changed" not in report and not captured.err
+    else:
+        assert evaluate_says in report["dataset_changed"]
+        assert (
+            captured.err.startswith("xpnet: warning: ")
+            and evaluate_says in captured.err
+        )
+
+
+def test_item10_the_same_data_moved_elsewhere_resumes(tmp_path, capsys):
+    data, run = tmp_path / "mine.npz", tmp_path / "run.npz"
+    _byo(data)
+    argv = ["train", "--dataset", str(data), "--hidden", "4", "--quiet"]
+    assert main([*argv, "--epochs", "1", "--save", str(run)]) == 0
+    moved = tmp_path / "moved.npz"
+    data.rename(moved)
+    resume = ["train", "--resume", str(run), "--dataset", str(moved), "--epochs", "2"]
+    assert main([*resume, "--quiet"]) == 0
+    capsys.readouterr()

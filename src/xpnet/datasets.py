@@ -154,6 +154,9 @@ class Dataset:
     source: str
     class_names: tuple[str, ...] | None = None
     preprocessing: dict[str, object] = field(default_factory=dict)
+    #: the raw arrays' :func:`xpnet.fingerprint.fingerprint` (bring-your-own
+    #: data, as the command line loads it), or None
+    fingerprint: dict[str, dict[str, Any]] | None = None
 
     @property
     def n_features(self) -> int:

@@ -22,6 +22,7 @@ import numpy as np
 from .. import __version__
 from ..backend import DTYPES
 from ..errors import XpnetError
+from ..fingerprint import valid as fingerprint_valid
 from ..layers import Dense, Layer
 from ..losses import LOSSES, CrossEntropy, Loss
 from ..model import layer_from_config
@@ -261,6 +262,8 @@ def _check_sections(meta: dict[str, Any], where: str) -> None:
         and all(_is_int(d) and 1 <= d <= 2**31 for d in shape)
     ):
         raise _bad(where, f"dataset.image_shape is {_show(shape)}")
+    if "fingerprint" in dataset and not fingerprint_valid(dataset["fingerprint"]):
+        raise _bad(where, "dataset.fingerprint is malformed")
     names = dataset.get("class_names")
     if names is not None and not (
         isinstance(names, list) and all(isinstance(n, str) for n in names)

@@ -68,6 +68,7 @@ def dataset_facts(data) -> dict[str, Any]:
         "num_classes": int(data.num_classes),
         "image_shape": list(data.image_shape) if data.image_shape else None,
         "class_names": list(data.class_names) if data.class_names else None,
+        **({"fingerprint": data.fingerprint} if data.fingerprint else {}),
     }
 
 
@@ -112,6 +113,7 @@ def load_training_data(
     raw = load_dataset(
         name, data_dir, progress=sys.stderr.isatty(), test_only=test_only
     )
+    raw = with_fingerprint(name, raw)
     if steps is not None:
         return replay(raw, steps, dtype)
     fit_rows = None
@@ -138,6 +140,25 @@ def scale_option(args: argparse.Namespace) -> bool | float | str:
     if getattr(args, "scale", None) is not None:
         return float(args.scale)
     return False if args.no_scale else "auto"
+
+
+def with_fingerprint(name: str, raw: Dataset) -> Dataset:
+    """``raw`` with its content fingerprint when it is the user's own data
+    (named datasets are verified by checksum, the sample ships inside)."""
+    from dataclasses import replace
+
+    from ..datasets import DATASET_NAMES, _canonical_name
+    from ..fingerprint import fingerprint
+
+    if _canonical_name(name) in DATASET_NAMES:
+        return raw
+    arrays = {
+        "x_train": raw.x_train,
+        "y_train": raw.y_train,
+        "x_test": raw.x_test,
+        "y_test": raw.y_test,
+    }
+    return replace(raw, fingerprint=fingerprint(arrays))
 
 
 def end_bar_line() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
@@ -56,6 +57,25 @@ def data_for_checkpoint(
     return data
 
 
+def changed_test_data(ckpt: Checkpoint, data: Dataset, given: str | None) -> str | None:
+    """What changed in the checkpoint's own test set since training (a
+    bring-your-own file replaced in place), in words, or None. Another
+    dataset named with ``--dataset`` is evaluated as asked."""
+    from ..fingerprint import TEST, changes
+    from .resume import dataset_identity
+
+    recorded = ckpt.options.get("dataset")
+    if given is not None and dataset_identity(given) != recorded:
+        return None
+    found = changes(ckpt.dataset.get("fingerprint"), data.fingerprint, TEST)
+    if found is None:
+        return None
+    return (
+        f"dataset {data.name!r} is not the test set the checkpoint was evaluated "
+        f"on in training: {found}"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     marker = figures.marker_of(CONFUSION, args.model)
     plot = (
@@ -74,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
         )
     data = data_for_checkpoint(ckpt, args.dataset, args.data_dir)
     check_features(model, data, f"checkpoint {args.model!r}")
+    changed = changed_test_data(ckpt, data, args.dataset)
+    if changed:
+        print(f"xpnet: warning: {changed}", file=sys.stderr, flush=True)
     start = time.perf_counter()
     try:
         result = model.evaluate(data.x_test, data.y_test)
@@ -91,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
                 "samples": len(data.x_test),
                 "device": device_facts(backend),
                 "seconds": seconds,
+                **({"dataset_changed": changed} if changed else {}),
                 **result,
                 **({"plot": str(plot.path)} if plot is not None else {}),
             }

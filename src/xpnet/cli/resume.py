@@ -157,6 +157,20 @@ def reconcile_resume(
     return notices
 
 
+def refuse_changed_data(saved: dict[str, Any], data: Any, where: str) -> None:
+    """Refuse to resume on a bring-your-own dataset whose content differs
+    from what the checkpoint recorded (replaced in place under its name)."""
+    from ..fingerprint import changes
+
+    changed = changes(saved.get("fingerprint"), data.fingerprint)
+    if changed:
+        raise UsageError(
+            f"dataset {data.name!r} is not the data checkpoint {where!r} was "
+            f"trained on: {changed}; resume with that data, or start a new run "
+            "without --resume"
+        )
+
+
 class SaveTarget:
     """Where this run writes its checkpoint, checked before any work is done.
 

@@ -49,6 +49,7 @@ from .resume import (
     SaveTarget,
     dataset_identity,
     reconcile_resume,
+    refuse_changed_data,
     resume_source,
 )
 
@@ -222,6 +223,7 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
         )
         if saved is not None:
             check_features(model, data, f"checkpoint {resume!r}")
+            refuse_changed_data(saved.dataset, data, str(resume))
         else:
             model = _build_model(args, data, backend)
     history_so_far = list(saved.history) if saved else []
