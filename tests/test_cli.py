@@ -154,6 +154,7 @@ def test_checkpoint_metadata_and_cross_backend_load(tmp_path):
         "deskew": True,
         "scale": 255.0,
         "standardize": False,
+        "known": True,
     }
     assert json.loads((tmp_path / "m.npz.json").read_text())["epochs_trained"] == 1
     with np.load(tmp_path / "m.npz", allow_pickle=False) as archive:
