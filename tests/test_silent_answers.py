@@ -423,3 +423,23 @@ def test_item10_the_same_data_moved_elsewhere_resumes(tmp_path, capsys):
     resume = ["train", "--resume", str(run), "--dataset", str(moved), "--epochs", "2"]
     assert main([*resume, "--quiet"]) == 0
     capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    ("stated", "match"),
+    [
+        ("pixels", "give 'none'"),
+        ({"scal": 255}, "unexpected keyword argument 'scal'"),
+        ({"scale": -1}, "scale must be positive"),
+        ({"mean": np.zeros(3), "std": np.ones(3)}, "the model has 4 inputs"),
+        ({"mean": np.zeros(4)}, "both mean and std"),
+        (3, "got int"),
+    ],
+)
+def test_item9_a_wrong_statement_is_refused_before_writing(tmp_path, stated, match):
+    import xpnet
+
+    model = xpnet.mlp([4, 3], device="cpu")
+    with pytest.raises(XpnetError, match=match):
+        xpnet.save(tmp_path / "m.npz", model, preprocessing=stated)
+    assert not list(tmp_path.iterdir())

@@ -282,8 +282,8 @@ def stated_preprocessing(
     saw: integer inputs (e.g. uint8 pixels) were used as they are; floats
     may have been scaled by the caller, so their preparation is unknown (and
     the command line will refuse to guess it)."""
-    if isinstance(preprocessing, Preprocessing):
-        return preprocessing
+    if isinstance(preprocessing, Preprocessing | dict):
+        return _checked_steps(model, preprocessing)
     if isinstance(preprocessing, str):
         if preprocessing != "none":
             raise XpnetError(
@@ -291,11 +291,6 @@ def stated_preprocessing(
                 "are), an xpnet.Preprocessing, or its fields as a dict"
             )
         return Preprocessing()
-    if isinstance(preprocessing, dict):
-        try:
-            return Preprocessing(**preprocessing)
-        except TypeError as exc:
-            raise XpnetError(f"preprocessing={preprocessing!r}: {exc}") from None
     if preprocessing is not None:
         raise XpnetError(
             f"preprocessing must be an xpnet.Preprocessing, a dict or 'none', got "
@@ -306,10 +301,33 @@ def stated_preprocessing(
         return own
     seen = model.inputs_seen
     if seen is None:
-        return Preprocessing.unknown("nothing yet: it was never fitted")
+        return Preprocessing.unknown("nothing: it was never fitted")
     if seen["integers"]:
         return Preprocessing()
     return Preprocessing.unknown(describe_inputs_seen(seen))
+
+
+def _checked_steps(model: Sequential, given: Preprocessing | dict) -> Preprocessing:
+    """A stated preprocessing, checked against the model before it is saved
+    (a reader would refuse it later, as a damaged file)."""
+    if isinstance(given, dict):
+        try:
+            given = Preprocessing(**given)
+        except TypeError as exc:
+            raise XpnetError(f"preprocessing={given!r}: {exc}") from None
+    if given.scale is not None and not float(given.scale) > 0:
+        raise XpnetError(f"preprocessing scale must be positive, got {given.scale}")
+    if (given.mean is None) != (given.std is None):
+        raise XpnetError("preprocessing needs both mean and std, or neither")
+    for name, values in (("mean", given.mean), ("std", given.std)):
+        if values is not None and np.shape(values) != (model.in_features,):
+            raise XpnetError(
+                f"preprocessing {name} has shape {np.shape(values)}; the model "
+                f"has {model.in_features} inputs: give ({model.in_features},)"
+            )
+    if given.std is not None and not (np.asarray(given.std) > 0).all():
+        raise XpnetError("preprocessing std must be positive (it is divided by)")
+    return given
 
 
 def save_checkpoint(
