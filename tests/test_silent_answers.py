@@ -94,6 +94,9 @@ def test_item13_evaluate_and_predict_refuse_options_that_do_nothing(
 ):
     assert main(["evaluate", str(regressor), "--overwrite"]) == 2
     assert "--plot is not given" in _one_line_error(capsys)
+    argv = ["evaluate", str(regressor), "--dataset", "mnist-sample", "--data-dir", "c"]
+    assert main(argv) == 2
+    assert "--dataset mnist-sample is not read from it" in _one_line_error(capsys)
     x = tmp_path / "x.npy"
     np.save(x, np.zeros((1, 4), np.float32))
     assert main(["predict", str(regressor), str(x), "--data-dir", str(tmp_path)]) == 2

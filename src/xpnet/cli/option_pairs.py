@@ -39,11 +39,7 @@ def _train(args: argparse.Namespace, given: set[str]) -> None:
             + (" (--resume saves back to its own file)" if "resume" in given else "")
             + ": drop --overwrite, or name the file with --save PATH.npz"
         )
-    if "data_dir" in given and "dataset" in given and not _cached(args.dataset):
-        raise UsageError(
-            f"--data-dir is where mnist and fashion-mnist are cached, and "
-            f"--dataset {args.dataset} is not read from it: drop --data-dir"
-        )
+    _data_dir(args, given)
     if "scale" in given and args.no_scale:
         raise UsageError(
             "--scale MAX divides the features and --no-scale keeps them as they "
@@ -57,7 +53,16 @@ def _train(args: argparse.Namespace, given: set[str]) -> None:
         )
 
 
+def _data_dir(args: argparse.Namespace, given: set[str]) -> None:
+    if "data_dir" in given and "dataset" in given and not _cached(args.dataset):
+        raise UsageError(
+            f"--data-dir is where mnist and fashion-mnist are cached, and "
+            f"--dataset {args.dataset} is not read from it: drop --data-dir"
+        )
+
+
 def _evaluate(args: argparse.Namespace, given: set[str]) -> None:
+    _data_dir(args, given)
     if "overwrite" in given and "plot" not in given:
         raise UsageError(
             "--overwrite lets --plot replace an existing picture, and --plot is "
