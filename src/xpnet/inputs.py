@@ -137,21 +137,20 @@ def prepare_targets(
     return y, (xp.argmax(y, axis=1) if classify else None), found
 
 
-def inputs_seen(
-    model: Sequential, given: ArrayLike, X: Array, check: bool = True
-) -> dict[str, object]:
+def inputs_seen(given: ArrayLike, X: Array, check: bool = True) -> dict[str, object]:
     """What ``fit`` saw of its inputs, recorded as ``model.inputs_seen`` so
     that a save can tell whether their preparation is known (see
-    :func:`xpnet.checkpoint.stated_preprocessing`): ``{"dtype": the caller's
-    dtype, "integers": bool}``, plus ``"min"``/``"max"`` of ``X`` (the
-    prepared ``(n, features)`` device array; one read-back) when ``check``."""
+    :func:`xpnet.checkpoint.stated_preprocessing`); ``given``: the caller's
+    X, ``X``: it prepared (on the device). ``{"dtype": the caller's
+    dtype, "integers": bool}``, plus ``"min"``/``"max"`` when ``check`` and
+    ``given`` is a host NumPy array (a pass over host memory; device arrays
+    are not read back for it: fit's reads stay one per epoch)."""
     seen: dict[str, object] = {
         "dtype": str(getattr(given, "dtype", type(given).__name__)),
         "integers": dtype_kind(given) in "iub",
     }
-    if check:
-        xp = model.xp
-        seen["min"], seen["max"] = model.read_floats(xp.min(X), xp.max(X))
+    if check and array_api_compat.is_numpy_array(given) and X.shape[0]:
+        seen["min"], seen["max"] = float(given.min()), float(given.max())
     return seen
 
 

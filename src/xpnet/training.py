@@ -336,7 +336,7 @@ def _prepare(
     given = X
     X = model.prepare_inputs(X, check=check_inputs)
     # For saves that must say how the inputs were prepared (xpnet.save).
-    model.inputs_seen = inputs_seen(model, given, X, check_inputs)
+    model.inputs_seen = inputs_seen(given, X, check_inputs)
     y, labels, task = model.prepare_targets(
         y, X.shape[0], "y", check_inputs, model.task
     )
