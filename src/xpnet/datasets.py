@@ -46,8 +46,9 @@ from xpnet.download import (
     probe_mirrors,
 )
 from xpnet.errors import DatasetError
+from xpnet.filekinds import not_a_file
 from xpnet.idx import read_idx
-from xpnet.npz import NpzArchive, NpzFormatError
+from xpnet.npz import NpzArchive, NpzFormatError, NpzUnreadable
 
 __all__ = [
     "DATASET_NAMES",
@@ -539,10 +540,17 @@ def _read_npz(path: Path, where: str) -> tuple[dict[str, np.ndarray], object]:
     Headers are read before any data (see :mod:`xpnet.npz`), so a file cannot
     make us allocate more than it physically holds.
     """
-    if not path.is_file():
-        raise DatasetError(f"{where}: no such file")
+    problem = not_a_file(path)
+    if problem is not None:
+        raise DatasetError(
+            f"{where}: no such file"
+            if problem == "does not exist"
+            else f"{where} {problem}"
+        )
     try:
         npz = NpzArchive(path)
+    except NpzUnreadable as e:
+        raise DatasetError(f"{where}: cannot read it ({e})") from None
     except NpzFormatError as e:
         raise DatasetError(f"{where}: not a readable .npz file ({e})") from None
     with npz:

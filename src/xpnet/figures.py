@@ -97,7 +97,11 @@ def marker_of(kind: str, source: str | os.PathLike | None) -> str | None:
     """The ownership mark of a ``kind`` picture of checkpoint ``source``."""
     if source is None:
         return None
-    return f"{kind} {Path(source).resolve()}"
+    try:
+        where = Path(source).resolve()
+    except (OSError, RuntimeError):  # a link loop: reading it will say so
+        where = Path(os.path.abspath(source))
+    return f"{kind} {where}"
 
 
 def _png_marker(path: Path) -> str | None:

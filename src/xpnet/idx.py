@@ -211,6 +211,10 @@ def _type_code(dtype: np.dtype) -> int:
     raise IdxError(f"IDX cannot store dtype {dtype}; use one of {names}")
 
 
+#: the most dimensions an IDX file may declare (NumPy 1's limit; NumPy 2's is 64)
+_MAX_DIMENSIONS = 32
+
+
 def _parse_magic(head: bytes | bytearray, name: str) -> tuple[np.dtype, int]:
     """Validate the 4-byte magic number; return (on-disk dtype, dimension count)."""
     if len(head) < 4:
@@ -229,6 +233,11 @@ def _parse_magic(head: bytes | bytearray, name: str) -> tuple[np.dtype, int]:
         raise IdxError(f"{name}: unknown IDX type code 0x{code:02X} (known: {known})")
     if ndim == 0:
         raise IdxError(f"{name}: IDX header declares 0 dimensions")
+    if ndim > _MAX_DIMENSIONS:
+        raise IdxError(
+            f"{name}: IDX header declares {ndim} dimensions; at most "
+            f"{_MAX_DIMENSIONS} are read (images and labels need 1 to 3)"
+        )
     return IDX_TYPES[code], ndim
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from xpnet.errors import XpnetError
+from xpnet.filekinds import os_reason
 from xpnet.memory import check_array_size
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "NpzArchive",
     "NpzFormatError",
     "check_npy_size",
+    "NpzUnreadable",
 ]
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -57,6 +59,12 @@ _READ_ERRORS = (
 
 class NpzFormatError(XpnetError):
     """An archive or one of its arrays cannot be read; the message is one line."""
+
+
+class NpzUnreadable(NpzFormatError):
+    """The file could not be opened or read at all (an OS error such as too
+    many open files), which says nothing about its format; the message is
+    the reason."""
 
 
 class ArrayTooLarge(NpzFormatError):
@@ -97,13 +105,17 @@ class NpzArchive:
             with open(path, "rb") as f:
                 start = f.read(len(NPY_MAGIC))
         except OSError as e:
-            raise NpzFormatError(f"cannot read it ({e.strerror or e})") from None
+            raise NpzUnreadable(os_reason(e)) from None
         if start == NPY_MAGIC:
             raise NpzFormatError(
                 "it holds a single array (.npy), not an .npz archive of named arrays"
             )
         try:
             self._zip = zipfile.ZipFile(path)
+        except OSError as e:
+            if e.errno is None:  # zipfile's own complaint about the bytes
+                raise NpzFormatError(f"not a zip archive ({_reason(e)})") from None
+            raise NpzUnreadable(os_reason(e)) from None  # e.g. EMFILE
         except _READ_ERRORS as e:
             raise NpzFormatError(f"not a zip archive ({_reason(e)})") from None
         try:

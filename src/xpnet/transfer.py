@@ -58,6 +58,9 @@ DEFAULT_SPEED_TIME = 30.0
 #: seconds for the connection and the response headers, in all
 DEFAULT_TIMEOUT = 30.0
 
+#: how the overall deadline's message starts (a slow mirror is not dead)
+_DEADLINE = "download deadline"
+
 _ENVIRONMENT = {
     "timeout": ("XPNET_DOWNLOAD_TIMEOUT", DEFAULT_TIMEOUT, "seconds"),
     "speed_limit": ("XPNET_DOWNLOAD_SPEED_LIMIT", DEFAULT_SPEED_LIMIT, "bytes/s"),
@@ -117,6 +120,8 @@ class Watchdog:
         self.limits = limits
         #: why the transfer was cut, or None
         self.reason: str | None = None
+        #: whether it was cut for stalling (not for its overall deadline)
+        self.stalled = False
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._start = time.monotonic()
@@ -156,6 +161,7 @@ class Watchdog:
             if reason is not None:
                 with self._lock:
                     self.reason = reason
+                    self.stalled = not reason.startswith(_DEADLINE)
                     sockets = list(self._sockets)
                 for sock in sockets:
                     self._shut(sock)
@@ -165,8 +171,7 @@ class Watchdog:
         limits, received = self.limits, self._bytes
         if now - self._start > limits.deadline:
             return (
-                f"download deadline of {limits.deadline:g} s passed after "
-                f"{received:,} bytes"
+                f"{_DEADLINE} of {limits.deadline:g} s passed after {received:,} bytes"
             )
         if self._body_start is None:
             if now - self._start > limits.timeout:
@@ -261,14 +266,11 @@ def download(
     with Watchdog(limits) as dog:
         try:
             _transfer(url, dest, expected_md5, limits, progress, dog)
-        except MirrorFailed:
+        except Exception:
             if dog.reason is None:
                 raise
-            raise MirrorFailed(dog.reason, stalled=True) from None
-        except BaseException:
-            if dog.reason is None:
-                raise
-            raise MirrorFailed(dog.reason, stalled=True) from None
+            # The watchdog cut the socket: its reason, not the read's error.
+            raise MirrorFailed(dog.reason, stalled=dog.stalled) from None
 
 
 def _transfer(

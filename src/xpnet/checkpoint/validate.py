@@ -22,11 +22,12 @@ import numpy as np
 from .. import __version__
 from ..backend import DTYPES
 from ..errors import XpnetError
+from ..filekinds import not_a_file
 from ..fingerprint import valid as fingerprint_valid
 from ..layers import Dense, Layer
 from ..losses import LOSSES, CrossEntropy, Loss
 from ..model import layer_from_config
-from ..npz import ArrayTooLarge, NpzArchive, NpzFormatError
+from ..npz import ArrayTooLarge, NpzArchive, NpzFormatError, NpzUnreadable
 from ..optimizers import Optimizer
 from ..rng import MAX_SEED
 from .format import FORMAT, FORMAT_VERSION, CheckpointError, optimizer_from_config
@@ -45,10 +46,13 @@ def read_checkpoint(
     """
     path = Path(path)
     where = str(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {where!r} does not exist")
+    problem = not_a_file(path)  # a FIFO would block; /dev/null is no file
+    if problem is not None:
+        raise CheckpointError(f"checkpoint {where!r} {problem}")
     try:
         archive = NpzArchive(path)
+    except NpzUnreadable as exc:
+        raise CheckpointError(f"cannot read checkpoint {where!r} ({exc})") from None
     except NpzFormatError as exc:
         raise CheckpointError(
             f"checkpoint {where!r} is corrupt or not an xpnet .npz file ({exc}); "

@@ -53,7 +53,16 @@ def _read_input(
                 f"{text!r}: index {i} is past the end of the "
                 f"{len(data.x_test):,}-image test set of {data.name}"
             )
-        return data.x_test[i : i + 1], int(data.y_test[i])
+        label = int(data.y_test[i])
+        model = ckpt.model
+        classes = max(model.out_features, 2)
+        if getattr(model, "task", None) != "regression" and label >= classes:
+            raise UsageError(
+                f"{text!r} is labelled {label}, but the model knows {classes} "
+                f"classes (0-{classes - 1}): {data.name} is not the data it was "
+                "trained for"
+            )
+        return data.x_test[i : i + 1], label
     if not path.is_file():
         raise UsageError(f"input {text!r} is neither a file nor DATASET:INDEX")
     # Only a model trained on images takes an (h, w) sample; a checkpoint
@@ -77,6 +86,11 @@ def _read_input(
     if not isinstance(x, np.ndarray):  # np.load gives an NpzFile for a .npz
         x.close()
         raise UsageError(f"{text!r} is an .npz archive, not a .npy array")
+    if x.size == 0:
+        raise UsageError(
+            f"{text!r} holds no samples (an array of shape {x.shape}): give at "
+            "least one"
+        )
     # One sample (h, w) or (features,), or a batch (n, h, w) or (n, features).
     if x.shape in (shape, (features,)):
         return x.reshape(1, -1), None

@@ -4,10 +4,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
+from ..filekinds import longest_name, not_a_file
 from .common import UsageError
+
+#: bytes the longest file made beside a checkpoint adds to its name: the
+#: temporary file of its .json copy, ``.NAME.json.XXXXXXXX.tmp``
+SIDE_FILE_BYTES = len("..json.") + 8 + len(".tmp")
 
 # Options a resumed run must share with its checkpoint: they define the model
 # (architecture, dtype) or its data. Any other option that differs is refused
@@ -78,7 +84,17 @@ def data_exists(name: str) -> bool:
 def dataset_identity(name: str) -> str:
     """A dataset name as stored: BYO files resolved, so resuming works anywhere."""
     paths = data_paths(name)
-    return ",".join(str(p.resolve()) for p in paths) if paths else name
+    return ",".join(str(resolved(p)) for p in paths) if paths else name
+
+
+def resolved(path: Path) -> Path:
+    """``path.resolve()``, or one line saying why it cannot be (a symbolic
+    link loop, which Python reports as a RuntimeError)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        why = not_a_file(path) or "cannot be followed to a file"
+        raise UsageError(f"{str(path)!r} {why}") from None
 
 
 def same_dataset(a: str, b: str) -> bool:
@@ -198,6 +214,17 @@ class SaveTarget:
             raise UsageError(
                 f"{option} {str(path)!r}: a checkpoint path must end in .npz"
             )
+        room = (
+            longest_name(next((p for p in path.parents if p.is_dir()), Path(".")))
+            - SIDE_FILE_BYTES
+        )
+        if len(os.fsencode(path.name)) > room:
+            raise UsageError(
+                f"{option}: the file name {path.name[:40]!r}... is "
+                f"{len(os.fsencode(path.name))} bytes long; at most {room} fit (the "
+                f"files written beside it add {SIDE_FILE_BYTES} to a "
+                f"{room + SIDE_FILE_BYTES}-byte limit): choose a shorter name"
+            )
         sidecar = sidecar_path(path)
         for where in (path, sidecar):
             if where.is_dir():
@@ -215,14 +242,14 @@ class SaveTarget:
                 f"{option} {str(path)!r}: {str(parent)!r} is a file, not a directory"
             )
         dataset = getattr(args, "dataset", None)
-        if dataset and path.resolve() in [
-            p.resolve() for p in data_paths(dataset) or []
+        if dataset and resolved(path) in [
+            resolved(p) for p in data_paths(dataset) or []
         ]:
             raise UsageError(
                 f"{option} {str(path)!r} is the training data file: save the "
                 "checkpoint under another name"
             )
-        own = resume is not None and Path(resume).resolve() == path.resolve()
+        own = resume is not None and resolved(Path(resume)) == resolved(path)
         if not own and not args.overwrite:
             for where in (path, sidecar):
                 if where.exists() or where.is_symlink():

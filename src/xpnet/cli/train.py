@@ -50,6 +50,7 @@ from .resume import (
     dataset_identity,
     reconcile_resume,
     refuse_changed_data,
+    resolved,
     resume_source,
 )
 
@@ -174,9 +175,8 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
         if resume:
             saved = Checkpoint.from_file(resume, backend)
             model = saved.model
-            if (
-                target.path is not None
-                and Path(resume).resolve() == target.path.resolve()
+            if target.path is not None and resolved(Path(resume)) == resolved(
+                target.path
             ):
                 target.epoch = model.epochs_trained
             notices += reconcile_resume(args, saved.options, resume)
