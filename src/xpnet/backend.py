@@ -216,6 +216,22 @@ def namespace_of(*arrays: Any) -> Any:
     return array_api_compat.array_namespace(*arrays)
 
 
+def backend_of(x: Any) -> Backend:
+    """The :class:`Backend` that array ``x`` lives on (its namespace and
+    device), e.g. for a loss called on arrays before it was built."""
+    xp = namespace_of(x)
+    device = array_api_compat.device(x)
+    if array_api_compat.is_numpy_namespace(xp):
+        return Backend("numpy", xp, device, "cpu")
+    if array_api_compat.is_cupy_namespace(xp):
+        return Backend("cupy", xp, device, f"cuda:{device.id}")
+    if array_api_compat.is_torch_namespace(xp):
+        on_gpu = device.type == "cuda"
+        where = f"cuda:{device.index or 0}" if on_gpu else "cpu"
+        return Backend("torch", xp, device, where)
+    return Backend("array-api-strict", xp, device, "cpu")
+
+
 def parse_device(device: str) -> tuple[str, int]:
     """Split ``"cpu" | "cuda" | "cuda:N" | "auto"`` into (kind, index)."""
     text = str(device).strip().lower()
@@ -379,10 +395,17 @@ def resolve(device: str | Backend = "auto", backend: str | None = None) -> Backe
     CUDA. Raises :class:`~xpnet.errors.DeviceError` with a one-line message when
     the request cannot be met.
     """
+    name = _normalise_backend(backend)
     if isinstance(device, Backend):
+        if name is not None and name != device.name:
+            raise DeviceError(
+                f"device= is already a backend ({device.name} on "
+                f"{device.device_name}) and backend={backend!r} contradicts it: "
+                f"pass device={device.device_name!r}, backend={backend!r}, or the "
+                "Backend alone"
+            )
         return device
     kind, index = parse_device(device)
-    name = _normalise_backend(backend)
     if kind == "cpu":
         return _resolve_cpu(name or "numpy")
     if kind == "cuda":

@@ -51,6 +51,7 @@ def prepare_inputs(
         )
     if shape[0] == 0:
         raise XpnetError(f"{what} is empty (0 samples): pass at least one sample")
+    _refuse_complex(X, what)
     if shape[1] != model.in_features:
         raise XpnetError(
             f"{what} has {shape[1]} features but the model's first layer expects "
@@ -96,6 +97,7 @@ def prepare_targets(
         raise XpnetError(
             f"{what} has {shape[0]} rows but X has {n}: pass one target per sample"
         )
+    _refuse_complex(y, what)
     kind = dtype_kind(y)
     found = task_of(model.loss, kind)
     if task is not None and found != task:
@@ -213,6 +215,17 @@ def task_mismatch(what: str, task: str) -> str:
     )
 
 
+def _refuse_complex(x: ArrayLike, what: str) -> None:
+    """Complex numbers would lose their imaginary parts (with at most a
+    warning): say so instead."""
+    if dtype_kind(x) == "c":
+        raise XpnetError(
+            f"{what} holds complex numbers ({getattr(x, 'dtype', 'complex')}); the "
+            f"model takes real ones: pass {what}.real, or abs({what}), if that is "
+            "what you mean"
+        )
+
+
 def dtype_kind(y: ArrayLike) -> str:
     """'f', 'i', 'u' or 'b' for any backend's array dtype (or host array-like)."""
     dtype = getattr(y, "dtype", None)
@@ -222,6 +235,7 @@ def dtype_kind(y: ArrayLike) -> str:
         xp = None
     if xp is not None:
         for letter, name in (
+            ("c", "complex floating"),
             ("b", "bool"),
             ("u", "unsigned integer"),
             ("i", "signed integer"),

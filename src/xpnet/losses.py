@@ -51,7 +51,23 @@ class Loss:
         return InPlace(self.xp, array_api_compat.is_writeable_array(x))
 
     def __call__(self, out: Array, y: Array, weight: Array | None = None) -> Array:
+        """The mean loss (:meth:`value`). A loss called before :meth:`build`
+        (e.g. ``CrossEntropy()(out, y)``) is built for ``out``'s namespace,
+        device and float dtype first, once."""
+        if "xp" not in vars(self):
+            self._build_like(out)
         return self.value(out, y, weight)
+
+    def _build_like(self, out: Array) -> None:
+        from .backend import DTYPES, backend_of
+
+        dtype = str(getattr(out, "dtype", "")).rsplit(".", 1)[-1]
+        if dtype not in DTYPES:
+            raise XpnetError(
+                f"a loss compares float32 or float64 outputs, got {dtype or 'no'} "
+                "dtype: pass the network's outputs (or call build(backend, dtype))"
+            )
+        self.build(backend_of(out), dtype)
 
     def value(self, out: Array, y: Array, weight: Array | None = None) -> Array:
         """The mean loss over the batch (weighted by ``weight: (batch,)``

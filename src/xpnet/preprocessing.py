@@ -55,8 +55,11 @@ def scale(
     return _divide(x, divisor, _float_dtype(dtype))
 
 
-def _scale_divisor(*arrays: np.ndarray, max_value: float | None = None) -> float:
-    """The divisor that maps all ``arrays`` (jointly) into [0, 1]."""
+def _scale_divisor(
+    *arrays: np.ndarray, max_value: float | None = None, standardize: bool = False
+) -> float:
+    """The divisor that maps all ``arrays`` (jointly) into [0, 1]
+    (``standardize``: whether standardisation follows, for the hint)."""
     if max_value is not None:
         if not max_value > 0:
             raise XpnetError(f"max_value must be positive, got {max_value}")
@@ -69,14 +72,15 @@ def _scale_divisor(*arrays: np.ndarray, max_value: float | None = None) -> float
         return 1.0
     if lo >= 0 and hi <= 255:
         return 255.0
+    instead = "" if standardize else ", or standardize instead of scaling"
     raise XpnetError(
         f"cannot scale values in [{lo:g}, {hi:g}] to [0, 1]: they are not 0-255 "
-        "pixels; give max_value, or standardize instead of scaling"
+        f"pixels; give max_value{instead}"
     )
 
 
 def scale_divisor(
-    *arrays: np.ndarray, scale: bool | float | str = "auto"
+    *arrays: np.ndarray, scale: bool | float | str = "auto", standardize: bool = False
 ) -> float | None:
     """What :func:`preprocess` divides ``arrays`` by (None: nothing).
 
@@ -93,17 +97,24 @@ def scale_divisor(
             raise XpnetError(f"scale must be 'auto', a bool or a number, got {scale!r}")
         return 255.0 if all(a.dtype == np.uint8 for a in arrays) else None
     if scale is True:
-        return _scale_divisor(*arrays)
+        return _scale_divisor(*arrays, standardize=standardize)
     if scale is False or scale is None:
         return None
     divisor = _scale_divisor(*arrays, max_value=scale)
     lo = min((float(a.min()) for a in arrays if a.size), default=0.0)
     hi = max((float(a.max()) for a in arrays if a.size), default=0.0)
     if not (0 <= lo and hi <= divisor):
+        # With standardisation asked for, "standardize instead" would be no
+        # help: the scaling itself is what to change (issue 16 item 28).
+        instead = "" if standardize else ", or standardize instead of scaling"
+        fix = (
+            f"negative values cannot be scaled into [0, 1]: drop the scaling{instead}"
+            if lo < 0
+            else f"scale by the largest possible value (at least {hi:g}){instead}"
+        )
         raise XpnetError(
             f"scaling by {divisor:g} maps values 0-{divisor:g} to [0, 1], and the "
-            f"data holds values in [{lo:g}, {hi:g}]: give the largest possible "
-            "value, or standardize instead of scaling"
+            f"data holds values in [{lo:g}, {hi:g}]: {fix}"
         )
     return divisor
 
@@ -273,7 +284,7 @@ def preprocess(
             f"dataset {ds.name!r} is already preprocessed ({sorted(ds.preprocessing)})"
         )
     x_train, x_test = ds.x_train, ds.x_test
-    divisor = scale_divisor(x_train, x_test, scale=scale)
+    divisor = scale_divisor(x_train, x_test, scale=scale, standardize=standardize)
     _check_fits(x_train, dt, f"dataset {ds.name!r}: x_train")
     _check_fits(x_test, dt, f"dataset {ds.name!r}: x_test")
     x_train, x_test = x_train.astype(dt), x_test.astype(dt)

@@ -78,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
 
     out = args.output or str(Path(args.model).with_suffix(".png"))
     marker = figures.marker_of(CURVES, args.model)
-    output = figures.open_output(out, "-o", overwrite=args.overwrite, marker=marker)
+    # Without -o, the picture's name was not the user's: do not blame -o.
+    option = "-o" if args.output else "the default picture (-o names another)"
+    output = figures.open_output(out, option, overwrite=args.overwrite, marker=marker)
     path = output.path
     ckpt = Checkpoint.from_file(args.model, "cpu")
     if not ckpt.history:

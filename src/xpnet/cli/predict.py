@@ -121,7 +121,21 @@ def _prepare_inputs(x: np.ndarray, ckpt: Checkpoint, text: str) -> np.ndarray:
         raise UsageError(f"input {text!r}: {exc}") from None
 
 
+def _refuse_swapped_arguments(args: argparse.Namespace) -> None:
+    """``xpnet predict digit.png run.npz``: say the order, rather than call
+    the picture a corrupt checkpoint."""
+    first = str(args.model)
+    if first.lower().endswith((".npy", *IMAGE_SUFFIXES)):
+        models = [t for t in args.inputs if str(t).lower().endswith(".npz")]
+        example = f"xpnet predict {models[0] if models else 'MODEL.npz'} {first}"
+        raise UsageError(
+            f"{first!r} is an input, not a checkpoint: the checkpoint comes "
+            f"first ({example})"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
+    _refuse_swapped_arguments(args)
     ckpt, backend = load_for_inference(args)
     model = ckpt.model
     names = ckpt.dataset.get("class_names")

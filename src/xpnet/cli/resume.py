@@ -251,6 +251,13 @@ class SaveTarget:
             )
         own = resume is not None and resolved(Path(resume)) == resolved(path)
         if not own and not args.overwrite:
+            if sidecar.exists() and not path.exists():
+                # A stray copy: there is no checkpoint to --resume.
+                raise UsageError(
+                    f"--save {str(path)!r}: {str(sidecar)!r} already exists without "
+                    f"{str(path)!r} (left by an earlier run?): delete it, or "
+                    "replace it with --overwrite"
+                )
             for where in (path, sidecar):
                 if where.exists() or where.is_symlink():
                     raise UsageError(
