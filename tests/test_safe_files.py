@@ -358,3 +358,34 @@ def test_save_into_a_folder_that_does_not_exist_yet_makes_it(tmp_path):
     ok(run("train", *SMALL, "--epochs", "1", "--save", "new/run.npz", cwd=tmp_path))
     assert epochs_in(tmp_path / "new" / "run.npz") == 1
     assert not (tmp_path / "new" / "run.npz.lock").exists()
+
+
+def test_item3_bench_result_files_of_a_racing_run_are_refused(tmp_path):
+    from xpnet import bench
+
+    def result() -> dict:
+        return {
+            "schema": bench.SCHEMA,
+            "config": {"devices": ["cpu"], "data": "d", "lr": 0.01,
+                       "momentum": 0.9, "dtype": "float32", "repeats": 3},
+            "environment": {"date": "2026-11-22T00:00:00+00:00", "versions": {},
+                            "cpu_model": "c", "cpu_affinity": 2},
+            "gemm": {},
+            "rows": [],
+        }  # fmt: skip
+
+    from xpnet.bench.run import ResultFiles
+
+    # Two runs that picked the same free name: the first writes (and rewrites
+    # after each row), the second is refused instead of replacing its files.
+    first = ResultFiles(result(), tmp_path, "cpu-x", lambda r: [], plot=False)
+    second = ResultFiles(result(), tmp_path, "cpu-x", lambda r: [], plot=False)
+    first.save()
+    written = (tmp_path / "cpu-x.json").read_bytes()
+    with pytest.raises(atomic.OutputError, match="appeared while this ran"):
+        second.save()
+    assert (tmp_path / "cpu-x.json").read_bytes() == written
+    first.result["rows"] = []
+    first.save()  # its own files: rewritten
+    # --append continues an existing run's files.
+    ResultFiles(result(), tmp_path, "cpu-x", lambda r: [], False, append=True).save()
