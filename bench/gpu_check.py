@@ -13,10 +13,13 @@ Subcommands:
   ``cupyx.allow_synchronize(False)`` (raises on any host-device sync), 10
   torch steps under ``torch.cuda.set_sync_debug_mode("error")``, and xpnet's
   step on torch-CUDA captured in a CUDA graph (``xpnet.native_torch``)
-  against the eager step. Everything goes into one JSON file, rewritten after
+  against the eager step, and the bench's PyTorch CUDA-graph peer against
+  PyTorch eager. Everything goes into one JSON file, rewritten after
   each comparison, and a table on stdout.
-- ``graph-agreed --out FILE``: exit 0 when that file says the CUDA-graph step
-  agreed with eager (the bench then times it).
+- ``graph-peers --out FILE``: the bench's CUDA-graph peers whose check in
+  that file passed (PyTorch's graph against PyTorch eager, xpnet's graph step
+  against xpnet eager): only those are timed, so that a capture that fails on
+  the device cannot take the whole sweep down.
 - ``gpu-tests --junit FILE``: the GPU tests with the real CuPy only (no
   stand-in in the process); fails when no CuPy test ran (all skipped).
 - ``summary --out DIR --failed 0|1 --steps FILE``: the steps, the tables, and
@@ -71,7 +74,7 @@ def _optimizer(name: str) -> Any:
         return xpnet.SGD(lr=0.01, momentum=0.9)
     if name == "adam":
         return xpnet.Adam(1e-3)
-    return xpnet.SGD(lr=StepDecay(0.05, step_size=10, gamma=0.5), momentum=0.9)
+    return xpnet.SGD(lr=StepDecay(0.02, step_size=10, gamma=0.5), momentum=0.9)
 
 
 def _data() -> tuple[Any, Any]:
@@ -290,6 +293,35 @@ def graph_check(X, y) -> dict[str, Any]:
     }
 
 
+def torch_graph_peer_check(X, y) -> dict[str, Any]:
+    """The bench's PyTorch CUDA-graph peer against PyTorch eager: 3 epochs of
+    the seed net, the same weights and permutations, loss by loss (a peer
+    that failed in the bench would take the whole sweep down with it)."""
+    try:
+        import torch
+    except Exception as exc:
+        return {"ran": False, "reason": f"torch: {type(exc).__name__}: {exc}"}
+    if not torch.cuda.is_available():
+        return {"ran": False, "reason": "torch sees no CUDA GPU"}
+    from xpnet.backend import resolve
+    from xpnet.bench.runners import TorchGraphRunner, TorchRunner, XpnetRunner
+
+    X32, labels = X.astype("float32"), y.astype("int64")
+    sizes = NETS["seed"]
+    state = XpnetRunner(sizes, X32, labels, BATCH, resolve("cpu")).initial_state()
+    eager = TorchRunner(sizes, X32, labels, BATCH, "cuda:0", state)
+    graphed = TorchGraphRunner(sizes, X32, labels, BATCH, "cuda:0", state)
+    pairs = [(eager.run_epoch(), graphed.run_epoch()) for _ in range(3)]
+    worst = max(abs(a - b) / abs(a) for a, b in pairs)
+    return {
+        "ran": True,
+        "ok": worst <= 1e-4,
+        "losses": pairs,
+        "max_relative_difference": worst,
+        "tolerance": 1e-4,
+    }
+
+
 def agreement(args: argparse.Namespace) -> int:
     import xpnet
     from xpnet.backend import available_backends, gpu_facts
@@ -316,6 +348,7 @@ def agreement(args: argparse.Namespace) -> int:
         ("cupy_sync_check", cupy_sync_check),
         ("torch_sync_check", torch_sync_check),
         ("graph_check", graph_check),
+        ("torch_graph_check", torch_graph_peer_check),
     ):
         try:
             result = check(X, y)
@@ -345,12 +378,23 @@ def _torch_cuda() -> dict[str, Any]:
     return facts
 
 
-def graph_agreed(args: argparse.Namespace) -> int:
+#: the bench's CUDA-graph peers and the agreement check each needs to pass
+GRAPH_PEERS = {"torch-graph": "torch_graph_check", "xpnet-graph": "graph_check"}
+
+
+def graph_peers(args: argparse.Namespace) -> int:
+    """Print the CUDA-graph peers whose check passed, comma-separated with a
+    leading comma (nothing when none did), for the bench's ``--peers``."""
     try:
-        check = json.loads(args.out.read_text()).get("graph_check", {})
+        record = json.loads(args.out.read_text())
     except (OSError, ValueError):
-        return 1
-    return 0 if check.get("ok") else 1
+        record = {}
+    print(
+        "".join(
+            f",{p}" for p, key in GRAPH_PEERS.items() if record.get(key, {}).get("ok")
+        )
+    )
+    return 0
 
 
 #: the test files whose ``backend`` fixture has a real-CuPy parameter, and the
@@ -484,9 +528,9 @@ def main(argv: list[str] | None = None) -> int:
         "--nets", default=",".join(NETS), help="comma list of " + ", ".join(NETS)
     )
     p.set_defaults(func=agreement)
-    p = sub.add_parser("graph-agreed")
+    p = sub.add_parser("graph-peers")
     p.add_argument("--out", type=Path, required=True, help="agreement's JSON file")
-    p.set_defaults(func=graph_agreed)
+    p.set_defaults(func=graph_peers)
     p = sub.add_parser("gpu-tests")
     p.add_argument("--junit", type=Path, required=True, help="pytest's JUnit XML")
     p.set_defaults(func=gpu_tests)

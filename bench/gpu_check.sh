@@ -18,8 +18,10 @@
 #
 # Knobs (environment): GPU_CHECK_BUDGET_S (whole run, default 450 s: leaves a
 # 540 s device timeout margin), GPU_CHECK_PYTHON (default python3),
-# GPU_CHECK_BENCH_ARGS (the sweep's models/sizes/rows), GPU_CHECK_STEPS (a
-# space-separated subset of the steps above, in order; install always runs).
+# GPU_CHECK_BENCH_ARGS (the sweep's models/sizes/rows; they come after the
+# defaults, so they win), GPU_CHECK_NETS (the agreement's nets, default
+# small,seed,mlp512), GPU_CHECK_STEPS (a space-separated subset of the steps
+# above, in order; install always runs).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 root=$PWD
@@ -29,6 +31,7 @@ budget=${GPU_CHECK_BUDGET_S:-450}
 steps=${GPU_CHECK_STEPS:-"info agreement bench gpu-tests"}
 bench_args=${GPU_CHECK_BENCH_ARGS:-"--models seed,mlp512 \
 --batch-sizes 32,64,128,256,512,1024,2048,4096,8192 --rows 60000"}
+nets=${GPU_CHECK_NETS:-small,seed,mlp512}
 mkdir -p "$out" || exit 2
 log="$out/gpu_check.log"
 work=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX") || exit 2
@@ -41,7 +44,7 @@ declare -a results=()
 # own minimum, it takes that minimum from the later steps (earlier steps
 # matter more); a step with no time left at all is skipped.
 declare -A max_s=([install]=120 [info]=60 [agreement]=150 [bench]=270 [gpu-tests]=150)
-declare -A min_s=([install]=20 [info]=10 [agreement]=30 [bench]=60 [gpu-tests]=30)
+declare -A min_s=([install]=45 [info]=10 [agreement]=30 [bench]=60 [gpu-tests]=30)
 summary_reserve=15
 
 later_minimums() {  # the minimums of the steps after $1 in $steps, + summary
@@ -103,11 +106,31 @@ step() {  # step NAME COMMAND...: run under the budget's timeout, log, record
 }
 
 install() {  # the carried wheels into $target, without pip's network
-  local wheels=("$root"/.whl/*.whl)
-  if [ ! -e "${wheels[0]}" ]; then
-    echo "no wheels in $root/.whl: run bash bench/gpu_wheels.sh here first and carry .whl"
+  if ! ls "$root"/.whl/xpnet-*.whl >/dev/null 2>&1; then
+    echo "no xpnet wheel in $root/.whl: run bash bench/gpu_wheels.sh here first, carry .whl"
     return 2
   fi
+  # The machine's own packages stay theirs (torch needs its typing-extensions,
+  # ...): only xpnet's own stack and what the machine lacks come from the wheels.
+  local wheels
+  mapfile -t wheels < <("$python" - "$root"/.whl/*.whl <<'EOF'
+import sys
+from importlib import metadata
+from pathlib import Path
+
+for wheel in sys.argv[1:]:
+    name = Path(wheel).name.split("-")[0]
+    try:
+        ours = name in ("xpnet", "array_api_compat", "array_api_strict")
+        found = not ours and metadata.version(name)
+    except metadata.PackageNotFoundError:
+        found = False
+    if found:
+        print(f"{name}: the machine's own {found}", file=sys.stderr)
+    else:
+        print(wheel)
+EOF
+)
   if "$python" -m pip --version >/dev/null 2>&1; then
     # --no-deps: NumPy, CuPy, torch are the machine's own; the folder holds
     # every other wheel needed.
@@ -141,16 +164,14 @@ info() {
 }
 
 agreement() {
-  "$python" bench/gpu_check.py agreement --out "$out/agreement.json"
+  "$python" bench/gpu_check.py agreement --out "$out/agreement.json" --nets "$nets"
 }
 
 bench() {
-  local peers=torch,torch-graph
-  # xpnet's own step in a CUDA graph is timed only where the agreement step
-  # found it equal to the eager step.
-  if "$python" bench/gpu_check.py graph-agreed --out "$out/agreement.json"; then
-    peers=$peers,xpnet-graph
-  fi
+  # The CUDA-graph peers only where the agreement step found them equal to
+  # eager (a capture failing here would end the whole sweep).
+  local peers
+  peers=torch$("$python" bench/gpu_check.py graph-peers --out "$out/agreement.json")
   # shellcheck disable=SC2086  # bench_args is a list of options
   # (GPU_CHECK_BENCH_ARGS after the defaults: its options win)
   "$python" -m xpnet bench --device cuda:0 --repeats 3 --warmup 1 \
@@ -163,7 +184,7 @@ gpu_tests() {
 }
 
 export -f install info agreement bench gpu_tests
-export root python out target work bench_args
+export root python out target work bench_args nets
 
 main() {
   local s

@@ -48,6 +48,6 @@ if [ -d "$mnist" ]; then
 else
   echo "gpu_wheels: $mnist not found; the GPU tests that read MNIST will skip"
 fi
-echo "gpu_wheels: $(find .whl -name '*.whl' | wc -l) wheels in .whl/ ($(du -sh .whl | cut -f1))"
-[ -d .gpu-data ] && echo "gpu_wheels: .gpu-data/ $(du -sh .gpu-data | cut -f1)"
-echo "device command: bash bench/gpu_check.sh   (carry .whl and .gpu-data, timeout_s 560)"
+echo "gpu_wheels: $(find .whl -type f -name '*.whl' | wc -l) wheels in .whl/ ($(du -sh .whl | cut -f1))"
+if [ -d .gpu-data ]; then echo "gpu_wheels: .gpu-data/ $(du -sh .gpu-data | cut -f1)"; fi
+echo "device command: bash bench/gpu_check.sh   (carry .whl and .gpu-data, timeout_s 540)"
