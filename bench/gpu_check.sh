@@ -210,7 +210,7 @@ main() {
   echo
   echo "== summary"
   timeout -k 5 "$summary_reserve" "$python" bench/gpu_check.py summary --out "$out" \
-    --failed "$failed" --steps "$out/summary.md" || cat "$out/summary.md"
+    --failed "$failed" --steps "$out/summary.md" --planned "$steps" || cat "$out/summary.md"
   return "$failed"
 }
 

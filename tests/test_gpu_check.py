@@ -186,6 +186,8 @@ def test_issue17_summary_names_the_files_to_commit_only_for_passed_steps(
     assert gpu_check.main([*args, "--failed", "1"]) == 0
     text = capsys.readouterr().out
     assert "NOT every step passed (agreement, bench, gpu-tests did not)" in text
+    assert gpu_check.main([*args, "--failed", "1", "--planned", "agreement"]) == 0
+    assert "NOT every step passed (agreement did not)" in capsys.readouterr().out
     assert "device: NVIDIA H100 80GB HBM3 (CUDA runtime 13.0" in text
     assert "bench/results/gpu-h100-80gb-hbm3-" in text
     assert "Copy these files" not in text
@@ -297,15 +299,16 @@ def test_issue17_gpu_check_a_failing_step_leaves_the_others_results(device):
 def test_issue17_gpu_check_keeps_to_its_time_budget(device):
     """A step is stopped at its limit and keeps what it finished; a step the
     budget cannot give its minimum (bench: 40 s) is skipped."""
-    # the second row (~380,000 steps) is far too long for the ~75 s the bench
-    # gets; the first (~3,000) is not
-    long_rows = "--models seed --batch-sizes 4096,32 --rows 60000 --gemm-size 64 "
+    # the second row (wide 784-4096-4096-10 at batch 32: minutes per epoch
+    # here) is far too long for the ~80 s the bench gets; the first (seed at
+    # batch 4096 on 6,000 rows: 2 steps per epoch) is not
+    rows = "--models seed,wide --batch-sizes-for seed=4096 --batch-sizes-for wide=32"
     result, out = _run(
         device,
         "budget",
         GPU_CHECK_STEPS="bench",
         GPU_CHECK_BUDGET_S="100",
-        GPU_CHECK_BENCH_ARGS=long_rows + "--repeats 200",
+        GPU_CHECK_BENCH_ARGS=rows + " --rows 6000 --gemm-size 64",
     )
     text = result.stdout
     assert result.returncode == 1
