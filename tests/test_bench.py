@@ -967,3 +967,18 @@ def test_issue17_graph_peers_get_columns_only_where_they_ran():
         "skipped on cpu (CUDA graphs: GPUs only)"
     )
     assert not any("graph" in m for m in B.peer_messages(["pytorch"], ["cpu"]))
+
+
+def test_batch_sizes_for_works_through_the_xpnet_command(tmp_path, monkeypatch):
+    """``xpnet bench --batch-sizes-for`` (an append option) crashed in the
+    CLI's check of which options were typed (AttributeError: 'object' object
+    has no attribute 'append'); found by tests/test_gpu_check.py."""
+    from xpnet import cli
+
+    monkeypatch.setattr(bench_plan, "SETTLE_S", 0.0)
+    argv = ["bench", "--device", "cpu", "--models", "seed", "--rows", "200"]
+    argv += ["--batch-sizes-for", "seed=64", "--peers", "none", "--gemm-size", "32"]
+    argv += ["--out", str(tmp_path), "--no-plot", "--quiet-wait", "0", "--in-process"]
+    assert cli.main(argv) == 0
+    result = json.loads(next(tmp_path.glob("cpu-*.json")).read_text())
+    assert [r["batch_size"] for r in result["rows"]] == [64]

@@ -20,6 +20,12 @@ from .option_pairs import refuse_idle_options
 from .parser import _Parser, build_parser
 
 
+class _Unset(list):  # type: ignore[type-arg, unused-ignore]
+    """The marker of :func:`_given_options`: a list, because an ``append``
+    option (``xpnet bench --batch-sizes-for``) appends to a copy of what the
+    namespace holds (a plain ``object()`` made it crash)."""
+
+
 def _given_options(
     parser: argparse.ArgumentParser, argv: list[str], parsed: argparse.Namespace
 ) -> set[str]:
@@ -29,7 +35,7 @@ def _given_options(
     so parsing into a namespace pre-filled with a marker leaves exactly the
     options the user typed changed.
     """
-    marker = object()
+    marker = _Unset()
     probe = argparse.Namespace(**{key: marker for key in vars(parsed)})
     parser.parse_known_args(argv, namespace=probe)
     return {key for key, value in vars(probe).items() if value is not marker}
