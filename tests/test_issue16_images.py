@@ -122,6 +122,37 @@ def test_issue16_item17_blank_or_constant_image_is_refused(model_dir, pixels):
     assert "image 'blank.png' shows no digit" in message
 
 
+def test_issue16_item17_a_speck_is_not_a_digit(model_dir):
+    """Item 17: a single dot was fitted into 20x20 and answered "an 8,
+    p=0.99"; ink this small is refused like a blank image."""
+    speck = np.full((60, 60), 255, np.uint8)
+    speck[30:32, 20:22] = 0
+    Image.fromarray(speck).save(model_dir / "speck.png")
+    message = predict_error(model_dir, "speck.png")
+    assert "'speck.png' shows no digit: its ink covers only 2x2 pixels" in message
+
+
+def test_issue16_item18_photos_are_read_upright_and_in_colour(model_dir, test_digits):
+    """Item 18, as a photo comes: a JPEG stored sideways with an EXIF turn,
+    and a palette image, read as the upright grey digit does."""
+    images, _ = test_digits
+    page = Image.fromarray(255 - images[0]).resize((140, 140))
+    page.convert("RGB").save(model_dir / "upright.jpg", quality=95)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to view"
+    sideways = page.transpose(Image.Transpose.ROTATE_90).convert("RGB")
+    sideways.save(model_dir / "sideways.jpg", quality=95, exif=exif)
+    page.convert("P").save(model_dir / "palette.gif")
+    upright, turned, palette = predict(
+        model_dir, "upright.jpg", "sideways.jpg", "palette.gif"
+    )
+    for other in (turned, palette):
+        assert other["prediction"] == upright["prediction"]
+        np.testing.assert_allclose(
+            other["probabilities"], upright["probabilities"], atol=0.05
+        )
+
+
 def _on_canvas(digit, scale: int, top: int, left: int, side: int = 160):
     """``digit`` enlarged ``scale`` times (bicubic) on a black ``side`` square."""
     image = Image.fromarray(digit)

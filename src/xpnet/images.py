@@ -45,6 +45,9 @@ _MIN_CONTRAST = 0.1
 # Pixels with at least this fraction of the strongest ink bound the crop, so
 # faint noise (JPEG ringing, paper texture) does not widen it.
 _CROP_LEVEL = 0.2
+# Ink spanning fewer pixels than this on its longer side is a speck, not a
+# digit (fitting it to 20x20 would make a confident answer out of a blob).
+_MIN_INK_SIDE = 4
 # MNIST's centre of mass, in pixel indices of the 28x28 field (measured on the
 # test set: 13.99 and 14.00, std 0.29), and its digits' box.
 _MNIST_CENTRE = 14.0
@@ -89,14 +92,21 @@ def read_image(path: Path, shape: tuple[int, int], layout: str) -> np.ndarray:
     where = repr(printable(str(path)))
     grey, alpha = _read_grey_alpha(path, shape, where)
     ink = _ink_on_black(grey, alpha, where)
-    if layout == "mnist":
-        box = round(min(shape) * _MNIST_BOX / 28)
-        centre = (_MNIST_CENTRE * shape[0] / 28, _MNIST_CENTRE * shape[1] / 28)
-        out = _place(_fit(_crop(ink), (box, box)), shape, centre)
-    elif layout == "fashion":
-        out = _place(_fit(_crop(ink), shape), shape, None)
-    else:
+    if layout == "resize":
         out = _resize(ink, shape)
+    else:
+        crop = _crop(ink)
+        if max(crop.shape) < _MIN_INK_SIDE:
+            raise ImageError(
+                f"image {where} shows no digit: its ink covers only "
+                f"{crop.shape[1]}x{crop.shape[0]} pixels; draw it larger"
+            )
+        if layout == "mnist":
+            box = round(min(shape) * _MNIST_BOX / 28)
+            centre = (_MNIST_CENTRE * shape[0] / 28, _MNIST_CENTRE * shape[1] / 28)
+            out = _place(_fit(crop, (box, box)), shape, centre)
+        else:
+            out = _place(_fit(crop, shape), shape, None)
     return np.rint(np.clip(out, 0, 1) * 255).astype(np.uint8)
 
 
@@ -105,7 +115,7 @@ def _read_grey_alpha(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(grey, alpha)``, float64 in [0, 1], of the image's first frame."""
     try:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image, ImageOps, UnidentifiedImageError
     except ImportError:
         raise ImageError(
             f"reading {where} needs Pillow: pip install 'xpnet[images]' "
@@ -113,7 +123,9 @@ def _read_grey_alpha(
         ) from None
     try:
         with warnings.catch_warnings():
-            # Pillow only warns below twice its pixel limit: refuse those too.
+            # Pillow's notes on odd files are not ours to print (one line);
+            # its warning below twice its pixel limit is refused like the error.
+            warnings.simplefilter("ignore")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path, formats=list(READ_FORMATS)) as image:
                 if image.format == "JPEG" and max(image.size) > _MAX_SIDE:
@@ -121,7 +133,9 @@ def _read_grey_alpha(
                     factor = max(image.size) / _MAX_SIDE
                     w, h = image.size
                     image.draft(None, (int(w / factor), int(h / factor)))
-                return _pixels(image, where)
+                # Photos from phones are stored sideways with an EXIF turn.
+                upright = ImageOps.exif_transpose(image)
+                return _pixels(upright if upright is not None else image, where)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         reason = str(exc).rstrip(".")
         raise ImageError(
@@ -176,7 +190,9 @@ def _pixels(image: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
             )
         full_range = 65535 if sixteen or high <= 65535 else 2**31 - 1
         return grey / full_range, np.ones_like(grey)
-    if mode not in _REDUCIBLE:
+    if mode in ("P", "PA"):  # palettes, with their transparency
+        image = image.convert("RGBA")
+    elif mode not in _REDUCIBLE:
         image = image.convert("LA")
     grey_alpha = np.asarray(_reduced(image).convert("LA"), dtype=np.float64) / 255
     return grey_alpha[..., 0], grey_alpha[..., 1]
@@ -252,7 +268,7 @@ def _place(
     if centre is None:
         top, left = (shape[0] - h) // 2, (shape[1] - w) // 2
     else:
-        mass = float(patch.sum())
+        mass = max(float(patch.sum()), 1e-12)  # > 0: the crop holds ink
         rows = float((patch.sum(axis=1) * np.arange(h)).sum()) / mass
         cols = float((patch.sum(axis=0) * np.arange(w)).sum()) / mass
         top = min(max(round(centre[0] - rows), 0), shape[0] - h)
