@@ -276,3 +276,17 @@ def test_issue16_item21_library_models_are_estimated_too(backend):
 
     with pytest.raises(XpnetError, match=r"1,000,796,000,010 parameters"):
         xpnet.mlp([784, 10**6, 10**6, 10], device="cpu", backend=backend)
+
+
+def test_issue16_item21_a_batch_too_large_for_memory_is_refused_from_an_estimate():
+    """The CLI also estimates a batch's activations (``--batch-size``) before
+    building the model: a billion rows of 784-1000-10 need ~21 TB."""
+    from xpnet.backend import resolve
+    from xpnet.errors import XpnetError
+    from xpnet.memory import check_batch_fits
+
+    cpu = resolve("cpu", "numpy")
+    check_batch_fits([784, 1000, 10], 64, "float32", 1, cpu)  # fits anywhere
+    with pytest.raises(XpnetError, match=r"a batch of 1,000,000,000 rows through "
+                       r"layers 784-1000-10 needs at least 19\.\d TiB"):  # fmt: skip
+        check_batch_fits([784, 1000, 10], 10**9, "float32", 1, cpu)

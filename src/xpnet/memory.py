@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_MAX_ARRAY_BYTES",
     "MAX_ARRAY_BYTES_ENV",
     "check_array_size",
+    "check_batch_fits",
     "check_model_fits",
     "check_saved_arrays_readable",
     "device_memory_bytes",
@@ -85,6 +86,13 @@ def device_memory_bytes(backend: Backend) -> int | None:
     return None
 
 
+def _model_bytes(sizes: Sequence[tuple[int, int]], dtype: str, slots: int) -> int:
+    """:func:`check_model_fits`'s estimate, in bytes."""
+    count = sum(a * b + b for a, b in sizes)
+    largest = max((a * b for a, b in sizes), default=0)
+    return count * _ITEMSIZE.get(dtype, 8) * (3 + slots) + 8 * largest
+
+
 def check_model_fits(
     sizes: Sequence[tuple[int, int]], dtype: str, slots: int, backend: Backend
 ) -> None:
@@ -99,8 +107,7 @@ def check_model_fits(
     training takes (activations and data come on top).
     """
     count = sum(a * b + b for a, b in sizes)
-    largest = max((a * b for a, b in sizes), default=0)
-    needed = count * _ITEMSIZE.get(dtype, 8) * (3 + slots) + 8 * largest
+    needed = _model_bytes(sizes, dtype, slots)
     available = device_memory_bytes(backend)
     if available is None or needed <= available:
         return
@@ -110,6 +117,34 @@ def check_model_fits(
         f"the model has {count:,} parameters: with their gradients and the "
         f"optimizer's state that needs at least {format_bytes(needed)} ({dtype}), but "
         f"{where} {format_bytes(available)}{what}; use smaller layers"
+    )
+
+
+def check_batch_fits(
+    sizes: Sequence[int], batch: int, dtype: str, slots: int, backend: Backend
+) -> None:
+    """Refuse a training batch whose activations, with the model, cannot fit.
+
+    ``sizes``: ``[inputs, hidden..., outputs]``; ``batch``: rows per step.
+    Each layer's output is kept for the backward pass, with a gradient and an
+    activation mask of the same shape: ``batch x sum(sizes) x itemsize x 3``
+    bytes on top of :func:`check_model_fits`'s estimate (whose own refusal
+    comes first).
+    """
+    pairs = list(zip(sizes, sizes[1:], strict=False))
+    check_model_fits(pairs, dtype, slots, backend)
+    model = _model_bytes(pairs, dtype, slots)
+    activations = batch * sum(sizes) * _ITEMSIZE.get(dtype, 8) * 3
+    available = device_memory_bytes(backend)
+    if available is None or model + activations <= available:
+        return
+    where = "the GPU has" if backend.is_gpu else "this machine has"
+    what = "" if backend.is_gpu else " available"
+    raise XpnetError(
+        f"a batch of {batch:,} rows through layers {'-'.join(map(str, sizes))} "
+        f"needs at least {format_bytes(model + activations)} ({dtype}, "
+        f"{format_bytes(activations)} of it activations), but {where} "
+        f"{format_bytes(available)}{what}; use a smaller --batch-size or layers"
     )
 
 

@@ -68,7 +68,7 @@ def _check_head(args: argparse.Namespace) -> None:
 
 
 def _build_model(args: argparse.Namespace, data, backend: Backend):
-    from ..memory import check_saved_arrays_readable
+    from ..memory import check_batch_fits, check_saved_arrays_readable
     from ..model import mlp
     from ..optimizers import get_optimizer
     from ..schedules import Constant, InverseTimeDecay
@@ -91,7 +91,12 @@ def _build_model(args: argparse.Namespace, data, backend: Backend):
     args.lr, args.weight_decay = lr, optimizer.weight_decay
     outputs = data.num_classes if args.loss != "bce" or data.num_classes > 2 else 1
     sizes = [data.n_features, *args.hidden, outputs]
-    model = mlp(
+    # Refused before anything is allocated: too large to train, or to read back.
+    rows = min(args.batch_size, max(len(data.x_train), 1))
+    check_batch_fits(sizes, rows, args.dtype, len(optimizer.slot_names), backend)
+    if args.save:
+        check_saved_arrays_readable(sizes, args.dtype)
+    return mlp(
         sizes,
         args.activation,
         output_activation=args.output_activation,
@@ -102,10 +107,6 @@ def _build_model(args: argparse.Namespace, data, backend: Backend):
         dtype=args.dtype,
         seed=args.seed,
     )
-    if args.save:
-        # A checkpoint xpnet could not read back is refused before training.
-        check_saved_arrays_readable(sizes, args.dtype)
-    return model
 
 
 def run(args: argparse.Namespace) -> int:
