@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import logging
 import os
 import re
+import warnings
 from pathlib import Path
 from unittest import mock
 
@@ -44,7 +46,10 @@ def run_cli(argv: list[str], cwd: Path) -> tuple[int, str, str]:
             contextlib.chdir(cwd),
             contextlib.redirect_stdout(out),
             contextlib.redirect_stderr(err),
+            # A warning would reach a user's terminal; pytest would swallow it.
+            warnings.catch_warnings(record=True) as caught,
         ):
+            warnings.simplefilter("always")
             try:
                 code = main(argv)
             except SystemExit as exc:  # argparse
@@ -52,7 +57,11 @@ def run_cli(argv: list[str], cwd: Path) -> tuple[int, str, str]:
     finally:
         # main() adds a handler per call and stops propagation (caplog needs it).
         logger.handlers[:], logger.propagate = handlers, propagate
-    return code, out.getvalue(), err.getvalue()
+    leaked = "".join(
+        warnings.formatwarning(w.message, w.category, w.filename, w.lineno)
+        for w in caught
+    )
+    return code, out.getvalue(), leaked + err.getvalue()
 
 
 def assert_clean_exit(code: int, err: str) -> None:
@@ -348,6 +357,7 @@ def digit_model(tmp_path_factory):
     return root / "digits.npz"
 
 
+FILE_NUMBERS = itertools.count()
 PIL_MODES = ["L", "LA", "RGB", "RGBA", "P", "I;16", "I", "F", "1"]
 
 
@@ -372,7 +382,7 @@ def image_files(draw, folder: Path):
         grey[top : top + max(1, height // 2), left : left + max(1, width // 6)] = 1
         if draw(st.booleans()):
             grey = 1 - grey
-    name = f"in-{draw(st.integers(0, 10**9))}"
+    name = f"in-{next(FILE_NUMBERS)}"  # never the name of an earlier input
     if kind == "junk":
         payload = draw(
             st.sampled_from(
@@ -421,7 +431,9 @@ def image_files(draw, folder: Path):
         suffix = "jpg"
     path = folder / f"{name}.{suffix}"
     image.save(path)
-    inkless = pattern in ("blank", "constant") or mode == "1" and pattern != "stroke"
+    with Image.open(path) as saved:  # what the file holds (JPEG, mode "1", ...)
+        pixels = np.asarray(saved.convert("F"))
+    inkless = bool(np.nanmax(pixels) == np.nanmin(pixels))  # one colour
     return path, poisoned or inkless
 
 

@@ -236,8 +236,12 @@ def _sum_sq_dev(x: np.ndarray, mean: np.ndarray) -> np.ndarray:
 
 def _apply_standardize(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     out = x.astype(mean.dtype, copy=True)
-    out -= mean
-    out /= std
+    # A value beyond the dtype's range (a damaged checkpoint's statistics, a
+    # 1e300 feature) becomes inf here, and the callers' finiteness checks say
+    # so in one line; NumPy's overflow warning would be a second, raw line.
+    with np.errstate(over="ignore", invalid="ignore"):
+        out -= mean
+        out /= std
     return out
 
 
