@@ -5,6 +5,7 @@ and a redirect loop are one line naming the real cause. Every server is on
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import socket
@@ -80,19 +81,10 @@ def server():
     httpd.server_close()
 
 
-@pytest.fixture
-def silent():
-    """A mirror that accepts connections (the kernel does) and never answers."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}/"
-    sock.close()
-
-
-@pytest.fixture
-def header_drip():
-    """A mirror that sends its status line, then one header byte every 50 ms."""
+@contextlib.contextmanager
+def _listening(answer=None):
+    """A base URL where connections are accepted (by the kernel); each one is
+    handed to ``answer(conn, stop)`` in a thread, or left unanswered."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)
@@ -105,23 +97,41 @@ def header_drip():
                 conn, _ = sock.accept()
             except OSError:
                 continue
-            threading.Thread(target=drip, args=(conn,), daemon=True).start()
+            threading.Thread(target=answer, args=(conn, stop), daemon=True).start()
 
-    def drip(conn):
-        try:
-            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
-            while not stop.is_set():
-                conn.sendall(b"a")
-                time.sleep(0.05)
-        except OSError:
-            pass
-        finally:
-            conn.close()
+    if answer is not None:
+        threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    finally:
+        stop.set()
+        sock.close()
 
-    threading.Thread(target=serve, daemon=True).start()
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}/"
-    stop.set()
-    sock.close()
+
+@pytest.fixture
+def silent():
+    """A mirror that accepts connections and never answers."""
+    with _listening() as url:
+        yield url
+
+
+def _drip_headers(conn, stop):
+    try:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+        while not stop.is_set():
+            conn.sendall(b"a")
+            time.sleep(0.05)
+    except OSError:
+        pass
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def header_drip():
+    """A mirror that sends its status line, then one header byte every 50 ms."""
+    with _listening(_drip_headers) as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)
