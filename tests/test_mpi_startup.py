@@ -163,3 +163,11 @@ def test_item26_the_timeout_setting_is_checked(monkeypatch):
         stall_timeout(None)
     with pytest.raises(XpnetError, match="seconds >= 0"):
         stall_timeout(-1)
+
+
+def test_item26_a_bad_timeout_setting_is_said_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("XPNET_MPI_TIMEOUT", "soon")
+    run = _mpiexec(
+        "-n", "2", *cli("--dataset", "mnist-sample", *QUICK), cwd=tmp_path
+    )  # fmt: skip
+    assert "XPNET_MPI_TIMEOUT='soon'" in _one_line_no_abort(run)

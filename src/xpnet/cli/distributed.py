@@ -45,13 +45,31 @@ def agreed_start(rank: Rank | None) -> Iterator[None]:
     rank.agree_on_start(error)
 
 
+#: environment variables in which MPI launchers give a process its rank
+WORLD_RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
+
+
+def launched_as_rank_other_than_0() -> bool:
+    """Whether a launcher started this process as rank 1, 2, ... (known
+    before MPI is loaded, from the environment)."""
+    ranks = (os.environ.get(name, "").strip() for name in WORLD_RANK_VARIABLES)
+    return any(rank.isdigit() and rank != "0" for rank in ranks)
+
+
 class Rank:
     """This process's place in a distributed run, and its exit rule."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         from ..distributed.mpi import MPICommunicator, local_rank
 
-        self.comm = MPICommunicator(abort_on_error=False)
+        try:
+            self.comm = MPICommunicator(abort_on_error=False)
+        except XpnetError:
+            # The same on every rank (mpi4py missing, XPNET_MPI_TIMEOUT):
+            # rank 0 says it.
+            if launched_as_rank_other_than_0():
+                sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (until exit)
+            raise
         self.agreed = False
         self.code = 1
         args.cleanup.append(self.finish)

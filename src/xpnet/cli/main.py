@@ -82,16 +82,11 @@ def _refuse_options_before_the_command(parser: _Parser, argv: list[str]) -> None
         parser.error(f"{first} goes after the command: {where}")
 
 
-#: environment variables in which MPI launchers give a process its rank
-WORLD_RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
-
-
 def _a_rank_other_than_0(argv: list[str]) -> bool:
     """Whether this is rank 1, 2, ... of ``mpiexec ... --distributed``."""
-    if "--distributed" not in argv:
-        return False
-    ranks = (os.environ.get(name, "").strip() for name in WORLD_RANK_VARIABLES)
-    return any(rank.isdigit() and rank != "0" for rank in ranks)
+    from .distributed import launched_as_rank_other_than_0
+
+    return "--distributed" in argv and launched_as_rank_other_than_0()
 
 
 def main(argv: list[str] | None = None) -> int:
