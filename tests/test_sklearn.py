@@ -708,3 +708,36 @@ def test_issue18_item6_stopping_goes_through_the_callback_seam():
     # The first epoch sets best_loss_; it stops at more than 2 stalls in a row.
     assert est.n_iter_ == 4
     assert est._model.stop_training and est._model.stop_reason == "no_improvement"
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "sgd"])
+def test_issue20_device_cuda_trains_on_the_gpu_as_on_the_cpu(monkeypatch, solver):
+    """device="cuda:1" on CuPy's stand-in (tests/fake_cupy.py, two fake GPUs):
+    every array and kernel of the fit and predict stays on GPU 1, and the
+    numbers are the CPU's (float64). A real GPU: bench/gpu_check.sh."""
+    import fake_cupy
+    import numpy as np
+
+    import xpnet
+    from xpnet import backend as backend_module
+
+    X, y = _iris()
+    weight = np.linspace(0.5, 1.5, len(y))
+    params = dict(solver=solver, max_iter=15, hidden_layer_sizes=(6,), random_state=0)
+    with pytest.warns(ConvergenceWarning):
+        cpu = MLPClassifier(**params).fit(X, y, sample_weight=weight)
+    backend_module.probe_cupy.cache_clear()
+    cupy = fake_cupy.install(monkeypatch)
+    try:
+        xpnet.resolve("cuda:1")  # the probe (it runs on GPU 0), then the records
+        cupy.reset()
+        gpu = MLPClassifier(**params, device="cuda:1")
+        with pytest.warns(ConvergenceWarning):
+            gpu.fit(X, y, sample_weight=weight)
+        proba = gpu.predict_proba(X)
+    finally:
+        backend_module.probe_cupy.cache_clear()
+    assert gpu._model.backend.device_name == "cuda:1"
+    assert {device for device, _ in cupy.launches} | set(cupy.allocations) == {1}
+    np.testing.assert_allclose(proba, cpu.predict_proba(X), rtol=1e-9, atol=1e-12)
+    assert gpu.loss_ == pytest.approx(cpu.loss_, rel=1e-9)

@@ -314,11 +314,15 @@ class BaseMLP(MLPParams):
 
 def _sample_weight(sample_weight: Any, X: Any) -> np.ndarray | None:
     """Host float64 weights ``(samples,)``, or ``None`` for none or all ones
-    (the unweighted path: the same numbers, fewer operations)."""
+    (the unweighted path: the same numbers, fewer operations). Negative
+    weights are refused (scikit-learn's MLP takes them; a weighted mean with
+    negative weights is no loss to minimise)."""
     if sample_weight is None:
         return None
     rows = np.empty((X.shape[0], 1))
-    weight = _check_sample_weight(arrays.host(sample_weight), rows, dtype=np.float64)
+    weight = _check_sample_weight(
+        arrays.host(sample_weight), rows, dtype=np.float64, ensure_non_negative=True
+    )
     return None if np.all(weight == 1.0) else weight
 
 
