@@ -147,3 +147,88 @@ def test_scikit_learns_mlp_tests_pass_in_full(tmp_path):
     assert code == 0, output[-4000:]
     counts = _counts(output)
     assert counts.get("failed", 0) == 0 and counts["passed"] == 55, output[-2000:]
+
+
+#: scikit-learn's gallery example "Compare stochastic learning strategies for
+#: MLPClassifier": its strategies (the last one, adam, in its own row)
+STRATEGIES = [
+    dict(solver="sgd", learning_rate="constant", momentum=0, learning_rate_init=0.2),
+    dict(
+        solver="sgd",
+        learning_rate="constant",
+        momentum=0.9,
+        nesterovs_momentum=False,
+        learning_rate_init=0.2,
+    ),
+    dict(solver="sgd", learning_rate="constant", momentum=0.9, learning_rate_init=0.2),
+    dict(solver="sgd", learning_rate="invscaling", momentum=0, learning_rate_init=0.2),
+    dict(
+        solver="sgd",
+        learning_rate="invscaling",
+        momentum=0.9,
+        nesterovs_momentum=False,
+        learning_rate_init=0.2,
+    ),
+    dict(
+        solver="sgd", learning_rate="invscaling", momentum=0.9, learning_rate_init=0.2
+    ),
+    dict(solver="adam", learning_rate_init=0.01),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get(FULL) != "1",
+    reason=f"the gallery workloads run with {FULL}=1 (.ci/run's step)",
+)
+def test_issue20_gallery_workloads_score_as_scikit_learn():
+    """The workloads of scikit-learn's MLP gallery examples (every stochastic
+    strategy on iris, digits, circles and moons; the L-BFGS alpha sweep on
+    moons and circles) score within 3 points of scikit-learn's MLP (measured:
+    at most 2.5, one test point of 40)."""
+    import warnings
+
+    import numpy as np
+    from sklearn import datasets
+    from sklearn.model_selection import train_test_split
+    from sklearn.neural_network import MLPClassifier as Theirs
+    from sklearn.preprocessing import MinMaxScaler, StandardScaler
+
+    from xpnet.sklearn import MLPClassifier as Ours
+
+    def both(params, X, y, X_test=None, y_test=None):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scores = [
+                cls(**params)
+                .fit(X, y)
+                .score(X if X_test is None else X_test, y if y_test is None else y_test)
+                for cls in (Ours, Theirs)
+            ]
+        assert abs(scores[0] - scores[1]) <= 0.03, (params, scores)
+
+    circles = datasets.make_circles(noise=0.2, factor=0.5, random_state=1)
+    moons = datasets.make_moons(noise=0.3, random_state=0)
+    for name, (X, y) in {
+        "iris": datasets.load_iris(return_X_y=True),
+        "digits": datasets.load_digits(return_X_y=True),
+        "circles": circles,
+        "moons": moons,
+    }.items():
+        X = MinMaxScaler().fit_transform(X)
+        max_iter = 15 if name == "digits" else 400
+        for strategy in STRATEGIES:
+            both(dict(random_state=0, max_iter=max_iter, **strategy), X, y)
+    for X, y in (moons, circles):
+        X = StandardScaler().fit_transform(X)
+        X, X_test, y, y_test = train_test_split(X, y, test_size=0.4, random_state=42)
+        for alpha in np.logspace(-1, 1, 5):
+            params = dict(
+                solver="lbfgs",
+                alpha=alpha,
+                random_state=1,
+                max_iter=2000,
+                early_stopping=True,
+                hidden_layer_sizes=[10, 10],
+            )
+            both(params, X, y, X_test, y_test)
