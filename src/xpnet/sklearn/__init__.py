@@ -1,13 +1,15 @@
 """scikit-learn estimators trained by xpnet: :class:`MLPClassifier` and
-:class:`MLPRegressor`.
+:class:`MLPRegressor`, drop-ins for ``sklearn.neural_network``'s classes of
+the same names.
 
-They take the parameters of ``sklearn.neural_network``'s classes of the same
-names (where xpnet has the feature) plus ``device``, ``backend`` and
-``dtype``, and train an :func:`xpnet.mlp` with :meth:`xpnet.Sequential.fit`;
-they pass scikit-learn's estimator checks and work in ``Pipeline``,
-``GridSearchCV`` and ``cross_val_score``. scikit-learn is an optional
-dependency (``pip install 'xpnet[sklearn]'``); ``import xpnet`` never imports
-it. See :mod:`xpnet.sklearn.estimators` for the details::
+They take every parameter of scikit-learn's (with its meaning) plus
+``device``, ``backend``, ``dtype``, ``init`` and ``lr_decay``, and train an
+xpnet network with :meth:`xpnet.Sequential.fit` (``solver="sgd"``/``"adam"``)
+or SciPy's L-BFGS-B on xpnet's loss and gradient (``"lbfgs"``); they pass
+scikit-learn's estimator checks and its own MLP test module, and work in
+``Pipeline``, ``GridSearchCV`` and ``cross_val_score``. scikit-learn is an
+optional dependency (``pip install 'xpnet[sklearn]'``); ``import xpnet``
+never imports it. See :mod:`xpnet.sklearn.estimators` for the details::
 
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler

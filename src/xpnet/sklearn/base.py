@@ -21,6 +21,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import (
     _check_sample_weight,
     check_is_fitted,
+    column_or_1d,
     validate_data,
 )
 
@@ -206,8 +207,6 @@ class BaseMLP(MLPParams):
             self._check_namespace(X, method)
         y = arrays.host(y)
         if y.ndim == 2 and y.shape[1] == 1:
-            from sklearn.utils.validation import column_or_1d
-
             y = column_or_1d(y, warn=True)
         targets, n_outputs = self._targets(y, classes, incremental, first_pass)
         random_state = check_random_state(self.random_state)
