@@ -741,3 +741,39 @@ def test_issue20_device_cuda_trains_on_the_gpu_as_on_the_cpu(monkeypatch, solver
     assert {device for device, _ in cupy.launches} | set(cupy.allocations) == {1}
     np.testing.assert_allclose(proba, cpu.predict_proba(X), rtol=1e-9, atol=1e-12)
     assert gpu.loss_ == pytest.approx(cpu.loss_, rel=1e-9)
+
+
+def test_issue20_xpnet_extras_callbacks_and_onnx_export(tmp_path):
+    """xpnet's extras beside scikit-learn's parameters: xpnet callbacks run
+    in the stochastic solvers' epochs (here a CSV log, a row per epoch), and
+    the fitted network exports to ONNX, where ONNX Runtime gives
+    predict_proba's numbers."""
+    import csv
+
+    import numpy as np
+
+    import xpnet
+    from xpnet.callbacks import CSVLogger
+
+    X, y = _iris()
+    log = tmp_path / "epochs.csv"
+    est = _small(max_iter=4, callbacks=[CSVLogger(log)])
+    with pytest.warns(ConvergenceWarning):
+        est.fit(X, y)
+    rows = list(csv.DictReader(log.open()))
+    # The log holds xpnet's data loss; loss_curve_ adds alpha's small L2 term.
+    logged = [float(r["loss"]) for r in rows]
+    assert logged == pytest.approx(est.loss_curve_, rel=1e-3)
+    assert all(a < b for a, b in zip(logged, est.loss_curve_, strict=True))
+    assert len(rows) == est.n_iter_ == 4
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    path = tmp_path / "clf.onnx"
+    xpnet.export_onnx(est.xpnet_model(), path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    outputs = session.run(None, {name: X.astype(np.float32)})
+    proba = next(o for o in outputs if o.ndim == 2 and o.shape[1] == 3)
+    np.testing.assert_allclose(proba, est.predict_proba(X), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="'callbacks' parameter"):
+        _small(callbacks="log.csv").fit(X, y)

@@ -127,6 +127,16 @@ class BaseMLP(MLPParams):
             state["_saved"] = _host_state(model)
         return state
 
+    def xpnet_model(self) -> Sequential:
+        """The fitted network as an :class:`xpnet.Sequential` (on its device;
+        the estimator's own, not a copy): for ``xpnet.save``,
+        ``xpnet.export_onnx`` or xpnet's own ``fit``. Its outputs are logits
+        (log-means for ``loss="poisson"``); its ``predict_proba`` maps them
+        as the estimator's does, one column per output."""
+        if not self._fitted():
+            check_is_fitted(self, "_model")
+        return self._get_model()
+
     # -- the weights -----------------------------------------------------------
     def _weights(self, kind: str) -> list[np.ndarray]:
         if not self._fitted():

@@ -47,8 +47,11 @@ dispatch the namespace and device of ``X``: torch CPU/CUDA, CuPy,
 array-api-strict; dispatch needs ``SCIPY_ARRAY_API=1`` in the environment
 before SciPy is imported), ``dtype`` (``None``: ``X``'s, as scikit-learn:
 float32 input in float32, float64 and integers in float64), ``init``,
-``solver="adamw"`` and ``lr_decay`` (inverse-time decay per update, with
-``learning_rate="constant"``).
+``solver="adamw"``, ``lr_decay`` (inverse-time decay per update, with
+``learning_rate="constant"``) and ``callbacks`` (:mod:`xpnet.callbacks`
+objects that the stochastic solvers' epochs call after scikit-learn's rule:
+loggers, TensorBoard, checkpoints); :meth:`~BaseMLP.xpnet_model` hands out
+the fitted :class:`xpnet.Sequential` (for ``xpnet.save``, ONNX export).
 
 Fitted estimators pickle their weights, optimizer state and shuffling RNG as
 host NumPy data, never modules or device arrays; an unpickled estimator
@@ -112,7 +115,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     """A multilayer perceptron classifier trained by xpnet: the parameters
     and fitted attributes of ``sklearn.neural_network.MLPClassifier`` (see
     :mod:`xpnet.sklearn.estimators` for the few differences) plus ``device``,
-    ``backend``, ``dtype``, ``init`` and ``lr_decay``.
+    ``backend``, ``dtype``, ``init``, ``lr_decay`` and ``callbacks``.
 
     Fitted attributes: ``classes_``, ``n_features_in_``, ``feature_names_in_``
     (from a DataFrame), ``loss_`` (with the L2 term), ``loss_curve_``,
@@ -251,7 +254,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
     """A multilayer perceptron regressor trained by xpnet: the parameters and
     fitted attributes of ``sklearn.neural_network.MLPRegressor``, ``loss``
     (``"squared_error"`` or ``"poisson"``) first as there, plus ``device``,
-    ``backend``, ``dtype``, ``init`` and ``lr_decay``.
+    ``backend``, ``dtype``, ``init``, ``lr_decay`` and ``callbacks``.
 
     ``y``: ``(samples,)`` or ``(samples, outputs)``; ``(samples, 1)`` is
     treated as ``(samples,)`` with a DataConversionWarning. Fitted attributes
@@ -296,6 +299,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         dtype: str | None = None,
         init: str = "sklearn",
         lr_decay: float = 0.0,
+        callbacks: Any = None,
     ):
         self.loss = loss
         given = dict(locals())

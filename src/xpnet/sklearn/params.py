@@ -84,6 +84,7 @@ class MLPParams(BaseEstimator):
         dtype: str | None = None,
         init: str = "sklearn",
         lr_decay: float = 0.0,
+        callbacks: Any = None,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -113,6 +114,7 @@ class MLPParams(BaseEstimator):
         self.dtype = dtype
         self.init = init
         self.lr_decay = lr_decay
+        self.callbacks = callbacks
 
     def _invalid(self, name: str, what: str) -> XpnetError:
         value = getattr(self, name)
@@ -202,6 +204,11 @@ class MLPParams(BaseEstimator):
                 raise self._invalid(name, "None or a str")
         if self.dtype is not None and self.dtype not in DTYPES:
             raise self._invalid("dtype", f"None or a str among {set(DTYPES)}")
+        if self.callbacks is not None and (
+            isinstance(self.callbacks, str | bytes)
+            or not hasattr(self.callbacks, "__iter__")
+        ):
+            raise self._invalid("callbacks", "None or a list of xpnet callbacks")
         check_random_state(self.random_state)  # its own one-line ValueError
 
     def _seed(self) -> int | None:

@@ -260,7 +260,7 @@ def _run_epochs(
                 epochs=epochs - (model.epochs_trained - done),
                 batch_size=batch,
                 shuffle=bool(rule.est.shuffle),
-                callbacks=[rule],
+                callbacks=[rule, *(rule.est.callbacks or [])],
                 check_inputs=False,
                 sample_weight=weight,
             )
