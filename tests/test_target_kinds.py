@@ -23,6 +23,10 @@ def _targets(kind: str, rng: np.random.Generator) -> np.ndarray:
         return (rng.random((N, OUTPUTS)) < 0.4).astype(np.float32)
     if kind == "regression-1d":
         return rng.normal(size=N).astype(np.float32)
+    if kind == "counts-1d":
+        return rng.poisson(2.0, size=N).astype(np.float32)
+    if kind == "counts-2d":
+        return rng.poisson(2.0, size=(N, OUTPUTS)).astype(np.float32)
     return rng.normal(size=(N, OUTPUTS)).astype(np.float32)
 
 
@@ -37,6 +41,8 @@ CASES = [
     ("multi-label", "mse", OUTPUTS, "regression"),
     ("regression-1d", "mse", 1, "regression"),
     ("regression-2d", "mse", OUTPUTS, "regression"),
+    ("counts-1d", "poisson", 1, "regression"),
+    ("counts-2d", "poisson", OUTPUTS, "regression"),
 ]
 
 
@@ -63,6 +69,7 @@ def test_item15_every_target_kind_on_array_api_strict(
     predicted = model.predict(X[:5])
     if task == "regression":
         assert predicted.shape == ((5,) if y.ndim == 1 else (5, outputs))
+        assert np.isfinite(predicted).all()
     else:
         assert predicted.shape == (5,)
         assert model.predict_proba(X[:5]).shape == (5, outputs)
