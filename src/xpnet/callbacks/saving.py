@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import XpnetError
 from .monitor import _Monitor
+
+if TYPE_CHECKING:
+    from ..checkpoint import Checkpoint
 
 __all__ = ["ModelCheckpoint"]
 
@@ -39,6 +42,7 @@ class ModelCheckpoint(_Monitor):
         mode: str = "auto",
         min_delta: float = 0.0,
         overwrite: bool = False,
+        record: Checkpoint | None = None,
     ) -> None:
         super().__init__(monitor, mode, min_delta)
         self.filepath = str(filepath)
@@ -52,13 +56,16 @@ class ModelCheckpoint(_Monitor):
         #: the paths this callback wrote (it may replace those)
         self.written: set[Path] = set()
         self._locks: dict[Path, Any] = {}
-        #: what else goes into the checkpoint: ``options``, ``dataset``,
-        #: ``preprocessing``, ``history`` (see :class:`~xpnet.checkpoint.Checkpoint`)
-        self.record: dict[str, Any] = {}
+        #: the checkpoint written (the model with its options, dataset,
+        #: preprocessing and history); ``None``: the model alone
+        self.record = record
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         if self.save_best_only:
             super().on_train_begin(logs)
+        if self.params.get("lead", True) and "{" not in self.filepath:
+            # One name for the whole run: claimed before the first epoch.
+            self.claim(Path(self.filepath))
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
         if self.save_best_only:
@@ -69,10 +76,9 @@ class ModelCheckpoint(_Monitor):
         if self.params.get("lead", True):
             self.save(Path(self.filepath.format(**{**logs, "epoch": epoch})))
 
-    def save(self, path: Path) -> None:
-        """Write the model to ``path`` now (atomically, under its lock)."""
-        from ..checkpoint import Checkpoint
-        from ..runlock import CheckpointLock
+    def claim(self, path: Path) -> None:
+        """Check ``path`` may be written and take its lock (once)."""
+        from ..runlock import CheckpointLock, remove_stale_temp_files
 
         if path not in self._locks:
             if path.is_dir():
@@ -85,11 +91,18 @@ class ModelCheckpoint(_Monitor):
                 )
             path.parent.mkdir(parents=True, exist_ok=True)
             self._locks[path] = CheckpointLock(path).acquire()
+            remove_stale_temp_files(path)
+
+    def save(self, path: Path) -> None:
+        """Write the model to ``path`` now (atomically, under its lock)."""
+        from ..checkpoint import Checkpoint
+
+        self.claim(path)
         lock = self._locks[path]
         lock.verify()
         # A file new to this callback is created exclusively: one another
         # process made meanwhile is refused, never replaced.
-        Checkpoint(self.model, **self.record).to_file(
+        (self.record or Checkpoint(self.model)).to_file(
             path,
             exclusive=path not in self.written and not self.overwrite,
             before_replace=lock.adopt,
