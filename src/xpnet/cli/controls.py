@@ -17,8 +17,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import UsageError
-
 #: ``--schedule`` choices; plateau is a constant rate lowered by
 #: :class:`xpnet.callbacks.ReduceLROnPlateau`
 SCHEDULE_CHOICES = (
@@ -188,9 +186,12 @@ def add_control_options(train: argparse.ArgumentParser, types: dict[str, Any]) -
     )
 
 
-def check_controls(args: argparse.Namespace) -> None:
+def check_controls(args: argparse.Namespace, new_run: bool) -> None:
     """Refuse controls that cannot work together, each with one line; fill
-    in the schedule and its parameters' defaults (recorded as used)."""
+    in the schedule and its parameters' defaults (recorded as used).
+    ``new_run``: not resumed (a resumed run's schedule is its own)."""
+    from .common import UsageError
+
     given = args.given
     if args.schedule is None:
         args.schedule = "inverse-time" if args.lr_decay else "constant"

@@ -15,6 +15,8 @@ from ..backend import BACKENDS
 from ..figures import INSTALL_HINT
 from ..rng import MAX_SEED
 
+from .controls import add_control_options
+
 #: ``xpnet train --plot`` redraws after an epoch at most this often (seconds)
 PLOT_EVERY_S = 30.0
 
@@ -263,6 +265,16 @@ def build_parser() -> _Parser:
         default=0.0,
         help="inverse-time decay per update (batch), the classic texts' decay: "
         "lr / (1 + decay * step), step = updates done (default: 0, constant)",
+    )
+    add_control_options(
+        train,
+        {
+            "positive_int": _positive_int,
+            "non_negative_int": _non_negative_int,
+            "positive_float": _positive_float,
+            "non_negative_float": _non_negative_float,
+            "fraction": _fraction,
+        },
     )
     train.add_argument(
         "--batch-size", type=_positive_int, default=64, help="default: 64"

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..filekinds import longest_name, not_a_file
 from .common import UsageError
+from .controls import CONTROL_OPTIONS
 
 #: bytes the longest file made beside a checkpoint adds to its name: the
 #: temporary file of its .json copy, ``.NAME.json.XXXXXXXX.tmp``
@@ -48,6 +49,7 @@ _CONTINUED_OPTIONS = (
     "weight_decay",
     "lr_decay",
     "seed",
+    *CONTROL_OPTIONS,
 )
 
 #: every option a checkpoint records
@@ -133,7 +135,9 @@ def reconcile_resume(
     """
     notices = []
     if saved:
-        saved = {**_OLD_DEFAULTS, **saved}
+        # Before --schedule, --lr-decay alone chose inverse-time decay.
+        schedule = "inverse-time" if saved.get("lr_decay") else "constant"
+        saved = {**_OLD_DEFAULTS, "schedule": schedule, **saved}
     for key in TRAIN_OPTIONS:
         if key not in saved:
             continue
@@ -293,6 +297,40 @@ class SaveTarget:
             f"cannot write {str(exc.sidecar)!r} ({exc.why}): {self.path} holds epoch "
             f"{self.epoch}, but its .json copy {copy} (the .npz is what xpnet "
             "reads; the copy is for people)"
+        )
+
+
+def check_save_best(
+    args: argparse.Namespace, resume: str | None, target: SaveTarget
+) -> None:
+    """``--save-best``: a checkpoint path that is neither ``--save``'s nor
+    the data's, and that is never replaced without --overwrite unless this
+    run is resumed (the file is its own best epoch)."""
+    if args.save_best is None:
+        return
+    path = Path(args.save_best)
+    if path.suffix != ".npz":
+        raise UsageError(
+            f"--save-best {str(path)!r}: a checkpoint path must end in .npz"
+        )
+    if path.is_dir():
+        raise UsageError(f"--save-best {str(path)!r} is a directory; give a file name")
+    if target.path is not None and path.resolve() == target.path.resolve():
+        raise UsageError(
+            f"--save-best {str(path)!r} is --save's file, which holds the last "
+            "epoch: give the best epoch another name"
+        )
+    dataset = getattr(args, "dataset", None)
+    if dataset and path.resolve() in [p.resolve() for p in data_paths(dataset) or []]:
+        raise UsageError(
+            f"--save-best {str(path)!r} is the training data file: save the "
+            "checkpoint under another name"
+        )
+    taken = path.exists() or path.with_name(path.name + ".json").exists()
+    if taken and resume is None and not args.overwrite:
+        raise UsageError(
+            f"--save-best {str(path)!r} already exists: replace it with --overwrite, "
+            "or choose another name"
         )
 
 

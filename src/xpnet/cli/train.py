@@ -1,10 +1,21 @@
-"""``xpnet train``: build or resume a model, train it, save checkpoints."""
+"""``xpnet train``: build or resume a model, train it, save checkpoints.
+
+The command runs in phases: :func:`_prepare` checks every path and option
+before any work (save targets and their locks, the resume rules, the
+controls) and freezes the options into one :class:`TrainConfig`;
+:func:`_load_or_build` loads the data and builds the model (a resumed one
+was read while preparing); :func:`_fit` trains with the run's callbacks (the
+test report, the ``--save`` and ``--save-best`` checkpoints, early stopping,
+the plateau rule, logs, the epoch lines, the live plot); :func:`_finish`
+prints the ``done:`` line and the ``--json`` object. What a phase opens (a
+lock, a BLAS thread limit) is closed by one ExitStack however the run ends.
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import math
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -16,18 +27,15 @@ from .. import __version__
 from ..backend import Backend, resolve
 from ..checkpoint import Checkpoint
 from ..datasets import choose_default_dataset
-from ..distributed.data_parallel import evaluate_sharded
 from ..errors import DivergenceError, XpnetError
 from ..figures import PlotError
-from ..preprocessing import Preprocessing, describe_scaling
-from ..progress import Progress, epoch_line
-from ..terminal import printable
+from ..preprocessing import Preprocessing
+from ..progress import Progress
 from ..threads import busy_cpu_hint, limited_blas_threads
-from ..training import divergence
+from .build import build_model, check_head, resolve_defaults, say_start
 from .common import (
     CheckpointWriteError,
     Exit,
-    UsageError,
     check_features,
     dataset_facts,
     device_facts,
@@ -37,76 +45,69 @@ from .common import (
     say,
     scale_option,
 )
-from .distributed import agreed_start
-from .parser import DEFAULT_LR
-from .plot import LivePlot, layer_sizes, loss_name, run_title
-
-if TYPE_CHECKING:
-    from ..runlock import CheckpointLock
-    from .distributed import Rank
+from .controls import check_controls, control_callbacks
+from .epochs import EpochLine, LivePlotting, SaveLast, SignalsWait, TestReport
+from .plot import LivePlot, loss_name, run_title
 from .resume import (
     TRAIN_OPTIONS,
     SaveTarget,
+    check_save_best,
     dataset_identity,
     reconcile_resume,
-    refuse_changed_data,
-    resolved,
     resume_source,
 )
 
+if TYPE_CHECKING:
+    from ..runlock import LockError
+    from .distributed import Rank
 
-def _check_head(args: argparse.Namespace) -> None:
-    """Refuse an output activation before a loss that maps the outputs itself."""
-    head, loss = args.output_activation, args.loss
-    if head != "identity" and loss != "mse":
-        fused = "softmax" if loss == "cross-entropy" else "sigmoid"
-        raise UsageError(
-            f"--output-activation {head} with --loss {loss} maps the outputs twice "
-            f"({loss} applies the {fused} to the logits itself): drop "
-            "--output-activation, or use --loss mse"
-        )
+#: what the command line puts on its namespace beside the options: the
+#: run's report, clean-ups and the options given (not frozen)
+_RUN_STATE = ("report", "cleanup", "given", "describe_saved", "func")
+
+#: why training stopped, in the done: line
+_STOPPED = {
+    "epochs": "--epochs {epochs} reached",
+    "early_stopping": "early stopping: no better validation loss in {patience}; "
+    "best epoch {best_epoch}, its weights restored",
+}
 
 
-def _build_model(args: argparse.Namespace, data, backend: Backend):
-    from ..memory import check_batch_fits, check_saved_arrays_readable
-    from ..model import mlp
-    from ..optimizers import get_optimizer
-    from ..schedules import Constant, InverseTimeDecay
+def freeze(args: argparse.Namespace) -> Any:
+    """The options of ``args`` as one frozen :class:`TrainConfig` (lists as
+    tuples), taken once the resume rules and defaults are applied."""
+    options = {
+        k: tuple(v) if isinstance(v, list) else v
+        for k, v in vars(args).items()
+        if k not in _RUN_STATE
+    }
+    cls = dataclasses.make_dataclass("TrainConfig", list(options), frozen=True)
+    return cls(**options)
 
-    lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
-    if args.lr is None and args.optimizer == "sgd" and args.standardize:
-        # Standardised MNIST inputs have 4x the mean square norm of pixels in
-        # [0, 1]; at 0.1 with momentum 0.9 SGD's steps then grow the loss without
-        # bound. 0.06 did best on a validation split of the sample (0.04-0.07).
-        lr = 0.06
-    schedule = InverseTimeDecay(lr, args.lr_decay) if args.lr_decay else Constant(lr)
-    decay = {} if args.weight_decay is None else {"weight_decay": args.weight_decay}
-    if args.optimizer == "sgd":
-        optimizer = get_optimizer(
-            "sgd", lr=schedule, momentum=args.momentum, nesterov=args.nesterov, **decay
-        )
-    else:
-        optimizer = get_optimizer(args.optimizer, lr=schedule, **decay)
-    # Record what was used, defaults included.
-    args.lr, args.weight_decay = lr, optimizer.weight_decay
-    outputs = data.num_classes if args.loss != "bce" or data.num_classes > 2 else 1
-    sizes = [data.n_features, *args.hidden, outputs]
-    # Refused before anything is allocated: too large to train, or to read back.
-    rows = min(args.batch_size, max(len(data.x_train), 1))
-    check_batch_fits(sizes, rows, args.dtype, len(optimizer.slot_names), backend)
-    if args.save:
-        check_saved_arrays_readable(sizes, args.dtype)
-    return mlp(
-        sizes,
-        args.activation,
-        output_activation=args.output_activation,
-        init=args.init.replace("-", "_"),
-        loss=args.loss,
-        optimizer=optimizer,
-        device=backend,
-        dtype=args.dtype,
-        seed=args.seed,
-    )
+
+@dataclasses.dataclass
+class _Run:
+    """What the phases share: the frozen options and this process's facts."""
+
+    config: Any
+    args: argparse.Namespace  # its report and clean-ups only
+    rank: Rank | None
+    backend: Backend
+    target: SaveTarget
+    plot: LivePlot | None
+    saved: Checkpoint | None
+    resume: str | None
+    notices: list[str]
+
+    @property
+    def writes(self) -> bool:
+        # Of the ranks of a distributed run, rank 0 alone writes files.
+        return self.rank is None or self.rank.lead
+
+    def options(self) -> dict[str, Any]:
+        """The training options a checkpoint records."""
+        values = {k: getattr(self.config, k) for k in TRAIN_OPTIONS}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -125,39 +126,40 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, rank: Rank | None) -> int:
-    from ..interrupts import Terminated, deferred
-    from ..runlock import CheckpointLock, LockError, remove_stale_temp_files
+    with contextlib.ExitStack() as stack:
+        run = _prepare(args, rank, stack)
+        if (
+            run.saved is not None
+            and run.config.epochs <= run.saved.model.epochs_trained
+        ):
+            return _nothing_to_train(run)
+        model, data = _load_or_build(run)
+        _fit(run, model, data, stack)
+    return 0
 
-    # Of the ranks of a distributed run, rank 0 alone writes the checkpoint
-    # and the picture.
+
+# -- prepare the run -------------------------------------------------------------
+def _prepare(
+    args: argparse.Namespace, rank: Rank | None, stack: contextlib.ExitStack
+) -> _Run:
+    """Check every path and option before any work; read a resumed run's
+    checkpoint and apply the resume rules; return the frozen run."""
+
     writes = rank is None or rank.lead
-    lock: CheckpointLock | None = None
     unwritable: LockError | None = None
     start_error: XpnetError | None = None
+    plot = None
     try:
         resume = resume_source(args)
         target = SaveTarget(args, resume)
+        check_save_best(args, resume, target)
         # matplotlib and the picture's path are checked before any work is done.
-        plot = (
-            LivePlot(args.plot, overwrite=args.overwrite, checkpoint=target.path)
-            if args.plot and writes
-            else None
-        )
+        if args.plot and writes:
+            plot = LivePlot(args.plot, overwrite=args.overwrite, checkpoint=target.path)
         backend = resolve(args.device, args.backend)
         args.describe_saved = target.holds
-        if rank is not None:  # a stalled run says what is saved, too
-            rank.comm.stall.note = target.holds
         if target.path is not None and writes:
-            try:
-                lock = CheckpointLock(target.path).acquire()
-            except LockError as exc:
-                if exc.busy:
-                    raise
-                # A read-only place: fine for a run with nothing left to train.
-                unwritable = exc
-            else:
-                args.cleanup.append(lock.release)
-                remove_stale_temp_files(target.path)
+            unwritable = _lock(target.path, stack)
     except XpnetError as exc:
         if rank is None:
             raise
@@ -168,321 +170,338 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
         rank.check_options(args, TRAIN_OPTIONS)
     saved: Checkpoint | None = None
     notices: list[str] = []
-    if writes and target.notice:
-        notices.append(target.notice)
-    # Each rank reads the checkpoint alone, then they agree (one line from
-    # rank 0, no abort), as they do on every start-up check below.
-    with agreed_start(rank):
-        if resume:
-            saved = Checkpoint.from_file(resume, backend)
-            model = saved.model
-            if target.path is not None and resolved(Path(resume)) == resolved(
-                target.path
-            ):
-                target.epoch = model.epochs_trained
-            notices += reconcile_resume(args, saved.options, resume)
-            args.dtype = model.dtype_name
-            args.report["epochs_trained"] = model.epochs_trained
-            if args.epochs <= model.epochs_trained:
-                if plot is not None:
-                    plot.title = run_title(
-                        target.path, model, saved.options, saved.dataset
-                    )
-                    plot.loss = loss_name(model, saved.options)
-                    plot.draw_on_stop(saved.history)
-                return _nothing_to_train(args, saved, resume, backend)
-        if unwritable is not None:
-            raise CheckpointWriteError(f"{unwritable}; {target.holds()}")
-        _check_head(args)  # after resuming, which refuses a head the run never had
+    if resume:
+        saved = Checkpoint.from_file(resume, backend)
+        if target.path is not None and Path(resume).resolve() == target.path.resolve():
+            target.epoch = saved.model.epochs_trained
+        notices = reconcile_resume(args, saved.options, resume)
+        args.dtype = saved.model.dtype_name
+        args.report["epochs_trained"] = saved.model.epochs_trained
+    run = _Run(freeze(args), args, rank, backend, target, plot, saved, resume, notices)
+    if saved is not None and args.epochs <= saved.model.epochs_trained:
+        return run
+    if unwritable is not None:
+        raise CheckpointWriteError(f"{unwritable}; {target.holds()}")
+    check_head(args)  # after resuming, which refuses a head the run never had
+    check_controls(args, new_run=saved is None)
+    if saved is None:
+        resolve_defaults(args)
     if resume is None and "dataset" not in args.given:
-        # Recorded as chosen, so --resume and evaluate use the same data. Of
-        # several ranks, rank 0 alone probes (and downloads), then tells the rest.
-        notice = None
-        if writes:
-            args.dataset, notice = choose_default_dataset(
-                args.data_dir, progress=sys.stderr.isatty()
-            )
-        if rank is not None:
-            with rank.comm.stall.paused():  # rank 0 may be downloading
-                args.dataset = rank.comm.allgather(args.dataset)[0]
-        if notice:
-            print(f"xpnet: {notice}", file=sys.stderr, flush=True)
-    with agreed_start(rank):  # e.g. a dataset missing on one rank
-        args.dataset = dataset_identity(args.dataset)
-        data = load_training_data(
-            args.dataset,
-            args.data_dir,
-            steps=saved.preprocessing if saved else None,
-            deskew=args.deskew,
-            standardize=args.standardize,
-            scale=scale_option(args),
-            dtype=args.dtype,
-            # The standardisation statistics leave out the rows fit holds out.
-            held_out=(args.validation_split, args.seed)
-            if args.validation_split
-            else None,
-        )
-        if saved is not None:
-            check_features(model, data, f"checkpoint {resume!r}")
-            refuse_changed_data(saved.dataset, data, str(resume))
-        else:
-            model = _build_model(args, data, backend)
-    history_so_far = list(saved.history) if saved else []
-    args.report["epochs_trained"] = model.epochs_trained
-    train_options = {k: getattr(args, k) for k in TRAIN_OPTIONS}
-    total_epochs = args.epochs
-    args.report.update(
-        config=train_options, device=device_facts(backend), checkpoint=args.save
-    )
-    threads = None
-    threads_said = ""
-    # Ranks on one host share its cores: each gets its share of BLAS threads
-    # (OpenBLAS's one per core on every rank oversubscribes them many times).
-    setting, share = args.blas_threads, None
-    if rank is not None and setting is None:
-        setting, share = rank.blas_share()
-    if not backend.is_gpu and setting is not None:
-        stack = contextlib.ExitStack()
-        args.cleanup.append(stack.close)
-        threads = stack.enter_context(limited_blas_threads(setting))
-        if threads:
-            threads_said = f" | {threads} BLAS thread{'s' * (threads != 1)}"
-            if share is not None:
-                threads_said += f" per rank ({share})"
-    elif not backend.is_gpu and not args.quiet:
-        hint = busy_cpu_hint()
-        if hint:
-            notices.append(hint)
-    say(
-        args,
-        f"xpnet {__version__} | {backend.describe()} | dtype {model.dtype_name}"
-        f" | seed {model.seed}" + threads_said,
-    )
-    say(
-        args,
-        f"data: {data.name} ({data.source}): {len(data.x_train):,} train"
-        + (
-            f" ({args.validation_split:g} of it held out for validation)"
-            if args.validation_split
-            else ""
-        )
-        + f" / {len(data.x_test):,} test, {data.n_features} features, "
-        f"{data.num_classes} classes, "
-        + describe_scaling(Preprocessing.of(data).scale, scale_option(args))
-        + (", deskewed" if args.deskew else "")
-        + (", standardised" if args.standardize else ""),
-    )
-    last = max(i for i, layer in enumerate(model.layers) if layer.params)
-    activation = next(
-        (type(x).__name__ for x in model.layers[:last] if not x.params), "linear"
-    )
-    head = model.output_activation
-    say(
-        args,
-        f"model: {'-'.join(map(str, layer_sizes(model)))} {activation}"
-        + ("" if head == "identity" else f", {head} output")
-        + f" | loss {type(model.loss).__name__} | {model.optimizer!r}"
-        f" | batch {args.batch_size} | epochs {total_epochs}"
-        + (f" | resumed at epoch {model.epochs_trained}" if resume else ""),
-    )
-    for notice in notices:  # may quote the checkpoint's recorded options
-        print(f"xpnet: {printable(notice)}", file=sys.stderr)
-    if plot is not None:
-        plot.title = run_title(target.path, model, train_options, dataset_facts(data))
-        plot.loss = loss_name(model, train_options)
+        _choose_dataset(args, rank, writes)
+    args.dataset = dataset_identity(args.dataset)
+    run.config = freeze(args)
+    return run
 
+
+def _lock(path: Path, stack: contextlib.ExitStack) -> LockError | None:
+    """Take the checkpoint's lock for the run (released by ``stack``); a
+    read-only place is returned (fine for a run with nothing to train)."""
+    from ..runlock import CheckpointLock, LockError, remove_stale_temp_files
+
+    try:
+        lock = CheckpointLock(path).acquire()
+    except LockError as exc:
+        if exc.busy:
+            raise
+        return exc
+    stack.callback(lock.release)
+    remove_stale_temp_files(path)
+    return None
+
+
+def _choose_dataset(args: argparse.Namespace, rank: Rank | None, writes: bool) -> None:
+    """No --dataset: the default, recorded as chosen, so --resume and evaluate
+    use the same data. Of several ranks, rank 0 alone probes (and downloads),
+    then tells the rest."""
+    notice = None
+    if writes:
+        args.dataset, notice = choose_default_dataset(
+            args.data_dir, progress=sys.stderr.isatty()
+        )
+    if rank is not None:
+        args.dataset = rank.comm.allgather(args.dataset)[0]
+    if notice:
+        print(f"xpnet: {notice}", file=sys.stderr, flush=True)
+
+
+# -- load or build -----------------------------------------------------------------
+def _load_or_build(run: _Run) -> tuple[Any, Any]:
+    """The data (preprocessed as recorded when resuming) and the model."""
+    config, saved = run.config, run.saved
+    data = load_training_data(
+        config.dataset,
+        config.data_dir,
+        steps=saved.preprocessing if saved else None,
+        deskew=config.deskew,
+        standardize=config.standardize,
+        scale=scale_option(config),
+        dtype=config.dtype,
+        # The standardisation statistics leave out the rows fit holds out.
+        held_out=(config.validation_split, config.seed)
+        if config.validation_split
+        else None,
+    )
+    if saved is not None:
+        check_features(saved.model, data, f"checkpoint {run.resume!r}")
+        return saved.model, data
+    return build_model(config, data, run.backend, _steps_per_epoch(config, data)), data
+
+
+def _steps_per_epoch(config: Any, data: Any) -> int:
+    """The updates of one epoch: batches of the rows fit trains on."""
+    from ..rng import validation_split
+
+    n = len(data.x_train)
+    if config.validation_split:
+        y = np.asarray(data.y_train)
+        labels = y if y.dtype.kind in "iub" and y.ndim == 1 else None
+        train, _ = validation_split(config.seed, n, config.validation_split, labels)
+        n = len(train)
+    return max(1, -(-n // config.batch_size))
+
+
+# -- fit ---------------------------------------------------------------------------
+def _fit(run: _Run, model: Any, data: Any, stack: contextlib.ExitStack) -> None:
+    from ..interrupts import Terminated
+
+    config, args, target, plot = run.config, run.args, run.target, run.plot
+    history_so_far = list(run.saved.history) if run.saved else []
+    options = run.options()
+    args.report["epochs_trained"] = model.epochs_trained
+    args.report.update(
+        config=options, device=device_facts(run.backend), checkpoint=config.save
+    )
+    threads = _threads(run, stack)
+    say_start(config, model, data, run.backend, threads, run.saved is not None)
+    for notice in run.notices:
+        print(f"xpnet: {notice}", file=sys.stderr)
+    if plot is not None:
+        plot.title = run_title(target.path, model, options, dataset_facts(data))
+        plot.loss = loss_name(model, options)
     record = Checkpoint(
         model,
         preprocessing=Preprocessing.of(data),
-        options=train_options,
+        options=options,
         dataset=dataset_facts(data),
         history=history_so_far,
     )
-
-    def checkpoint() -> None:
-        if target.path is None:
-            return
-        if not writes:  # rank 0 writes the same epoch
-            target.epoch = model.epochs_trained
-            return
-        # A signal waits for the save to finish, so the message that follows
-        # it names the epoch that is really on disk.
-        with deferred():
-            _save(record, target, lock)
-            target.epoch = target.sidecar_epoch = model.epochs_trained
-
-    records: list[dict[str, Any]] = []
-    args.report["history"] = records
-    # The bar (on a terminal only) draws itself; the epoch lines are ours,
-    # printed once the epoch is saved.
-    progress = Progress(
-        bar="auto" if writes and not (args.quiet or args.json) else False
-    )
-    x_train = model.to_device(data.x_train, model.dtype_name)
-    test: tuple[Any, Any, Any] | None = None
-
-    samples: list[int | None] = [None]  # this rank's rows in the last epoch
-
-    def on_epoch_end(record: dict[str, Any]) -> None:
-        # A signal during the test evaluation waits for the save: the epoch
-        # just trained is not lost.
-        with deferred():
-            record = _evaluate_and_save(record)
-        say(args, epoch_line(record, total_epochs))
-        if model.epochs_trained < total_epochs and plot is not None and plot.due():
-            try:
-                plot.draw(history_so_far)
-            except PlotError as exc:
-                raise PlotError(f"{exc}; {target.holds()}") from None
-
-    def _evaluate_and_save(record: dict[str, Any]) -> dict[str, Any]:
-        """The epoch's test scores added to ``record``, its history row kept
-        and the checkpoint saved; returns the record with the scores."""
-        nonlocal test
-        samples[0] = record.get("samples")
-        # The test set is only reported: no choice made in training sees it.
-        # (IDX training files may come without one.)
-        if test is None and len(data.x_test):
-            x_test = model.prepare_inputs(data.x_test, "test X")
-            y_test, labels, _ = model.prepare_targets(
-                data.y_test, x_test.shape[0], "test y", task=model.task
-            )
-            test = (x_test, y_test, labels)
-        if test is not None:
-            scores = (
-                evaluate_sharded(model, rank.comm, *test, 1024)
-                if rank is not None
-                else model.evaluate_prepared(*test)
-            )
-            if not math.isfinite(scores["loss"]):
-                # Not saved: the epoch a checkpoint holds must evaluate.
-                raise divergence(model, f"the test loss is {scores['loss']}")
-            record = {
-                **record,
-                "test_loss": scores["loss"],
-                "test_accuracy": scores["accuracy"],
-            }
-        row = _history_row(record)
-        records.append(row)
-        history_so_far.append(row)
-        args.report["epochs_trained"] = model.epochs_trained
-        checkpoint()
-        return record
-
+    save = _saver(run, model, record)
+    rows: list[dict[str, Any]] = []
+    args.report["history"] = rows
+    callbacks, controls = _callbacks(run, model, data, record, rows, save)
     # The starting state first: from here on the file always holds the last
     # completed epoch, whatever interrupts the run.
-    checkpoint()
+    save()
     started = time.perf_counter()
     try:
         # Overflow inside a diverging epoch is reported once, by fit, as a
         # DivergenceError; NumPy's per-operation warnings would only bury it.
         with np.errstate(over="ignore", invalid="ignore", under="ignore"):
-            model.fit(
-                x_train,
+            history = model.fit(
+                model.to_device(data.x_train, model.dtype_name),
                 data.y_train,
-                epochs=total_epochs - model.epochs_trained,
-                batch_size=args.batch_size,
-                validation_split=args.validation_split,
-                on_epoch_end=on_epoch_end,
-                progress=progress,
-                communicator=rank.comm if rank is not None else None,
+                epochs=config.epochs - model.epochs_trained,
+                batch_size=config.batch_size,
+                validation_split=config.validation_split,
+                callbacks=callbacks,
+                # The bar (on a terminal only) draws itself; the epoch lines
+                # are ours, printed once the epoch is saved.
+                progress=Progress(
+                    bar="auto"
+                    if run.writes and not (config.quiet or config.json)
+                    else False
+                ),
+                communicator=run.rank.comm if run.rank is not None else None,
             )
     except (KeyboardInterrupt, Terminated) as exc:
-        if plot is not None:
-            plot.draw_on_stop(history_so_far)
-        # The unfinished epoch is dropped, so --resume continues exactly.
-        how = str(exc) if isinstance(exc, Terminated) else "interrupted"
-        again = f"xpnet train --resume {target.path} --epochs {total_epochs}"
-        if rank is not None:
-            again = f"mpiexec -n {rank.comm.size} {again} --distributed"
-        hint = f" (continue with: {again})" if target.epoch is not None else ""
-        message = f"{how} in epoch {model.epochs_trained + 1}; {target.holds()}{hint}"
-        args.report["error"] = message
-        if writes:  # one message per run, not one per rank
-            print(f"{end_bar_line()}xpnet: {printable(message)}", file=sys.stderr)
-        raise Exit(exc.exit_code if isinstance(exc, Terminated) else 1) from None
+        _stopped(run, model, history_so_far, exc)
     except DivergenceError as exc:
+        args.report["stop_reason"] = "divergence"
         if plot is not None:
             plot.draw_on_stop(history_so_far)
         raise DivergenceError(f"{exc}; {target.holds()}") from None
-    total = time.perf_counter() - started
+    seconds = time.perf_counter() - started
     if target.path is not None:
-        say(args, f"saved {target.path}")
+        say(config, f"saved {target.path}")
+    if config.save_best is not None:
+        say(config, f"saved the best epoch to {config.save_best}")
     if plot is not None:
         try:
             plot.draw(history_so_far)
         except PlotError as exc:
             raise PlotError(f"{exc}; {target.holds()}") from None
-        say(args, f"plotted {plot.path}")
-    final = records[-1] if records else {}
-    if rank is not None:
-        args.report["distributed"] = _ranks_facts(rank, samples[0])
+        say(config, f"plotted {plot.path}")
+    if run.rank is not None:
+        samples = history.records[-1].get("samples") if history.records else None
+        args.report["distributed"] = {
+            "world_size": run.rank.comm.size,
+            "samples_per_rank": run.rank.comm.allgather(samples),
+        }
+    stopper = next((c for c in controls if c.state_key == "early_stopping"), None)
+    best_epoch = stopper.best_epoch or None if stopper is not None else None
+    reported = rows[-1] if rows else {}
+    if history.stop_reason == "early_stopping" and best_epoch is not None:
+        # The model now holds the best epoch's weights: report its scores.
+        reported = next(r for r in history_so_far if r["epoch"] == best_epoch)
     _finish(
-        args,
-        backend,
-        records=records,
-        seconds=total,
+        run,
+        records=rows,
+        seconds=seconds,
         epochs_trained=model.epochs_trained,
-        config=train_options,
+        config=options,
         dataset=dataset_facts(data),
-        test_accuracy=final.get("test_accuracy"),
+        test_accuracy=reported.get("test_accuracy"),
+        stop_reason=history.stop_reason,
+        best_epoch=best_epoch,
     )
-    return 0
 
 
-def _save(record: Checkpoint, target: SaveTarget, lock: CheckpointLock | None) -> None:
-    """Write ``record`` to ``target`` (exclusively the first time, when the
-    file is new to this run), checking the lock first and locking each new
-    version of the file; every failure is one line saying what is on disk."""
-    from ..atomic import OutputError
-    from ..checkpoint import SidecarWriteError
-    from ..runlock import LockError
-
-    assert target.path is not None
-    try:
-        if lock is not None:
-            lock.verify()
-        record.to_file(
-            target.path,
-            exclusive=target.exclusive and target.epoch is None,
-            before_replace=lock.adopt if lock is not None else None,
+def _threads(run: _Run, stack: contextlib.ExitStack) -> int | None:
+    """The BLAS thread limit of --blas-threads (for the run), or a hint."""
+    config = run.config
+    if run.backend.is_gpu:
+        return None
+    if config.blas_threads is not None:
+        threads: int | None = stack.enter_context(
+            limited_blas_threads(config.blas_threads)
         )
-    except SidecarWriteError as exc:
-        target.epoch = record.model.epochs_trained
-        raise CheckpointWriteError(target.sidecar_failed(exc)) from None
-    except (OSError, OutputError, LockError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        raise CheckpointWriteError(
-            f"cannot write {str(target.path)!r} ({why}); " + target.holds()
-        ) from None
+        return threads
+    hint = None if config.quiet else busy_cpu_hint()
+    if hint:
+        run.notices.append(hint)
+    return None
 
 
-def _nothing_to_train(
-    args: argparse.Namespace, saved: Checkpoint, resume: str, backend: Backend
-) -> int:
+def _saver(run: _Run, model: Any, record: Checkpoint) -> Any:
+    """The ``--save`` checkpoint's writer: the record, atomically; other
+    ranks only note the epoch rank 0 writes."""
+    from ..interrupts import deferred
+
+    target = run.target
+
+    def save() -> None:
+        if target.path is None:
+            return
+        if not run.writes:  # rank 0 writes the same epoch
+            target.epoch = model.epochs_trained
+            return
+        # A signal waits for the save to finish, so the message that follows
+        # it names the epoch that is really on disk.
+        with deferred():
+            try:
+                record.to_file(target.path)
+            except OSError as exc:
+                raise CheckpointWriteError(
+                    f"cannot write {str(target.path)!r} ({exc.strerror or exc}); "
+                    + target.holds()
+                ) from None
+            target.epoch = model.epochs_trained
+        run.args.report["epochs_trained"] = model.epochs_trained
+
+    return save
+
+
+def _callbacks(
+    run: _Run,
+    model: Any,
+    data: Any,
+    record: Checkpoint,
+    rows: list[dict[str, Any]],
+    save: Any,
+) -> tuple[list[Any], list[Any]]:
+    """``(callbacks for fit, the controls' stateful ones)``, in the order
+    they run after each epoch: the test report, the decisions (early
+    stopping, plateau), the ``--save`` and ``--save-best`` checkpoints (all
+    four with signals held), then the logs, the epoch line and the plot."""
+    from ..callbacks import ModelCheckpoint
+
+    config = run.config
+    controls = control_callbacks(config, resumed=run.saved is not None)
+    decisions = [c for c in controls if c.state_key is not None]
+    writers = [c for c in controls if c.state_key is None]
+    best = []
+    if config.save_best is not None:
+        best = [
+            ModelCheckpoint(
+                config.save_best, save_best_only=True, overwrite=True, record=record
+            )
+        ]
+    stateful = [*decisions, *best]
+    record.callbacks = stateful
+    if run.saved is not None:
+        run.saved.restore_callbacks(stateful)
+    history = record.history
+    held: list[Any] = []
+    if len(data.x_test):  # IDX training files may come without a test set
+        comm = run.rank.comm if run.rank is not None else None
+        held.append(TestReport(data.x_test, data.y_test, comm))
+    held += [*decisions, SaveLast(rows, history, save), *best]
+    shown: list[Any] = [EpochLine(lambda text: say(config, text), config.epochs)]
+    if run.plot is not None:
+        shown.append(LivePlotting(run.plot, history, config.epochs))
+    return [SignalsWait(held), *writers, *shown], stateful
+
+
+def _stopped(
+    run: _Run, model: Any, history: list[dict[str, Any]], exc: BaseException
+) -> None:
+    """Ctrl-C or a signal: one line saying what the checkpoint holds and how
+    to continue; the unfinished epoch is dropped, so --resume continues
+    exactly."""
+    from ..interrupts import Terminated
+
+    target, config = run.target, run.config
+    if run.plot is not None:
+        run.plot.draw_on_stop(history)
+    how = str(exc) if isinstance(exc, Terminated) else "interrupted"
+    again = f"xpnet train --resume {target.path} --epochs {config.epochs}"
+    if run.rank is not None:
+        again = f"mpiexec -n {run.rank.comm.size} {again} --distributed"
+    hint = f" (continue with: {again})" if target.epoch is not None else ""
+    message = f"{how} in epoch {model.epochs_trained + 1}; {target.holds()}{hint}"
+    run.args.report.update(error=message, stop_reason="interrupt")
+    if run.writes:  # one message per run, not one per rank
+        print(f"{end_bar_line()}xpnet: {message}", file=sys.stderr)
+    raise Exit(exc.exit_code if isinstance(exc, Terminated) else 1) from None
+
+
+# -- finish ------------------------------------------------------------------------
+def _nothing_to_train(run: _Run) -> int:
     """``--epochs`` counts the total: a finished run says so and exits 0."""
+    saved = run.saved
+    assert saved is not None
     done = saved.model.epochs_trained
+    if run.plot is not None:
+        run.plot.title = run_title(
+            run.target.path, saved.model, saved.options, saved.dataset
+        )
+        run.plot.loss = loss_name(saved.model, saved.options)
+        run.plot.draw_on_stop(saved.history)
     print(
-        f"xpnet: {resume} already holds {done} epoch{'s' * (done != 1)} "
-        f"(--epochs {args.epochs} is the total): nothing to train",
+        f"xpnet: {run.resume} already holds {done} epoch{'s' * (done != 1)} "
+        f"(--epochs {run.config.epochs} is the total): nothing to train",
         file=sys.stderr,
     )
     _finish(
-        args,
-        backend,
+        run,
         records=[],
         seconds=0.0,
         epochs_trained=done,
         config=saved.options,
         dataset=saved.dataset,
         test_accuracy=saved.history[-1].get("test_accuracy") if saved.history else None,
+        stop_reason="epochs",
+        best_epoch=None,
     )
     return 0
 
 
+def _epochs(count: int) -> str:
+    return f"{count} epoch{'s' * (count != 1)}"
+
+
 def _finish(
-    args: argparse.Namespace,
-    backend: Backend,
+    run: _Run,
     *,
     records: list[dict[str, Any]],
     seconds: float,
@@ -490,55 +509,37 @@ def _finish(
     config: dict[str, Any],
     dataset: dict[str, Any] | None,
     test_accuracy: Any,
+    stop_reason: str,
+    best_epoch: int | None,
 ) -> None:
     """The final line (printed even with --quiet) and the --json line."""
     ran = len(records)
-    line = (
-        f"done: {ran} epoch{'s' * (ran != 1)} in {seconds:.1f} s"
-        if ran
-        else f"done: 0 epochs, {epochs_trained} trained"
-    )
+    if ran:
+        why = _STOPPED.get(stop_reason, stop_reason).format(
+            epochs=run.config.epochs,
+            patience=_epochs(run.config.early_stopping or 0),
+            best_epoch=best_epoch,
+        )
+        line = f"done: {ran} epoch{'s' * (ran != 1)} in {seconds:.1f} s ({why})"
+    else:
+        line = f"done: 0 epochs, {epochs_trained} trained"
     if isinstance(test_accuracy, float):
         line += f", test accuracy {100 * test_accuracy:.2f}%"
     print(line, flush=True)
-    if args.json:
+    if run.config.json:
         print_json(
             {
                 "command": "train",
                 "xpnet_version": __version__,
                 "config": config,
-                "device": device_facts(backend),
+                "device": device_facts(run.backend),
                 "dataset": dataset,
                 "epochs_trained": epochs_trained,
                 "history": records,
                 "seconds": seconds,
-                "checkpoint": args.save,
-                **args.report.get("distributed", {}),
+                "checkpoint": run.config.save,
+                "stop_reason": stop_reason,
+                "best_epoch": best_epoch,
+                **run.args.report.get("distributed", {}),
             }
         )
-
-
-def _ranks_facts(rank: Rank, samples: int | None) -> dict[str, Any]:
-    """For --json: the ranks and the rows each trained on in the last epoch
-    (``samples``: this rank's, from ``fit``'s record; every rank calls this)."""
-    return {
-        "world_size": rank.comm.size,
-        "samples_per_rank": rank.comm.allgather(samples),
-    }
-
-
-def _history_row(record: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "epoch": record["epoch"],
-        "loss": record["loss"],
-        "train_accuracy": record.get("accuracy"),
-        **(
-            {"val_loss": record["val_loss"], "val_accuracy": record["val_accuracy"]}
-            if "val_loss" in record
-            else {}
-        ),
-        "test_loss": record.get("test_loss"),
-        "test_accuracy": record.get("test_accuracy"),
-        "seconds": record["seconds"],
-        "samples_per_second": record["samples_per_second"],
-    }
