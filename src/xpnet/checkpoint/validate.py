@@ -296,6 +296,10 @@ def _check_sections(meta: dict[str, Any], where: str) -> None:
         "scale": (int, float, type(None)),
         "validation_split": (int, float, type(None)),
     }
+    # The training controls' own types are defined with them.
+    from ..cli.controls import SAVED_TYPES
+
+    kinds.update(SAVED_TYPES)
     for key, allowed in kinds.items():
         value = options.get(key)
         if key not in options:

@@ -323,8 +323,13 @@ def _fit(run: _Run, model: Any, data: Any, stack: contextlib.ExitStack) -> None:
     seconds = time.perf_counter() - started
     if target.path is not None:
         say(config, f"saved {target.path}")
-    if config.save_best is not None:
-        say(config, f"saved the best epoch to {config.save_best}")
+    best = next((c for c in controls if c.state_key == "model_checkpoint"), None)
+    if best is not None and best.best_epoch:
+        say(
+            config,
+            f"saved {config.save_best} (epoch {best.best_epoch}, the best "
+            "validation loss)",
+        )
     if plot is not None:
         try:
             plot.draw(history_so_far)
