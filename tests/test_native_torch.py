@@ -111,6 +111,58 @@ def test_issue17_cuda_graph_step_trains_as_the_eager_step():
     assert out.shape == (64, 4) and float(loss) > 0
 
 
+def test_issue18_cuda_graph_step_follows_a_plateau_cut():
+    """A callback that lowers the rate (ReduceLROnPlateau's lr_factor) makes
+    the graphs be captured again: the same numbers as the eager step."""
+    from xpnet.callbacks import LambdaCallback
+    from xpnet.native_torch import CudaGraphStep
+
+    X, y = _mnist_like(rows=300)
+    backend = xpnet.resolve("cpu", "torch")
+
+    def run(step_for):
+        model = xpnet.mlp(
+            [20, 16, 4], device=backend, seed=0, optimizer=xpnet.SGD(0.05, momentum=0.9)
+        )
+
+        def halve(epoch, logs):
+            model.optimizer.lr_factor *= 0.5
+
+        history = fit(
+            model,
+            X,
+            y,
+            epochs=3,
+            batch_size=64,
+            step=step_for(model),
+            callbacks=[LambdaCallback(on_epoch_end=halve)],
+        )
+        return model, history
+
+    eager, eager_history = run(lambda model: None)
+    graphs = []
+
+    def graphed_step(model):
+        graphs.append(
+            ReplayByRerunning(
+                _xpnet_state(model),
+                host=(
+                    lambda: model.optimizer.iterations,
+                    lambda v: setattr(model.optimizer, "iterations", v),
+                ),
+            )
+        )
+        return CudaGraphStep(model, graphs[0])
+
+    graphed, history = run(graphed_step)
+    assert history["lr"] == eager_history["lr"] == [0.05, 0.025, 0.0125]
+    # The 64-row shape, captured again for each rate (the 44 rows of the last
+    # batch are only ever warmed up: once per epoch).
+    assert graphs[0].captures == 3
+    for key, value in eager.state_dict().items():
+        np.testing.assert_allclose(graphed.state_dict()[key], value, rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     "optimizer",
     [

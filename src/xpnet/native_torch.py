@@ -101,9 +101,17 @@ class CudaGraphStep:
         #: batch rows -> (input buffer, target buffer, replay, output buffer)
         self.captured: dict[int, tuple[Array, Array, Callable[[], None], Array]] = {}
         self.warmed: set[int] = set()
+        #: the learning rate the captured graphs replay
+        self.lr = optimizer.lr
 
     def update(self, xb: Array, yb: Array) -> Array:
         rows = xb.shape[0]
+        if self.model.optimizer.lr != self.lr:
+            # A callback changed the rate (ReduceLROnPlateau): the graphs
+            # replay the old one, so they are captured again.
+            self.lr = self.model.optimizer.lr
+            self.captured.clear()
+            self.warmed.clear()
         entry = self.captured.get(rows)
         if entry is not None:
             static_x, static_y, replay, out = entry
