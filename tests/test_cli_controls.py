@@ -341,3 +341,76 @@ def test_issue18_done_line_says_the_epochs_were_reached(data, capsys):
     assert "done: 1 epoch in " in out and "(--epochs 1 reached)" in out
     report = last_json(out)
     assert report["stop_reason"] == "epochs" and report["best_epoch"] is None
+
+
+def test_issue18_one_definition_of_the_training_options():
+    """The parser's flags, the resume rules and the checkpoint validation all
+    come from the one table: every recorded option has a flag, a group and
+    saved types."""
+    from xpnet.cli import build_parser
+    from xpnet.cli.options import TRAIN_OPTION_TABLE, saved_types
+    from xpnet.cli.resume import TRAIN_OPTIONS
+
+    train = build_parser().commands["train"]
+    dests = {action.dest for action in train._actions}
+    assert set(TRAIN_OPTIONS) <= dests
+    assert TRAIN_OPTIONS == tuple(o.name for o in TRAIN_OPTION_TABLE)
+    assert set(saved_types()) == set(TRAIN_OPTIONS)
+
+
+def test_issue18_bad_recorded_control_is_refused(data, tmp_path, capsys):
+    save = tmp_path / "run.npz"
+    code, _, _ = train(
+        data, "--epochs", "1", "--save", str(save), "--quiet", capsys=capsys
+    )
+    assert code == 0
+    with np.load(save) as archive:
+        arrays = dict(archive)
+    meta = json.loads(arrays["meta"].tobytes())
+    meta["train_options"]["early_stopping"] = "soon"
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(save, **arrays)
+    code, _, err = train(data, "--resume", str(save), "--epochs", "2", capsys=capsys)
+    assert code == 2 and "train_options.early_stopping is 'soon'" in err
+
+
+def test_issue18_old_checkpoint_keeps_its_schedule(data, tmp_path, capsys):
+    """A checkpoint from before --schedule: --lr-decay chose the schedule, and
+    a resumed run that asks for another is refused like any continued option."""
+    save = tmp_path / "old.npz"
+    code, _, _ = train(
+        data,
+        "--epochs",
+        "1",
+        "--lr-decay",
+        "0.01",
+        "--save",
+        str(save),
+        "--quiet",
+        capsys=capsys,
+    )
+    assert code == 0
+    with np.load(save) as archive:
+        arrays = dict(archive)
+    meta = json.loads(arrays["meta"].tobytes())
+    for key in ("schedule", "warmup_epochs", "early_stopping", "adam_betas"):
+        del meta["train_options"][key]
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(save, **arrays)
+    code, _, err = train(
+        data,
+        "--resume",
+        str(save),
+        "--epochs",
+        "2",
+        "--schedule",
+        "cosine",
+        capsys=capsys,
+    )
+    assert code == 2
+    assert "--schedule cosine contradicts checkpoint" in err
+    assert "(--schedule inverse-time)" in err
+    code, _, _ = train(
+        data, "--resume", str(save), "--epochs", "2", "--quiet", capsys=capsys
+    )
+    assert code == 0

@@ -274,32 +274,10 @@ def _check_sections(meta: dict[str, Any], where: str) -> None:
     ):
         raise _bad(where, "dataset.class_names must be a list of strings")
     options = meta.get("train_options", {})
-    kinds: dict[str, tuple[type, ...]] = {
-        "dataset": (str,),
-        "activation": (str,),
-        "output_activation": (str,),
-        "init": (str,),
-        "loss": (str,),
-        "optimizer": (str,),
-        "dtype": (str,),
-        "hidden": (list,),
-        "batch_size": (int,),
-        "seed": (int, type(None)),
-        "lr": (int, float, type(None)),
-        "momentum": (int, float),
-        "weight_decay": (int, float, type(None)),
-        "lr_decay": (int, float, type(None)),
-        "nesterov": (bool,),
-        "deskew": (bool,),
-        "standardize": (bool,),
-        "no_scale": (bool,),
-        "scale": (int, float, type(None)),
-        "validation_split": (int, float, type(None)),
-    }
-    # The training controls' own types are defined with them.
-    from ..cli.controls import SAVED_TYPES
+    # The types each recorded option may have are defined with the option.
+    from ..cli.options import saved_types
 
-    kinds.update(SAVED_TYPES)
+    kinds = saved_types()
     for key, allowed in kinds.items():
         value = options.get(key)
         if key not in options:

@@ -10,9 +10,9 @@ from typing import Any
 from .. import __version__
 from ..backend import Backend
 from ..preprocessing import Preprocessing, describe_scaling
+from .argtypes import DEFAULT_LR
 from .common import UsageError, say, scale_option
 from .controls import build_schedule
-from .parser import DEFAULT_LR
 from .plot import layer_sizes
 
 

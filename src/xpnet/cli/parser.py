@@ -6,42 +6,37 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import math
 from collections.abc import Callable, Mapping
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from .. import __version__
 from ..backend import BACKENDS
 from ..figures import INSTALL_HINT
-from ..rng import MAX_SEED
-
+from .argtypes import (
+    blas_threads as _blas_threads,
+)
+from .argtypes import (
+    fraction as _fraction,
+)
+from .argtypes import (
+    non_negative_float as _non_negative_float,
+)
+from .argtypes import (
+    non_negative_int as _non_negative_int,
+)
+from .argtypes import (
+    positive_float as _positive_float,
+)
+from .argtypes import (
+    positive_int as _positive_int,
+)
 from .controls import add_control_options
+from .options import TRAIN_OPTIONS, add_train_options
 
 #: ``xpnet train --plot`` redraws after an epoch at most this often (seconds)
 PLOT_EVERY_S = 30.0
 
 PLOT_HINT = INSTALL_HINT
-
-DEFAULT_LR = {"sgd": 0.1, "adam": 0.001, "adamw": 0.001}
-
-LOSS_CHOICES = ("cross-entropy", "mse", "bce")
-
-ACTIVATION_CHOICES = (
-    "relu",
-    "leaky-relu",
-    "sigmoid",
-    "tanh",
-    "gelu",
-    "elu",
-    "softplus",
-    "silu",
-)
-
-# Heads that make sense after the last layer: none (logits), or a mapping into
-# [0, 1] for --loss mse (the fused losses refuse them: see cli/train.py).
-OUTPUT_ACTIVATION_CHOICES = ("identity", "sigmoid", "softmax")
-
-INIT_CHOICES = ("auto", "he-normal", "he-uniform", "glorot-normal", "glorot-uniform")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,71 +66,6 @@ def _command(name: str) -> Callable[[argparse.Namespace], int]:
         return int(module.run(args) or 0)
 
     return run
-
-
-def _hidden_sizes(text: str) -> list[int]:
-    if text.strip() in ("", "none"):
-        return []
-    try:
-        sizes = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated layer widths such as 512,512, got {text!r}"
-        ) from None
-    if any(s < 1 for s in sizes):
-        raise argparse.ArgumentTypeError(f"layer widths must be positive, got {text!r}")
-    return sizes
-
-
-def _number(
-    cast: Callable[[str], Any], ok: Callable[[Any], bool], expected: str
-) -> Callable[[str], Any]:
-    """An argparse ``type``: ``cast(text)`` where ``ok`` accepts it, else the
-    one-line error ``expected.format(text=text)``."""
-
-    def parse(text: str) -> Any:
-        try:
-            value = cast(text)
-        except ValueError:
-            value = None
-        if value is None or not ok(value):
-            raise argparse.ArgumentTypeError(expected.format(text=text))
-        return value
-
-    return parse
-
-
-_positive_int = _number(
-    int, lambda v: v >= 1, "expected a positive integer, got {text!r}"
-)
-_non_negative_int = _number(
-    int, lambda v: v >= 0, "expected a non-negative integer, got {text!r}"
-)
-_seed = _number(
-    int,
-    lambda v: 0 <= v <= MAX_SEED,
-    "expected a whole number from 0 to 2**128 (the range a checkpoint records), "
-    "got {text!r}",
-)
-_non_negative_float = _number(
-    float, lambda v: 0 <= v < math.inf, "expected a non-negative number, got {text!r}"
-)
-_positive_float = _number(
-    float, lambda v: 0 < v < math.inf, "expected a positive number, got {text!r}"
-)
-_fraction = _number(
-    float,
-    lambda v: 0 < v < 1,
-    "expected a fraction between 0 and 1 (e.g. 0.1), got {text!r}",
-)
-_thread_count = _number(
-    int, lambda v: v >= 1, "{text!r} is neither auto nor a whole number of threads >= 1"
-)
-
-
-def _blas_threads(text: str) -> int | str:
-    """``--blas-threads``: ``auto`` or a whole number of threads >= 1."""
-    return text if text == "auto" else _thread_count(text)
 
 
 def _add_device_options(parser: argparse.ArgumentParser) -> None:
@@ -198,74 +128,8 @@ def build_parser() -> _Parser:
     )
     _add_device_options(train)
     _add_data_options(train, "mnist")
-    train.add_argument(
-        "--hidden",
-        type=_hidden_sizes,
-        default=[256],
-        metavar="N,N,...",
-        help="hidden layer widths (default: 256)",
-    )
-    train.add_argument(
-        "--activation",
-        choices=ACTIVATION_CHOICES,
-        default="relu",
-        help="hidden-layer activation (default: relu)",
-    )
-    train.add_argument(
-        "--output-activation",
-        choices=OUTPUT_ACTIVATION_CHOICES,
-        default="identity",
-        help="what follows the last layer: identity (logits, for the fused "
-        "losses) or, with --loss mse, sigmoid (the classic sigmoid-MSE net) or "
-        "softmax; predict then reports these outputs as they are "
-        "(default: identity)",
-    )
-    train.add_argument(
-        "--init",
-        choices=INIT_CHOICES,
-        default="auto",
-        help="weight initialiser of every layer; auto: he-normal before ReLU-like "
-        "activations, glorot-uniform otherwise (default: auto)",
-    )
-    train.add_argument(
-        "--loss",
-        choices=LOSS_CHOICES,
-        default="cross-entropy",
-        help="cross-entropy (softmax fused) or bce (sigmoid fused), both on the "
-        "last layer's logits, or mse on the --output-activation's outputs "
-        "(default: cross-entropy)",
-    )
-    train.add_argument(
-        "--optimizer", choices=tuple(DEFAULT_LR), default="sgd", help="default: sgd"
-    )
-    train.add_argument(
-        "--lr",
-        type=_non_negative_float,
-        default=None,
-        help="learning rate (default: 0.1 for sgd, 0.06 for sgd with "
-        "--standardize, 0.001 for adam and adamw)",
-    )
-    train.add_argument(
-        "--momentum",
-        type=_non_negative_float,
-        default=0.9,
-        help="SGD momentum (default: 0.9)",
-    )
-    train.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
-    train.add_argument(
-        "--weight-decay",
-        type=_non_negative_float,
-        default=None,
-        help="L2 (sgd, adam) or decoupled (adamw) weight decay on "
-        "weights (default: 0; adamw: 0.01)",
-    )
-    train.add_argument(
-        "--lr-decay",
-        type=_non_negative_float,
-        default=0.0,
-        help="inverse-time decay per update (batch), the classic texts' decay: "
-        "lr / (1 + decay * step), step = updates done (default: 0, constant)",
-    )
+    # The recorded options in three runs, --epochs and the controls between.
+    add_train_options(train, TRAIN_OPTIONS[: TRAIN_OPTIONS.index("batch_size")])
     add_control_options(
         train,
         {
@@ -276,9 +140,7 @@ def build_parser() -> _Parser:
             "fraction": _fraction,
         },
     )
-    train.add_argument(
-        "--batch-size", type=_positive_int, default=64, help="default: 64"
-    )
+    add_train_options(train, ("batch_size",))
     train.add_argument(
         "--epochs",
         type=_positive_int,
@@ -286,51 +148,7 @@ def build_parser() -> _Parser:
         help="total epochs to train; a resumed run stops there too, so re-running "
         "the same command finishes the job (default: 10)",
     )
-    train.add_argument(
-        "--seed",
-        type=_seed,
-        default=0,
-        help="seed of the weights and shuffling (default: 0)",
-    )
-    train.add_argument(
-        "--dtype",
-        choices=("float32", "float64"),
-        default="float32",
-        help="default: float32",
-    )
-    train.add_argument(
-        "--deskew",
-        action="store_true",
-        help="deskew images by their moments before training",
-    )
-    train.add_argument(
-        "--scale",
-        type=_positive_float,
-        default=None,
-        metavar="MAX",
-        help="divide the features by MAX, e.g. 255 for float pixels 0-255 "
-        "(default: chosen from the data: uint8 pixels are divided by 255, other "
-        "data is kept as it is; the data: line says which)",
-    )
-    train.add_argument(
-        "--no-scale",
-        action="store_true",
-        help="keep feature values as they are, uint8 pixels too",
-    )
-    train.add_argument(
-        "--standardize",
-        action="store_true",
-        help="standardise features with the training set's mean/std",
-    )
-    train.add_argument(
-        "--validation-split",
-        type=_fraction,
-        default=None,
-        metavar="F",
-        help="hold out this fraction of the training set (0 < F < 1; stratified "
-        "by class, seeded by --seed) for validation: the divergence check uses "
-        "it, never the test set; recorded, so --resume holds out the same rows",
-    )
+    add_train_options(train, TRAIN_OPTIONS[TRAIN_OPTIONS.index("seed") :])
     train.add_argument(
         "--blas-threads",
         type=_blas_threads,
@@ -339,8 +157,7 @@ def build_parser() -> _Parser:
         help="BLAS threads on the CPU: N, or auto (the cores other running "
         "processes leave free: much faster on a busy CPU, but float32 results then "
         "depend on the load, as the thread count changes a matmul's sums) "
-        "(default: the BLAS's own count, with --distributed cores // ranks on "
-        "the host; OPENBLAS_NUM_THREADS and the like win)",
+        "(default: the BLAS's own count; OPENBLAS_NUM_THREADS and the like win)",
     )
     train.add_argument(
         "--save",

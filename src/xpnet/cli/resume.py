@@ -26,39 +26,19 @@ _ARCHITECTURE_OPTIONS = (
     "init",
     "loss",
     "dtype",
-)
 
-# What checkpoints written before an option existed were trained with: the
-# command line offered nothing else then.
-_OLD_DEFAULTS = {"output_activation": "identity", "init": "auto", "scale": None}
-
-_DATA_OPTIONS = (
-    "dataset",
-    "deskew",
-    "standardize",
-    "no_scale",
-    "scale",
-    "validation_split",
+from .options import (
+    ARCHITECTURE,
+    DATA,
+    HONOURED,
+    OLD_OPTION_DEFAULTS,
+    group_of,
 )
+from .options import TRAIN_OPTIONS as _TRAIN_OPTIONS
 
-_CONTINUED_OPTIONS = (
-    "optimizer",
-    "lr",
-    "momentum",
-    "nesterov",
-    "weight_decay",
-    "lr_decay",
-    "seed",
-    *CONTROL_OPTIONS,
-)
-
-#: every option a checkpoint records
-TRAIN_OPTIONS = (
-    *_DATA_OPTIONS,
-    *_ARCHITECTURE_OPTIONS,
-    *_CONTINUED_OPTIONS,
-    "batch_size",
-)
+#: every option a checkpoint records; its group says how a resumed run
+#: treats a different value (see :mod:`.options`)
+TRAIN_OPTIONS = _TRAIN_OPTIONS
 
 
 def data_paths(name: str) -> list[Path] | None:
@@ -137,13 +117,13 @@ def reconcile_resume(
     if saved:
         # Before --schedule, --lr-decay alone chose inverse-time decay.
         schedule = "inverse-time" if saved.get("lr_decay") else "constant"
-        saved = {**_OLD_DEFAULTS, "schedule": schedule, **saved}
+        saved = {**OLD_OPTION_DEFAULTS, "schedule": schedule, **saved}
     for key in TRAIN_OPTIONS:
         if key not in saved:
             continue
         if key in args.given and not _same_option(key, getattr(args, key), saved[key]):
             given, old = _flag(key, getattr(args, key)), _flag(key, saved[key])
-            if key == "batch_size":
+            if group_of(key) == HONOURED:
                 notices.append(
                     f"batch size {saved[key]} -> {args.batch_size} from this epoch on "
                     "(the checkpoint will record the new one)"
@@ -154,7 +134,7 @@ def reconcile_resume(
                     # The data moved since it was trained on: follow it.
                     notices.append(f"dataset {saved[key]} not found; using {given}")
                     continue
-            if key in _ARCHITECTURE_OPTIONS or key in _DATA_OPTIONS:
+            if group_of(key) in (ARCHITECTURE, DATA):
                 why = "a resumed run keeps the model and data it was trained on"
             else:
                 why = "a resumed run continues its optimizer and random state"
