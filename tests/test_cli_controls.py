@@ -236,6 +236,19 @@ def test_issue18_wrong_schedule_parameters_are_one_line(data, capsys):
     assert code == 2 and "--adam-betas is for --optimizer adam or adamw" in err
     code, _, err = train(data, "--log", "run.txt", capsys=capsys)
     assert code == 2 and "must end in .csv or .jsonl" in err
+    code, _, err = train(data, "--warmup-epochs", "3", "--epochs", "3", capsys=capsys)
+    assert code == 2 and "--warmup-epochs 3 leaves nothing of --epochs 3" in err
+    code, _, err = train(
+        data,
+        "--save",
+        "same.npz",
+        "--save-best",
+        "same.npz",
+        "--validation-split",
+        "0.2",
+        capsys=capsys,
+    )
+    assert code == 2 and "is --save's file" in err
 
 
 def test_issue18_adam_betas_are_used_and_recorded(data, tmp_path, capsys):
@@ -414,3 +427,18 @@ def test_issue18_old_checkpoint_keeps_its_schedule(data, tmp_path, capsys):
         data, "--resume", str(save), "--epochs", "2", "--quiet", capsys=capsys
     )
     assert code == 0
+
+
+def test_issue18_tensorboard_refusals_come_before_any_work(data, tmp_path, capsys):
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    code, out, err = train(
+        data,
+        "--tensorboard",
+        str(taken),
+        "--save",
+        str(tmp_path / "run.npz"),
+        capsys=capsys,
+    )
+    assert code == 2 and "is not a directory" in err and out == ""
+    assert not (tmp_path / "run.npz").exists()

@@ -226,14 +226,29 @@ def check_controls(args: argparse.Namespace, new_run: bool) -> None:
         raise UsageError(
             f"--log {args.log!r}: the name must end in .csv or .jsonl (the format)"
         )
-    if (
-        args.warmup_epochs
-        and args.warmup_epochs >= args.epochs
-        and "resume" not in given
-    ):
+    if args.tensorboard is not None:
+        _check_tensorboard(Path(args.tensorboard))
+    if new_run and args.warmup_epochs and args.warmup_epochs >= args.epochs:
         raise UsageError(
             f"--warmup-epochs {args.warmup_epochs} leaves nothing of --epochs "
             f"{args.epochs} for the schedule: warm up for fewer epochs"
+        )
+
+
+def _check_tensorboard(folder: Path) -> None:
+    """``--tensorboard DIR``: the package is there and DIR can be a folder."""
+    import importlib.util
+
+    from .common import UsageError
+
+    if importlib.util.find_spec("tensorboard") is None:
+        raise UsageError(
+            "--tensorboard needs the tensorboard package: pip install "
+            "'xpnet[tensorboard]' (or pip install tensorboard)"
+        )
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise UsageError(
+            f"--tensorboard {str(folder)!r} is not a directory: give a folder name"
         )
 
 

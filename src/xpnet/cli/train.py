@@ -2,20 +2,20 @@
 
 The command runs in phases: :func:`_prepare` checks every path and option
 before any work (save targets and their locks, the resume rules, the
-controls) and freezes the options into one :class:`TrainConfig`;
+controls) and freezes the options into one ``TrainConfig`` (:func:`~.trainrun.freeze`);
 :func:`_load_or_build` loads the data and builds the model (a resumed one
 was read while preparing); :func:`_fit` trains with the run's callbacks (the
 test report, the ``--save`` and ``--save-best`` checkpoints, early stopping,
-the plateau rule, logs, the epoch lines, the live plot); :func:`_finish`
-prints the ``done:`` line and the ``--json`` object. What a phase opens (a
-lock, a BLAS thread limit) is closed by one ExitStack however the run ends.
+the plateau rule, logs, the epoch lines, the live plot); and
+:func:`xpnet.cli.finish.finish` prints the ``done:`` line and the ``--json``
+object. What a phase opens (a lock, a BLAS thread limit) is closed by one
+ExitStack however the run ends.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import __version__
-from ..backend import Backend, resolve
+from ..backend import resolve
 from ..checkpoint import Checkpoint
 from ..datasets import choose_default_dataset
 from ..errors import DivergenceError, XpnetError
@@ -35,18 +34,16 @@ from ..threads import busy_cpu_hint, limited_blas_threads
 from .build import build_model, check_head, resolve_defaults, say_start
 from .common import (
     CheckpointWriteError,
-    Exit,
     check_features,
     dataset_facts,
     device_facts,
-    end_bar_line,
     load_training_data,
-    print_json,
     say,
     scale_option,
 )
 from .controls import check_controls, control_callbacks
 from .epochs import EpochLine, LivePlotting, SaveLast, SignalsWait, TestReport
+from .finish import finish, nothing_to_train, stopped
 from .plot import LivePlot, loss_name, run_title
 from .resume import (
     TRAIN_OPTIONS,
@@ -56,58 +53,11 @@ from .resume import (
     reconcile_resume,
     resume_source,
 )
+from .trainrun import TrainRun, freeze
 
 if TYPE_CHECKING:
     from ..runlock import LockError
     from .distributed import Rank
-
-#: what the command line puts on its namespace beside the options: the
-#: run's report, clean-ups and the options given (not frozen)
-_RUN_STATE = ("report", "cleanup", "given", "describe_saved", "func")
-
-#: why training stopped, in the done: line
-_STOPPED = {
-    "epochs": "--epochs {epochs} reached",
-    "early_stopping": "early stopping: no better validation loss in {patience}; "
-    "best epoch {best_epoch}, its weights restored",
-}
-
-
-def freeze(args: argparse.Namespace) -> Any:
-    """The options of ``args`` as one frozen :class:`TrainConfig` (lists as
-    tuples), taken once the resume rules and defaults are applied."""
-    options = {
-        k: tuple(v) if isinstance(v, list) else v
-        for k, v in vars(args).items()
-        if k not in _RUN_STATE
-    }
-    cls = dataclasses.make_dataclass("TrainConfig", list(options), frozen=True)
-    return cls(**options)
-
-
-@dataclasses.dataclass
-class _Run:
-    """What the phases share: the frozen options and this process's facts."""
-
-    config: Any
-    args: argparse.Namespace  # its report and clean-ups only
-    rank: Rank | None
-    backend: Backend
-    target: SaveTarget
-    plot: LivePlot | None
-    saved: Checkpoint | None
-    resume: str | None
-    notices: list[str]
-
-    @property
-    def writes(self) -> bool:
-        # Of the ranks of a distributed run, rank 0 alone writes files.
-        return self.rank is None or self.rank.lead
-
-    def options(self) -> dict[str, Any]:
-        """The training options a checkpoint records."""
-        values = {k: getattr(self.config, k) for k in TRAIN_OPTIONS}
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -132,7 +82,7 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
             run.saved is not None
             and run.config.epochs <= run.saved.model.epochs_trained
         ):
-            return _nothing_to_train(run)
+            return nothing_to_train(run)
         model, data = _load_or_build(run)
         _fit(run, model, data, stack)
     return 0
@@ -141,7 +91,7 @@ def _train(args: argparse.Namespace, rank: Rank | None) -> int:
 # -- prepare the run -------------------------------------------------------------
 def _prepare(
     args: argparse.Namespace, rank: Rank | None, stack: contextlib.ExitStack
-) -> _Run:
+) -> TrainRun:
     """Check every path and option before any work; read a resumed run's
     checkpoint and apply the resume rules; return the frozen run."""
 
@@ -177,7 +127,9 @@ def _prepare(
         notices = reconcile_resume(args, saved.options, resume)
         args.dtype = saved.model.dtype_name
         args.report["epochs_trained"] = saved.model.epochs_trained
-    run = _Run(freeze(args), args, rank, backend, target, plot, saved, resume, notices)
+    run = TrainRun(
+        freeze(args), args, rank, backend, target, plot, saved, resume, notices
+    )
     if saved is not None and args.epochs <= saved.model.epochs_trained:
         return run
     if unwritable is not None:
@@ -225,7 +177,7 @@ def _choose_dataset(args: argparse.Namespace, rank: Rank | None, writes: bool) -
 
 
 # -- load or build -----------------------------------------------------------------
-def _load_or_build(run: _Run) -> tuple[Any, Any]:
+def _load_or_build(run: TrainRun) -> tuple[Any, Any]:
     """The data (preprocessed as recorded when resuming) and the model."""
     config, saved = run.config, run.saved
     data = load_training_data(
@@ -261,7 +213,7 @@ def _steps_per_epoch(config: Any, data: Any) -> int:
 
 
 # -- fit ---------------------------------------------------------------------------
-def _fit(run: _Run, model: Any, data: Any, stack: contextlib.ExitStack) -> None:
+def _fit(run: TrainRun, model: Any, data: Any, stack: contextlib.ExitStack) -> None:
     from ..interrupts import Terminated
 
     config, args, target, plot = run.config, run.args, run.target, run.plot
@@ -314,7 +266,7 @@ def _fit(run: _Run, model: Any, data: Any, stack: contextlib.ExitStack) -> None:
                 communicator=run.rank.comm if run.rank is not None else None,
             )
     except (KeyboardInterrupt, Terminated) as exc:
-        _stopped(run, model, history_so_far, exc)
+        stopped(run, model, history_so_far, exc)
     except DivergenceError as exc:
         args.report["stop_reason"] = "divergence"
         if plot is not None:
@@ -348,7 +300,7 @@ def _fit(run: _Run, model: Any, data: Any, stack: contextlib.ExitStack) -> None:
     if history.stop_reason == "early_stopping" and best_epoch is not None:
         # The model now holds the best epoch's weights: report its scores.
         reported = next(r for r in history_so_far if r["epoch"] == best_epoch)
-    _finish(
+    finish(
         run,
         records=rows,
         seconds=seconds,
@@ -361,7 +313,7 @@ def _fit(run: _Run, model: Any, data: Any, stack: contextlib.ExitStack) -> None:
     )
 
 
-def _threads(run: _Run, stack: contextlib.ExitStack) -> int | None:
+def _threads(run: TrainRun, stack: contextlib.ExitStack) -> int | None:
     """The BLAS thread limit of --blas-threads (for the run), or a hint."""
     config = run.config
     if run.backend.is_gpu:
@@ -377,7 +329,7 @@ def _threads(run: _Run, stack: contextlib.ExitStack) -> int | None:
     return None
 
 
-def _saver(run: _Run, model: Any, record: Checkpoint) -> Any:
+def _saver(run: TrainRun, model: Any, record: Checkpoint) -> Any:
     """The ``--save`` checkpoint's writer: the record, atomically; other
     ranks only note the epoch rank 0 writes."""
     from ..interrupts import deferred
@@ -407,7 +359,7 @@ def _saver(run: _Run, model: Any, record: Checkpoint) -> Any:
 
 
 def _callbacks(
-    run: _Run,
+    run: TrainRun,
     model: Any,
     data: Any,
     record: Checkpoint,
@@ -445,106 +397,3 @@ def _callbacks(
     if run.plot is not None:
         shown.append(LivePlotting(run.plot, history, config.epochs))
     return [SignalsWait(held), *writers, *shown], stateful
-
-
-def _stopped(
-    run: _Run, model: Any, history: list[dict[str, Any]], exc: BaseException
-) -> None:
-    """Ctrl-C or a signal: one line saying what the checkpoint holds and how
-    to continue; the unfinished epoch is dropped, so --resume continues
-    exactly."""
-    from ..interrupts import Terminated
-
-    target, config = run.target, run.config
-    if run.plot is not None:
-        run.plot.draw_on_stop(history)
-    how = str(exc) if isinstance(exc, Terminated) else "interrupted"
-    again = f"xpnet train --resume {target.path} --epochs {config.epochs}"
-    if run.rank is not None:
-        again = f"mpiexec -n {run.rank.comm.size} {again} --distributed"
-    hint = f" (continue with: {again})" if target.epoch is not None else ""
-    message = f"{how} in epoch {model.epochs_trained + 1}; {target.holds()}{hint}"
-    run.args.report.update(error=message, stop_reason="interrupt")
-    if run.writes:  # one message per run, not one per rank
-        print(f"{end_bar_line()}xpnet: {message}", file=sys.stderr)
-    raise Exit(exc.exit_code if isinstance(exc, Terminated) else 1) from None
-
-
-# -- finish ------------------------------------------------------------------------
-def _nothing_to_train(run: _Run) -> int:
-    """``--epochs`` counts the total: a finished run says so and exits 0."""
-    saved = run.saved
-    assert saved is not None
-    done = saved.model.epochs_trained
-    if run.plot is not None:
-        run.plot.title = run_title(
-            run.target.path, saved.model, saved.options, saved.dataset
-        )
-        run.plot.loss = loss_name(saved.model, saved.options)
-        run.plot.draw_on_stop(saved.history)
-    print(
-        f"xpnet: {run.resume} already holds {done} epoch{'s' * (done != 1)} "
-        f"(--epochs {run.config.epochs} is the total): nothing to train",
-        file=sys.stderr,
-    )
-    _finish(
-        run,
-        records=[],
-        seconds=0.0,
-        epochs_trained=done,
-        config=saved.options,
-        dataset=saved.dataset,
-        test_accuracy=saved.history[-1].get("test_accuracy") if saved.history else None,
-        stop_reason="epochs",
-        best_epoch=None,
-    )
-    return 0
-
-
-def _epochs(count: int) -> str:
-    return f"{count} epoch{'s' * (count != 1)}"
-
-
-def _finish(
-    run: _Run,
-    *,
-    records: list[dict[str, Any]],
-    seconds: float,
-    epochs_trained: int,
-    config: dict[str, Any],
-    dataset: dict[str, Any] | None,
-    test_accuracy: Any,
-    stop_reason: str,
-    best_epoch: int | None,
-) -> None:
-    """The final line (printed even with --quiet) and the --json line."""
-    ran = len(records)
-    if ran:
-        why = _STOPPED.get(stop_reason, stop_reason).format(
-            epochs=run.config.epochs,
-            patience=_epochs(run.config.early_stopping or 0),
-            best_epoch=best_epoch,
-        )
-        line = f"done: {ran} epoch{'s' * (ran != 1)} in {seconds:.1f} s ({why})"
-    else:
-        line = f"done: 0 epochs, {epochs_trained} trained"
-    if isinstance(test_accuracy, float):
-        line += f", test accuracy {100 * test_accuracy:.2f}%"
-    print(line, flush=True)
-    if run.config.json:
-        print_json(
-            {
-                "command": "train",
-                "xpnet_version": __version__,
-                "config": config,
-                "device": device_facts(run.backend),
-                "dataset": dataset,
-                "epochs_trained": epochs_trained,
-                "history": records,
-                "seconds": seconds,
-                "checkpoint": run.config.save,
-                "stop_reason": stop_reason,
-                "best_epoch": best_epoch,
-                **run.args.report.get("distributed", {}),
-            }
-        )
