@@ -57,9 +57,12 @@ def build_model(config: Any, data: Any, backend: Backend, steps: int) -> Any:
         settings.update(momentum=config.momentum, nesterov=config.nesterov)
     elif config.adam_betas is not None:
         settings.update(beta1=config.adam_betas[0], beta2=config.adam_betas[1])
+    from ..memory import check_saved_arrays_readable
+
     outputs = data.num_classes if config.loss != "bce" or data.num_classes > 2 else 1
-    return mlp(
-        [data.n_features, *config.hidden, outputs],
+    sizes = [data.n_features, *config.hidden, outputs]
+    model = mlp(
+        sizes,
         config.activation,
         output_activation=config.output_activation,
         init=config.init.replace("-", "_"),
@@ -69,6 +72,10 @@ def build_model(config: Any, data: Any, backend: Backend, steps: int) -> Any:
         dtype=config.dtype,
         seed=config.seed,
     )
+    if config.save:
+        # A checkpoint xpnet could not read back is refused before training.
+        check_saved_arrays_readable(sizes, config.dtype)
+    return model
 
 
 def say_start(
@@ -76,15 +83,15 @@ def say_start(
     model: Any,
     data: Any,
     backend: Backend,
-    threads: int | None,
+    threads: str,
     resumed: bool,
 ) -> None:
-    """The three start-up lines: versions and device, data, model."""
+    """The three start-up lines: versions and device (``threads``: the BLAS
+    threads as said, e.g. `` | 2 BLAS threads``), data, model."""
     say(
         config,
         f"xpnet {__version__} | {backend.describe()} | dtype {model.dtype_name}"
-        f" | seed {model.seed}"
-        + (f" | {threads} BLAS thread{'s' * (threads != 1)}" if threads else ""),
+        f" | seed {model.seed}" + threads,
     )
     say(
         config,

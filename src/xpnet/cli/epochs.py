@@ -103,13 +103,24 @@ class LivePlotting(Callback):
     the run's end draws it)."""
 
     def __init__(
-        self, plot: LivePlot, history: list[dict[str, Any]], total_epochs: int
+        self,
+        plot: LivePlot,
+        history: list[dict[str, Any]],
+        total_epochs: int,
+        holds: Callable[[], str],
     ) -> None:
         self.plot, self.history, self.total_epochs = plot, history, total_epochs
+        #: what the checkpoint holds, for the one line of a failed drawing
+        self.holds = holds
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+        from ..figures import PlotError
+
         if epoch < self.total_epochs and self.plot.due():
-            self.plot.draw(self.history)
+            try:
+                self.plot.draw(self.history)
+            except PlotError as exc:
+                raise PlotError(f"{exc}; {self.holds()}") from None
 
 
 class SignalsWait(Callback):

@@ -42,6 +42,7 @@ from .common import (
     scale_option,
 )
 from .controls import check_controls, control_callbacks
+from .distributed import agreed_start
 from .epochs import EpochLine, LivePlotting, SaveLast, SignalsWait, TestReport
 from .finish import finish, nothing_to_train, stopped
 from .plot import LivePlot, loss_name, run_title
@@ -56,7 +57,7 @@ from .resume import (
 from .trainrun import TrainRun, freeze
 
 if TYPE_CHECKING:
-    from ..runlock import LockError
+    from ..runlock import CheckpointLock, LockError
     from .distributed import Rank
 
 
@@ -96,6 +97,7 @@ def _prepare(
     checkpoint and apply the resume rules; return the frozen run."""
 
     writes = rank is None or rank.lead
+    lock: CheckpointLock | None = None
     unwritable: LockError | None = None
     start_error: XpnetError | None = None
     plot = None
@@ -108,8 +110,10 @@ def _prepare(
             plot = LivePlot(args.plot, overwrite=args.overwrite, checkpoint=target.path)
         backend = resolve(args.device, args.backend)
         args.describe_saved = target.holds
+        if rank is not None:  # a stalled run says what is saved, too
+            rank.comm.stall.note = target.holds
         if target.path is not None and writes:
-            unwritable = _lock(target.path, stack)
+            lock, unwritable = _lock(target.path, stack)
     except XpnetError as exc:
         if rank is None:
             raise
@@ -120,24 +124,33 @@ def _prepare(
         rank.check_options(args, TRAIN_OPTIONS)
     saved: Checkpoint | None = None
     notices: list[str] = []
-    if resume:
-        saved = Checkpoint.from_file(resume, backend)
-        if target.path is not None and Path(resume).resolve() == target.path.resolve():
-            target.epoch = saved.model.epochs_trained
-        notices = reconcile_resume(args, saved.options, resume)
-        args.dtype = saved.model.dtype_name
-        args.report["epochs_trained"] = saved.model.epochs_trained
-    run = TrainRun(
-        freeze(args), args, rank, backend, target, plot, saved, resume, notices
-    )
-    if saved is not None and args.epochs <= saved.model.epochs_trained:
-        return run
-    if unwritable is not None:
-        raise CheckpointWriteError(f"{unwritable}; {target.holds()}")
-    check_head(args)  # after resuming, which refuses a head the run never had
-    check_controls(args, new_run=saved is None)
-    if saved is None:
-        resolve_defaults(args)
+    if writes and target.notice:
+        notices.append(target.notice)
+    # Each rank reads the checkpoint alone, then they agree (one line from
+    # rank 0, no abort), as they do on every start-up check below.
+    with agreed_start(rank):
+        if resume:
+            saved = Checkpoint.from_file(resume, backend)
+            if (
+                target.path is not None
+                and Path(resume).resolve() == target.path.resolve()
+            ):
+                target.epoch = saved.model.epochs_trained
+            notices += reconcile_resume(args, saved.options, resume)
+            args.dtype = saved.model.dtype_name
+            args.report["epochs_trained"] = saved.model.epochs_trained
+        run = TrainRun(
+            freeze(args), args, rank, backend, target, plot, saved, resume, notices
+        )
+        run.lock = lock
+        if saved is not None and args.epochs <= saved.model.epochs_trained:
+            return run
+        if unwritable is not None:
+            raise CheckpointWriteError(f"{unwritable}; {target.holds()}")
+        check_head(args)  # after resuming, which refuses a head the run never had
+        check_controls(args, new_run=saved is None)
+        if saved is None:
+            resolve_defaults(args)
     if resume is None and "dataset" not in args.given:
         _choose_dataset(args, rank, writes)
     args.dataset = dataset_identity(args.dataset)
@@ -145,9 +158,12 @@ def _prepare(
     return run
 
 
-def _lock(path: Path, stack: contextlib.ExitStack) -> LockError | None:
-    """Take the checkpoint's lock for the run (released by ``stack``); a
-    read-only place is returned (fine for a run with nothing to train)."""
+def _lock(
+    path: Path, stack: contextlib.ExitStack
+) -> tuple[CheckpointLock | None, LockError | None]:
+    """``(lock, None)``: the checkpoint's lock, taken for the run (released by
+    ``stack``); ``(None, error)`` for a read-only place (fine for a run with
+    nothing left to train)."""
     from ..runlock import CheckpointLock, LockError, remove_stale_temp_files
 
     try:
@@ -155,10 +171,10 @@ def _lock(path: Path, stack: contextlib.ExitStack) -> LockError | None:
     except LockError as exc:
         if exc.busy:
             raise
-        return exc
+        return None, exc
     stack.callback(lock.release)
     remove_stale_temp_files(path)
-    return None
+    return lock, None
 
 
 def _choose_dataset(args: argparse.Namespace, rank: Rank | None, writes: bool) -> None:
@@ -171,7 +187,8 @@ def _choose_dataset(args: argparse.Namespace, rank: Rank | None, writes: bool) -
             args.data_dir, progress=sys.stderr.isatty()
         )
     if rank is not None:
-        args.dataset = rank.comm.allgather(args.dataset)[0]
+        with rank.comm.stall.paused():  # rank 0 may be downloading
+            args.dataset = rank.comm.allgather(args.dataset)[0]
     if notice:
         print(f"xpnet: {notice}", file=sys.stderr, flush=True)
 
@@ -179,6 +196,11 @@ def _choose_dataset(args: argparse.Namespace, rank: Rank | None, writes: bool) -
 # -- load or build -----------------------------------------------------------------
 def _load_or_build(run: TrainRun) -> tuple[Any, Any]:
     """The data (preprocessed as recorded when resuming) and the model."""
+    with agreed_start(run.rank):  # e.g. a dataset missing on one rank
+        return _load_or_build_agreed(run)
+
+
+def _load_or_build_agreed(run: TrainRun) -> tuple[Any, Any]:
     config, saved = run.config, run.saved
     data = load_training_data(
         config.dataset,
@@ -313,20 +335,27 @@ def _fit(run: TrainRun, model: Any, data: Any, stack: contextlib.ExitStack) -> N
     )
 
 
-def _threads(run: TrainRun, stack: contextlib.ExitStack) -> int | None:
-    """The BLAS thread limit of --blas-threads (for the run), or a hint."""
+def _threads(run: TrainRun, stack: contextlib.ExitStack) -> str:
+    """The BLAS thread limit for the run, as the first line says it: that of
+    --blas-threads, or a rank's share of its host's cores; else a hint."""
     config = run.config
     if run.backend.is_gpu:
-        return None
-    if config.blas_threads is not None:
-        threads: int | None = stack.enter_context(
-            limited_blas_threads(config.blas_threads)
-        )
-        return threads
+        return ""
+    # Ranks on one host share its cores: each gets its share of BLAS threads
+    # (OpenBLAS's one per core on every rank oversubscribes them many times).
+    setting, share = config.blas_threads, None
+    if run.rank is not None and setting is None:
+        setting, share = run.rank.blas_share()
+    if setting is not None:
+        threads = stack.enter_context(limited_blas_threads(setting))
+        if not threads:
+            return ""
+        said = f" | {threads} BLAS thread{'s' * (threads != 1)}"
+        return said + (f" per rank ({share})" if share is not None else "")
     hint = None if config.quiet else busy_cpu_hint()
     if hint:
         run.notices.append(hint)
-    return None
+    return ""
 
 
 def _saver(run: TrainRun, model: Any, record: Checkpoint) -> Any:
@@ -345,17 +374,38 @@ def _saver(run: TrainRun, model: Any, record: Checkpoint) -> Any:
         # A signal waits for the save to finish, so the message that follows
         # it names the epoch that is really on disk.
         with deferred():
-            try:
-                record.to_file(target.path)
-            except OSError as exc:
-                raise CheckpointWriteError(
-                    f"cannot write {str(target.path)!r} ({exc.strerror or exc}); "
-                    + target.holds()
-                ) from None
-            target.epoch = model.epochs_trained
+            _save(record, target, run.lock)
+            target.epoch = target.sidecar_epoch = model.epochs_trained
         run.args.report["epochs_trained"] = model.epochs_trained
 
     return save
+
+
+def _save(record: Checkpoint, target: SaveTarget, lock: CheckpointLock | None) -> None:
+    """Write ``record`` to ``target`` (exclusively the first time, when the
+    file is new to this run), checking the lock first and locking each new
+    version of the file; every failure is one line saying what is on disk."""
+    from ..atomic import OutputError
+    from ..checkpoint import SidecarWriteError
+    from ..runlock import LockError
+
+    assert target.path is not None
+    try:
+        if lock is not None:
+            lock.verify()
+        record.to_file(
+            target.path,
+            exclusive=target.exclusive and target.epoch is None,
+            before_replace=lock.adopt if lock is not None else None,
+        )
+    except SidecarWriteError as exc:
+        target.epoch = record.model.epochs_trained
+        raise CheckpointWriteError(target.sidecar_failed(exc)) from None
+    except (OSError, OutputError, LockError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise CheckpointWriteError(
+            f"cannot write {str(target.path)!r} ({why}); " + target.holds()
+        ) from None
 
 
 def _callbacks(
@@ -395,5 +445,5 @@ def _callbacks(
     held += [*decisions, SaveLast(rows, history, save), *best]
     shown: list[Any] = [EpochLine(lambda text: say(config, text), config.epochs)]
     if run.plot is not None:
-        shown.append(LivePlotting(run.plot, history, config.epochs))
+        shown.append(LivePlotting(run.plot, history, config.epochs, run.target.holds))
     return [SignalsWait(held), *writers, *shown], stateful

@@ -12,6 +12,7 @@ from ..checkpoint import Checkpoint
 from .resume import TRAIN_OPTIONS, SaveTarget
 
 if TYPE_CHECKING:
+    from ..runlock import CheckpointLock
     from .distributed import Rank
     from .plot import LivePlot
 
@@ -47,6 +48,8 @@ class TrainRun:
     saved: Checkpoint | None
     resume: str | None
     notices: list[str]
+    #: the --save checkpoint's lock (None: not saving, or not rank 0)
+    lock: CheckpointLock | None = None
 
     @property
     def writes(self) -> bool:
