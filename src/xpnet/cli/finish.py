@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from .. import __version__
+from ..terminal import printable
 from .common import Exit, device_facts, end_bar_line, print_json
 from .plot import loss_name, run_title
 from .trainrun import TrainRun
@@ -41,7 +42,7 @@ def stopped(
     message = f"{how} in epoch {model.epochs_trained + 1}; {target.holds()}{hint}"
     run.args.report.update(error=message, stop_reason="interrupt")
     if run.writes:  # one message per run, not one per rank
-        print(f"{end_bar_line()}xpnet: {message}", file=sys.stderr)
+        print(f"{end_bar_line()}xpnet: {printable(message)}", file=sys.stderr)
     raise Exit(exc.exit_code if isinstance(exc, Terminated) else 1) from None
 
 

@@ -30,6 +30,7 @@ from ..errors import DivergenceError, XpnetError
 from ..figures import PlotError
 from ..preprocessing import Preprocessing
 from ..progress import Progress
+from ..terminal import printable
 from ..threads import busy_cpu_hint, limited_blas_threads
 from .build import build_model, check_head, resolve_defaults, say_start
 from .common import (
@@ -52,6 +53,7 @@ from .resume import (
     check_save_best,
     dataset_identity,
     reconcile_resume,
+    refuse_changed_data,
     resume_source,
 )
 from .trainrun import TrainRun, freeze
@@ -217,6 +219,7 @@ def _load_or_build_agreed(run: TrainRun) -> tuple[Any, Any]:
     )
     if saved is not None:
         check_features(saved.model, data, f"checkpoint {run.resume!r}")
+        refuse_changed_data(saved.dataset, data, str(run.resume))
         return saved.model, data
     return build_model(config, data, run.backend, _steps_per_epoch(config, data)), data
 
@@ -247,8 +250,8 @@ def _fit(run: TrainRun, model: Any, data: Any, stack: contextlib.ExitStack) -> N
     )
     threads = _threads(run, stack)
     say_start(config, model, data, run.backend, threads, run.saved is not None)
-    for notice in run.notices:
-        print(f"xpnet: {notice}", file=sys.stderr)
+    for notice in run.notices:  # may quote the checkpoint's recorded options
+        print(f"xpnet: {printable(notice)}", file=sys.stderr)
     if plot is not None:
         plot.title = run_title(target.path, model, options, dataset_facts(data))
         plot.loss = loss_name(model, options)
