@@ -17,6 +17,7 @@ import xpnet
 from xpnet import cli, figures
 from xpnet.checkpoint import save_checkpoint
 from xpnet.cli import plot as cli_plot
+from xpnet.cli import epochs as cli_epochs
 from xpnet.cli import train as cli_train
 
 pytest.importorskip("matplotlib")
@@ -224,14 +225,14 @@ def test_plot_command_without_matplotlib_says_how_to_install(
 
 def test_train_plot_is_drawn_when_the_run_is_stopped(tmp_path, capsys, monkeypatch):
     png = tmp_path / "c.png"
-    real = cli_train.epoch_line
+    real = cli_epochs.epoch_line  # the epoch lines' callback prints it
 
     def stop_in_epoch_2(record, total):
         if record["epoch"] == 2:
             raise KeyboardInterrupt
         return real(record, total)
 
-    monkeypatch.setattr(cli_train, "epoch_line", stop_in_epoch_2)
+    monkeypatch.setattr(cli_epochs, "epoch_line", stop_in_epoch_2)
     assert cli.main(["train", *SMALL, "--epochs", "2", "--plot", str(png)]) == 1
     assert png.read_bytes().startswith(b"\x89PNG")
     # Diverging in the first epoch: nothing to draw, and it says so.
