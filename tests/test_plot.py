@@ -16,8 +16,8 @@ import pytest
 import xpnet
 from xpnet import cli, figures
 from xpnet.checkpoint import save_checkpoint
-from xpnet.cli import plot as cli_plot
 from xpnet.cli import epochs as cli_epochs
+from xpnet.cli import plot as cli_plot
 from xpnet.cli import train as cli_train
 
 pytest.importorskip("matplotlib")

@@ -10,23 +10,6 @@ from typing import Any
 
 from ..filekinds import longest_name, not_a_file
 from .common import UsageError
-from .controls import CONTROL_OPTIONS
-
-#: bytes the longest file made beside a checkpoint adds to its name: the
-#: temporary file of its .json copy, ``.NAME.json.XXXXXXXX.tmp``
-SIDE_FILE_BYTES = len("..json.") + 8 + len(".tmp")
-
-# Options a resumed run must share with its checkpoint: they define the model
-# (architecture, dtype) or its data. Any other option that differs is refused
-# too (the optimizer state and RNG continue), except the batch size, honoured.
-_ARCHITECTURE_OPTIONS = (
-    "hidden",
-    "activation",
-    "output_activation",
-    "init",
-    "loss",
-    "dtype",
-
 from .options import (
     ARCHITECTURE,
     DATA,
@@ -35,6 +18,10 @@ from .options import (
     group_of,
 )
 from .options import TRAIN_OPTIONS as _TRAIN_OPTIONS
+
+#: bytes the longest file made beside a checkpoint adds to its name: the
+#: temporary file of its .json copy, ``.NAME.json.XXXXXXXX.tmp``
+SIDE_FILE_BYTES = len("..json.") + 8 + len(".tmp")
 
 #: every option a checkpoint records; its group says how a resumed run
 #: treats a different value (see :mod:`.options`)
@@ -295,13 +282,13 @@ def check_save_best(
         )
     if path.is_dir():
         raise UsageError(f"--save-best {str(path)!r} is a directory; give a file name")
-    if target.path is not None and path.resolve() == target.path.resolve():
+    if target.path is not None and resolved(path) == resolved(target.path):
         raise UsageError(
             f"--save-best {str(path)!r} is --save's file, which holds the last "
             "epoch: give the best epoch another name"
         )
     dataset = getattr(args, "dataset", None)
-    if dataset and path.resolve() in [p.resolve() for p in data_paths(dataset) or []]:
+    if dataset and resolved(path) in [resolved(p) for p in data_paths(dataset) or []]:
         raise UsageError(
             f"--save-best {str(path)!r} is the training data file: save the "
             "checkpoint under another name"

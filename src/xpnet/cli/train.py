@@ -54,6 +54,7 @@ from .resume import (
     dataset_identity,
     reconcile_resume,
     refuse_changed_data,
+    resolved,
     resume_source,
 )
 from .trainrun import TrainRun, freeze
@@ -133,9 +134,8 @@ def _prepare(
     with agreed_start(rank):
         if resume:
             saved = Checkpoint.from_file(resume, backend)
-            if (
-                target.path is not None
-                and Path(resume).resolve() == target.path.resolve()
+            if target.path is not None and resolved(Path(resume)) == resolved(
+                target.path
             ):
                 target.epoch = saved.model.epochs_trained
             notices += reconcile_resume(args, saved.options, resume)
