@@ -48,6 +48,7 @@ def resolve_defaults(args: argparse.Namespace) -> None:
 def build_model(config: Any, data: Any, backend: Backend, steps: int) -> Any:
     """The network of a new run; ``steps``: updates per epoch (for the
     schedule, given in epochs)."""
+    from ..memory import check_batch_fits, check_saved_arrays_readable
     from ..model import mlp
     from ..optimizers import get_optimizer
 
@@ -57,25 +58,25 @@ def build_model(config: Any, data: Any, backend: Backend, steps: int) -> Any:
         settings.update(momentum=config.momentum, nesterov=config.nesterov)
     elif config.adam_betas is not None:
         settings.update(beta1=config.adam_betas[0], beta2=config.adam_betas[1])
-    from ..memory import check_saved_arrays_readable
-
+    optimizer = get_optimizer(config.optimizer, **settings)
     outputs = data.num_classes if config.loss != "bce" or data.num_classes > 2 else 1
     sizes = [data.n_features, *config.hidden, outputs]
-    model = mlp(
+    # Refused before anything is allocated: too large to train, or to read back.
+    rows = min(config.batch_size, max(len(data.x_train), 1))
+    check_batch_fits(sizes, rows, config.dtype, len(optimizer.slot_names), backend)
+    if config.save:
+        check_saved_arrays_readable(sizes, config.dtype)
+    return mlp(
         sizes,
         config.activation,
         output_activation=config.output_activation,
         init=config.init.replace("-", "_"),
         loss=config.loss,
-        optimizer=get_optimizer(config.optimizer, **settings),
+        optimizer=optimizer,
         device=backend,
         dtype=config.dtype,
         seed=config.seed,
     )
-    if config.save:
-        # A checkpoint xpnet could not read back is refused before training.
-        check_saved_arrays_readable(sizes, config.dtype)
-    return model
 
 
 def say_start(
