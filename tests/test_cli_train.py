@@ -260,8 +260,11 @@ def test_a_byo_dataset_is_stored_resolved_so_resume_works_elsewhere(tmp_path, by
 # -- item 10: temp files of killed saves are cleaned up ------------------------------
 def test_stale_temp_files_of_the_checkpoint_are_removed(tmp_path):
     ok(run("train", *SMALL, "--epochs", "1", "--save", "ck.npz", cwd=tmp_path))
-    stale = [tmp_path / ".ck.npz.x1y2.tmp", tmp_path / ".ck.npz.json.abc.tmp"]
-    other = tmp_path / ".other.npz.x1y2.tmp"
+    stale = [
+        tmp_path / ".ck.npz.xpnet-tmp-x1y2ab_3.tmp",
+        tmp_path / ".ck.npz.json.xpnet-tmp-abcdefgh.tmp",
+    ]
+    other = tmp_path / ".other.npz.xpnet-tmp-x1y2ab_3.tmp"
     for path in (*stale, other):
         path.write_bytes(b"\0" * 1000)
     proc = run("train", "--resume", "ck.npz", "--epochs", "1", cwd=tmp_path)

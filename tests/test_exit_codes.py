@@ -72,10 +72,10 @@ def test_item24_a_255_character_save(tmp_path, capsys):
     args = ["train", "--dataset", "mnist-sample", *QUICK]
     assert main([*args, "--save", str(save)]) == 2
     line = _one_line(capsys)
-    assert "is 255 bytes long; at most 236 fit" in line
+    assert "is 255 bytes long; at most 226 fit" in line
     assert not list(tmp_path.iterdir())  # nothing written
     # The longest name that fits trains and saves (lock, .json, temp files).
-    longest = tmp_path / ("b" * 232 + ".npz")
+    longest = tmp_path / ("b" * 222 + ".npz")
     assert main([*args, "--save", str(longest)]) == 0
     assert read_checkpoint(longest)[0]["epochs_trained"] == 1
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
@@ -36,10 +37,13 @@ from .errors import XpnetError
 
 __all__ = [
     "OutputError",
+    "TEMP_MARK",
+    "TEMP_NAME_EXTRA",
     "OwnedOutput",
     "atomic_write",
     "check_link_target",
     "check_output_target",
+    "own_temp_files",
     "temp_prefix",
     "write_target",
 ]
@@ -71,10 +75,50 @@ _NO_HARD_LINKS = {
 }
 
 
+#: what marks a temporary file as xpnet's own: ``.<name>.xpnet-tmp-<token>.tmp``
+#: (the token: mkstemp's 8 random characters). Only files named so are ever
+#: cleaned up; a user's ``.<name>.backup.tmp`` is not ours and is left alone.
+TEMP_MARK = "xpnet-tmp-"
+_TEMP_SUFFIX = ".tmp"
+_TEMP_TOKEN = r"[a-z0-9_]{8}"  # tempfile's alphabet, its fixed length
+
+#: bytes a temporary name adds to the name of the file it becomes
+TEMP_NAME_EXTRA = len("..") + len(TEMP_MARK) + 8 + len(_TEMP_SUFFIX)
+
+
 def temp_prefix(path: str | os.PathLike) -> str:
-    """The name prefix of the temporary files for ``path`` (``.<name>.``); they
-    end in ``.tmp``. A killed process can leave one behind."""
-    return f".{Path(path).name}."
+    """The name prefix of the temporary files for ``path``
+    (``.<name>.xpnet-tmp-``); a random token and ``.tmp`` follow. A killed
+    process can leave one behind (see :func:`own_temp_files`)."""
+    return f".{Path(path).name}.{TEMP_MARK}"
+
+
+def own_temp_files(directory: str | os.PathLike, name: str | None) -> list[Path]:
+    """The temporary files :func:`atomic_write` made in ``directory`` for the
+    file ``name`` (None: for any file): named exactly as it names them, and
+    regular files with one link (a symbolic link, a directory or a file
+    linked elsewhere under such a name is not ours). For cleaning up after a
+    killed writer; the caller makes sure none is still being written."""
+    if name is None:
+        prefix = r"\..+\." + re.escape(TEMP_MARK)
+    else:
+        prefix = re.escape(temp_prefix(name))
+    pattern = re.compile(prefix + _TEMP_TOKEN + re.escape(_TEMP_SUFFIX))
+    found = []
+    try:
+        entries = list(os.scandir(str(directory)))
+    except OSError:
+        return []
+    for entry in entries:
+        if not pattern.fullmatch(entry.name):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+            found.append(Path(entry.path))
+    return found
 
 
 def write_target(path: str | os.PathLike) -> Path:
@@ -220,7 +264,7 @@ def atomic_write(
     target = write_target(shown) if follow_links and not exclusive else shown
     kept = None if exclusive else _replaced_file_mode(target)
     fd, tmp = tempfile.mkstemp(
-        dir=target.parent, prefix=temp_prefix(target), suffix=".tmp"
+        dir=target.parent, prefix=temp_prefix(target), suffix=_TEMP_SUFFIX
     )
     try:
         with os.fdopen(fd, "wb") as f:

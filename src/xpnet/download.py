@@ -38,6 +38,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from xpnet.atomic import own_temp_files
 from xpnet.errors import DatasetError
 from xpnet.transfer import (
     MirrorFailed,
@@ -401,9 +402,11 @@ def _make_dir(directory: Path) -> None:
 
 
 def _remove_stale_temp_files(directory: Path, max_age_s: float = 3600.0) -> None:
-    """Delete temp files left by downloads killed long ago (not ones in progress)."""
+    """Delete temp files left by downloads killed long ago (not ones in
+    progress): only xpnet's own (:func:`xpnet.atomic.own_temp_files`), never
+    a user's file that merely ends in ``.tmp``."""
     cutoff = time.time() - max_age_s
-    for tmp in directory.glob(".*.tmp"):
+    for tmp in own_temp_files(directory, None):
         try:
             if tmp.stat().st_mtime < cutoff:
                 tmp.unlink()

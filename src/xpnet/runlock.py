@@ -16,8 +16,9 @@ The lock file is not trusted either: it is opened without following links
 (``O_NOFOLLOW``), must be a regular file with one link, and is only written
 when it is empty or holds a process id (what xpnet writes there); anything
 else is refused with one line and left as it is. While the lock is held no
-other xpnet process can be writing the checkpoint, so any ``.<name>.*.tmp``
-file beside it is left over from a killed save and is removed.
+other xpnet process can be writing the checkpoint, so any of xpnet's own
+temporary files beside it (``.<name>.xpnet-tmp-<token>.tmp``, a regular file)
+is left over from a killed save and is removed; nothing else is.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import stat
 from pathlib import Path
 from types import TracebackType
 
-from .atomic import temp_prefix, write_target
+from .atomic import own_temp_files, write_target
 from .errors import XpnetError
 
 try:  # POSIX; elsewhere the lock is a no-op and the temp cleanup still runs
@@ -302,20 +303,18 @@ def remove_stale_temp_files(checkpoint: str | os.PathLike) -> list[Path]:
     """Delete the temp files that killed saves of ``checkpoint`` left behind.
 
     Only call this while holding the checkpoint's :class:`CheckpointLock`: the
-    temp names are those of :func:`xpnet.atomic.atomic_write` for the checkpoint
-    and its ``.json`` copy. Returns the paths removed.
+    files removed are those :func:`xpnet.atomic.own_temp_files` recognises as
+    :func:`xpnet.atomic.atomic_write`'s for the checkpoint and its ``.json``
+    copy (marked names, regular files); any other file is left alone.
+    Returns the paths removed.
     """
     checkpoint = write_target(checkpoint)
     removed = []
     for name in (checkpoint.name, checkpoint.name + ".json"):
-        for tmp in checkpoint.parent.glob(_glob_escape(temp_prefix(name)) + "*.tmp"):
+        for tmp in own_temp_files(checkpoint.parent, name):
             try:
                 tmp.unlink()
             except OSError:
                 continue
             removed.append(tmp)
     return removed
-
-
-def _glob_escape(text: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in text)

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .atomic import OutputError
 from .backend import Backend
 from .model import Sequential
 from .preprocessing import Preprocessing
@@ -27,6 +28,8 @@ def save(
     path: str | os.PathLike,
     model: Sequential,
     preprocessing: Preprocessing | dict[str, Any] | str | None = None,
+    *,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``model`` (weights, optimizer state, task) to ``path`` (``.npz``).
 
@@ -41,14 +44,46 @@ def save(
             they are). Default: ``model.preprocessing`` (a loaded model's),
             else what ``fit`` saw: integer inputs are recorded as used as they
             are, float inputs as unknown.
+        overwrite: replace ``path`` and its ``.json`` copy if they exist.
+            Without it an existing file (any file, even one xpnet wrote
+            earlier: like ``ModelCheckpoint``) is refused and left as it is.
 
     Returns:
         The path written.
+
+    Raises:
+        OutputError: ``path`` or its ``.json`` copy exists (one line), unless
+            ``overwrite``; or it is not a file xpnet may write.
     """
     from .checkpoint import Checkpoint, stated_preprocessing
 
     steps = stated_preprocessing(model, preprocessing)
-    return Checkpoint(model=model, preprocessing=steps).to_file(path)
+    record = Checkpoint(model=model, preprocessing=steps)
+    if not overwrite:
+        _refuse_existing(Path(path))
+    # exclusive: a file that appears while this writes is refused too.
+    return record.to_file(path, exclusive=not overwrite)
+
+
+def _refuse_existing(path: Path) -> None:
+    """Refuse a checkpoint name (or its ``.json`` copy) that is taken."""
+    from .checkpoint import CheckpointError, checkpoint_name_problem, sidecar_path
+
+    problem = checkpoint_name_problem(path)
+    if problem:
+        raise CheckpointError(f"checkpoint path {str(path)!r} {problem}")
+    for taken in (path, sidecar_path(path)):
+        if taken.is_symlink() and not taken.exists():
+            raise OutputError(
+                f"{str(taken)!r} is a symbolic link to {os.readlink(taken)!r}, "
+                "which does not exist: remove the link, or pass overwrite=True "
+                "to write its target"
+            )
+        if os.path.lexists(taken):
+            raise OutputError(
+                f"{str(taken)!r} already exists: pass overwrite=True to replace "
+                "it, or choose another name"
+            )
 
 
 def load(

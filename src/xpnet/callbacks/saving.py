@@ -46,9 +46,12 @@ class ModelCheckpoint(_Monitor):
     ) -> None:
         super().__init__(monitor, mode, min_delta)
         self.filepath = str(filepath)
-        if not self.filepath.endswith(".npz"):
+        from ..checkpoint import checkpoint_name_problem
+
+        problem = checkpoint_name_problem(self.filepath)
+        if problem:
             raise XpnetError(
-                f"ModelCheckpoint {self.filepath!r}: a checkpoint path must end in .npz"
+                f"ModelCheckpoint {self.filepath!r}: a checkpoint path {problem}"
             )
         self.save_best_only = bool(save_best_only)
         self.overwrite = bool(overwrite)

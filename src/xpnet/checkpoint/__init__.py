@@ -74,10 +74,23 @@ __all__ = [
     "optimizer_config",
     "optimizer_from_config",
     "read_checkpoint",
+    "checkpoint_name_problem",
     "save_checkpoint",
     "sidecar_path",
     "stated_preprocessing",
 ]
+
+
+def checkpoint_name_problem(path: str | os.PathLike) -> str | None:
+    """None when ``path`` names a checkpoint file (``<name>.npz``); else what
+    is wrong with it, as a phrase that follows the path in a message."""
+    name = Path(path).name
+    if name == ".npz":
+        # Path(".npz").suffix is "": the name is all suffix, no file name.
+        return "has no file name before .npz: name the file, e.g. run.npz"
+    if not name.endswith(".npz"):
+        return "must end in .npz"
+    return None
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
@@ -203,8 +216,9 @@ class Checkpoint:
             OSError, OutputError: the archive was not written.
         """
         path = Path(path)
-        if path.suffix != ".npz":
-            raise CheckpointError(f"checkpoint path {str(path)!r} must end in .npz")
+        problem = checkpoint_name_problem(path)
+        if problem:
+            raise CheckpointError(f"checkpoint path {str(path)!r} {problem}")
         arrays = self.to_arrays()
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..atomic import TEMP_NAME_EXTRA
 from ..filekinds import longest_name, not_a_file
 from .common import UsageError
 from .options import (
@@ -20,8 +21,8 @@ from .options import (
 from .options import TRAIN_OPTIONS as _TRAIN_OPTIONS
 
 #: bytes the longest file made beside a checkpoint adds to its name: the
-#: temporary file of its .json copy, ``.NAME.json.XXXXXXXX.tmp``
-SIDE_FILE_BYTES = len("..json.") + 8 + len(".tmp")
+#: temporary file of its .json copy, ``.NAME.json.xpnet-tmp-XXXXXXXX.tmp``
+SIDE_FILE_BYTES = len(".json") + TEMP_NAME_EXTRA
 
 #: every option a checkpoint records; its group says how a resumed run
 #: treats a different value (see :mod:`.options`)
@@ -181,10 +182,11 @@ class SaveTarget:
         path = self.path
         # The option that named the file: --save, or --resume saving back.
         option = "--save" if "save" in args.given else "--resume"
-        if path.suffix != ".npz":
-            raise UsageError(
-                f"{option} {str(path)!r}: a checkpoint path must end in .npz"
-            )
+        from ..checkpoint import checkpoint_name_problem
+
+        problem = checkpoint_name_problem(path)
+        if problem:
+            raise UsageError(f"{option} {str(path)!r}: a checkpoint path {problem}")
         room = (
             longest_name(next((p for p in path.parents if p.is_dir()), Path(".")))
             - SIDE_FILE_BYTES
@@ -276,10 +278,11 @@ def check_save_best(
     if args.save_best is None:
         return
     path = Path(args.save_best)
-    if path.suffix != ".npz":
-        raise UsageError(
-            f"--save-best {str(path)!r}: a checkpoint path must end in .npz"
-        )
+    from ..checkpoint import checkpoint_name_problem
+
+    problem = checkpoint_name_problem(path)
+    if problem:
+        raise UsageError(f"--save-best {str(path)!r}: a checkpoint path {problem}")
     if path.is_dir():
         raise UsageError(f"--save-best {str(path)!r} is a directory; give a file name")
     if target.path is not None and resolved(path) == resolved(target.path):
