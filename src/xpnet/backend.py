@@ -171,6 +171,34 @@ class Backend:
         gpu = gpu_name(self)
         return f"{text} ({gpu})" if gpu else text
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # The namespace is a module (pickle refuses those): a pickle holds the
+        # backend's name and device, and loading resolves them again.
+        return restore_backend, backend_identity(self)
+
+
+def backend_identity(backend: Backend) -> tuple[str, str, str | None, str]:
+    """``(name, device_name, strict_device, notice)``: plain data from which
+    :func:`restore_backend` resolves the same backend again (``strict_device``:
+    array-api-strict's device name, which ``device_name`` calls ``"cpu"``)."""
+    strict_device = None
+    if backend.name == "array-api-strict":
+        strict_device = str(getattr(backend.device, "_device", "CPU_DEVICE"))
+    return backend.name, backend.device_name, strict_device, backend.notice
+
+
+def restore_backend(
+    name: str, device_name: str, strict_device: str | None = None, notice: str = ""
+) -> Backend:
+    """The :class:`Backend` that :func:`backend_identity` described, resolved
+    afresh by name and device (a :class:`~xpnet.errors.DeviceError` when that
+    device is not usable here)."""
+    found = resolve(device_name, name)
+    device = found.device
+    if strict_device is not None:
+        device = found.xp.Device(strict_device)
+    return Backend(found.name, found.xp, device, found.device_name, notice=notice)
+
 
 def ops_for(xp: Namespace, device: Device, on_cpu: bool | None = None) -> Ops:
     """The fast paths for namespace ``xp``: NumPy's or CuPy's native ones,

@@ -607,6 +607,14 @@ class Sequential:
     def __repr__(self) -> str:
         return f"Sequential({self.layers!r})"
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickle and ``copy.deepcopy`` (and ``copy.copy``, which is then a deep
+        copy too) go through host data and rebuild the model, re-resolving its
+        namespace by backend name and device: see :mod:`xpnet.model_pickle`."""
+        from .model_pickle import reduce_model
+
+        return reduce_model(self)
+
 
 LAYER_TYPES: dict[str, type[Layer]] = {
     "Dense": Dense,
