@@ -428,3 +428,34 @@ def test_issue18_early_stopping_on_every_backend(backend):
     again.restore_best()
     if stopper.best_weights is not None:
         np.testing.assert_array_equal(_flat(model), state["best_weights"])
+
+
+def test_item15_a_reused_logger_refuses_another_models_run(tmp_path):
+    """Review item 15: one logger instance in a second fit of another model
+    used to add that run's rows to the first run's file without a word."""
+    for logger_class, name in ((CSVLogger, "log.csv"), (JSONLinesLogger, "log.jsonl")):
+        path = tmp_path / name
+        logger = logger_class(path)
+        _fit(_model(), 2, [logger])
+        before = path.read_text()
+        with pytest.raises(XpnetError, match="already holds an earlier fit of another"):
+            _fit(_model(), 1, [logger])
+        assert path.read_text() == before
+
+
+def test_item15_a_reused_logger_continues_one_models_training(tmp_path):
+    """Fitting one model on (a loop of fits, partial_fit) keeps one log; a
+    rewound model is refused; append=True adds whatever run it is given."""
+    path = tmp_path / "log.csv"
+    logger, model = CSVLogger(path), _model()
+    _fit(model, 2, [logger])
+    _fit(model, 1, [logger])
+    rows = list(csv.DictReader(path.open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    model.epochs_trained = 1
+    with pytest.raises(XpnetError, match="starts again at epoch 2"):
+        _fit(model, 1, [logger])
+    explicit = CSVLogger(path, append=True)
+    _fit(_model(), 1, [explicit])
+    _fit(_model(), 1, [explicit])
+    assert len(list(csv.DictReader(path.open()))) == 3 + 2

@@ -4,6 +4,12 @@ Each writes one row, line or set of scalars per trained epoch, flushed when
 written (a run stopped by Ctrl-C keeps every finished epoch), only on the
 lead process, into files it creates exclusively (see :mod:`.files`);
 ``append=True`` continues an existing log (a resumed run).
+
+One logger given to several fits (``partial_fit``, fitting on in a loop)
+keeps one log while they continue one model's training: the same model, its
+epochs numbered on. A fit of another model, or of the same model trained
+again from fewer epochs, is refused in one line unless ``append=True``: the
+file would otherwise mix two runs' rows without a word.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import json
 import math
 import os
 import time
+import weakref
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -46,17 +53,45 @@ class _FileLogger(Callback):
         self.path = Path(path)
         self.append = bool(append)
         self.file: TextIO | None = None
+        #: the model whose run this logger's file holds (after its first fit)
+        self._logged_model: weakref.ref[Any] | None = None
+        #: the last epoch number written (0: none yet)
+        self._last_epoch = 0
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        if self.params.get("lead", True) and self.file is None:
-            self.file = open_log(self.path, self.append, self.what)
-            # Later fits of this logger go on in the same file.
-            self.append = True
+        if not self.params.get("lead", True) or self.file is not None:
+            return
+        continuing = self._logged_model is not None
+        if continuing and not self.append:
+            self._check_same_run()
+        self.file = open_log(self.path, self.append or continuing, self.what)
+        self._logged_model = weakref.ref(self.model)
+
+    def _check_same_run(self) -> None:
+        """Refuse a fit that does not continue the run this file holds."""
+        assert self._logged_model is not None
+        same_model = self._logged_model() is self.model
+        if same_model and self.model.epochs_trained >= self._last_epoch:
+            return
+        name = type(self).__name__
+        if same_model:
+            why = (
+                f"this model's epochs up to {self._last_epoch}, and this fit "
+                f"starts again at epoch {self.model.epochs_trained + 1}"
+            )
+        else:
+            why = "an earlier fit of another model"
+        raise XpnetError(
+            f"{name} {str(self.path)!r} already holds {why}: give this fit a new "
+            f"{name} with another file name, or {name}(..., append=True) to add "
+            "its rows to that file"
+        )
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
         if self.file is not None:
             self.write({k: logs[k] for k in LOGGED if k in logs})
             self.file.flush()
+            self._last_epoch = int(logs.get("epoch", self._last_epoch))
 
     def write(self, row: dict[str, Any]) -> None:
         raise NotImplementedError
