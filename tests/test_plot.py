@@ -172,7 +172,9 @@ def test_plot_command_redraws_its_own_picture_and_refuses_others(tmp_path, capsy
     assert cli.main(["plot", str(run)]) == 0
     assert capsys.readouterr().out == f"{png}: 2 epochs of {run}\n"
     assert cli.main(["plot", str(run)]) == 0  # ours: redrawn
-    assert cli.main(["plot", str(run), "-o", str(out)]) == 2  # not a PNG: not ours
+    assert cli.main(["plot", str(run), "-o", str(out)]) == 0  # an SVG: ours too
+    out.write_text("<svg xmlns='http://www.w3.org/2000/svg'/>\n")  # someone's
+    assert cli.main(["plot", str(run), "-o", str(out)]) == 2
     assert "already exists" in error_of(capsys)
     assert cli.main(["plot", str(run), "-o", str(out), "--overwrite"]) == 0
     assert cli.main(["plot", str(run), "-o", str(tmp_path / "c.txt")]) == 2

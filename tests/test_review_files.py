@@ -77,11 +77,11 @@ def test_review2_save_refuses_its_own_earlier_file_too_and_overwrite_replaces(
     assert np.array_equal(xpnet.load(path, "cpu").predict(x), other.predict(x))
 
 
-def test_review2_save_to_a_dangling_link_names_the_link(tmp_path):
-    (tmp_path / "dl.npz").symlink_to("nothere.npz")
-    with pytest.raises(XpnetError, match="symbolic link to 'nothere.npz', which"):
-        xpnet.save(tmp_path / "dl.npz", mlp([4, 2], seed=0), preprocessing="none")
-    assert not (tmp_path / "nothere.npz").exists()
+def test_library_save_through_a_dangling_link_creates_its_target(tmp_path):
+    (tmp_path / "dl.npz").symlink_to("tgt.npz")
+    xpnet.save(tmp_path / "dl.npz", mlp([4, 2], seed=0), preprocessing="none")
+    assert (tmp_path / "dl.npz").is_symlink()
+    assert (tmp_path / "tgt.npz").is_file() and (tmp_path / "tgt.npz.json").is_file()
 
 
 # -- item 3: only xpnet's own temp files are cleaned up -------------------------
@@ -109,6 +109,96 @@ def test_review3_xpnets_temp_names_carry_the_marker(tmp_path):
     assert len(name) == len("f.bin") + atomic.TEMP_NAME_EXTRA
     (tmp_path / name).write_bytes(b"")  # as a killed writer leaves it
     assert runlock.remove_stale_temp_files(tmp_path / "f.bin") == [tmp_path / name]
+
+
+# -- item 7: a dangling link as --save writes its target, like any link --------
+def test_review7_save_through_a_dangling_link_creates_its_target(tmp_path):
+    (tmp_path / "dl.npz").symlink_to("tgt.npz")
+    (tmp_path / "dl.png").symlink_to("tgt.png")
+    args = ("train", *SMALL, "--save", "dl.npz", "--plot", "dl.png")
+    proc = run(*args, "--epochs", "1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "is a symbolic link: the checkpoint is written to its target" in (
+        proc.stderr.decode()
+    )
+    assert (tmp_path / "dl.npz").is_symlink() and (tmp_path / "tgt.npz").is_file()
+    assert (tmp_path / "tgt.npz.json").is_file() and (tmp_path / "tgt.png").is_file()
+    proc = run("train", "--resume", "dl.npz", "--epochs", "2", "--quiet", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert xpnet.load(tmp_path / "tgt.npz", "cpu") is not None
+
+
+def test_review7_resume_of_a_dangling_link_names_the_link(tmp_path):
+    (tmp_path / "dl.npz").symlink_to("tgt.npz")
+    line = one_line(run("train", "--resume", "dl.npz", cwd=tmp_path))
+    assert "'dl.npz' is a symbolic link to 'tgt.npz', which does not exist" in line
+    (tmp_path / "d2.npz").symlink_to("nofolder/x.npz")
+    line = one_line(run("train", *SMALL, "--save", "d2.npz", cwd=tmp_path))
+    assert "whose folder does not exist" in line
+
+
+# -- item 4: xpnet's own SVG and PDF pictures are recognised, like PNG --------
+@pytest.mark.parametrize("suffix", ["svg", "pdf"])
+def test_review4_own_svg_and_pdf_pictures_are_redrawn_without_overwrite(
+    tmp_path, suffix
+):
+    curves, matrix = f"pe.{suffix}", f"cm.{suffix}"
+    for epochs in ("1", "2"):
+        args = ("--save", "pe.npz", "--resume-if-exists", "--plot", curves)
+        proc = run("train", *SMALL, "--epochs", epochs, *args, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    for _ in range(2):
+        proc = run("plot", "pe.npz", "-o", curves, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        evaluate = ("evaluate", "pe.npz", "--dataset", "mnist-sample")
+        proc = run(*evaluate, "--device", "cpu", "--plot", matrix, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    # Another kind of picture, or a picture of another checkpoint, is not ours.
+    line = one_line(run(*evaluate, "--plot", curves, cwd=tmp_path))
+    assert "already exists: replace it with --overwrite" in line
+    (tmp_path / "other.npz").write_bytes((tmp_path / "pe.npz").read_bytes())
+    line = one_line(run("plot", "other.npz", "-o", curves, cwd=tmp_path))
+    assert "already exists: replace it with --overwrite" in line
+
+
+@pytest.mark.parametrize("suffix", ["svg", "pdf"])
+def test_a_users_svg_or_pdf_is_still_refused(tmp_path, trained, suffix):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    FigureCanvasAgg(fig)
+    fig.savefig(tmp_path / f"mine.{suffix}", format=suffix)
+    before = (tmp_path / f"mine.{suffix}").read_bytes()
+    line = one_line(run("plot", str(trained), "-o", f"mine.{suffix}", cwd=tmp_path))
+    assert "already exists" in line
+    assert (tmp_path / f"mine.{suffix}").read_bytes() == before
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    where = tmp_path_factory.mktemp("trained")
+    proc = run("train", *SMALL, "--epochs", "1", "--save", "one.npz", cwd=where)
+    assert proc.returncode == 0, proc.stderr
+    return where / "one.npz"
+
+
+# -- item 8: a checkpoint name that is not UTF-8 is drawn escaped ---------------
+def test_review8_plot_of_a_checkpoint_with_an_undecodable_name_works(tmp_path):
+    name = b"caf\xe9.npz"
+    proc = run("train", *SMALL, "--epochs", "1", "--save", name, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for _ in range(2):  # and the second time the picture is recognised as ours
+        proc = run("plot", name, "-o", "ok.png", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    assert b"caf\\udce9.npz" in (tmp_path / "ok.png").read_bytes()
+    other = b"b\xe9.npz"
+    proc = run("train", *SMALL, "--epochs", "1", "--save", other, "--plot", "t.pdf",
+               cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    proc = run("evaluate", name, "--dataset", "mnist-sample", "--plot", "cm.svg",
+               cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
 
 
 # -- item 13: --save .npz says the name is missing -------------------------------

@@ -261,7 +261,9 @@ def atomic_write(
             before it takes the name (e.g. to lock the new inode).
     """
     shown = Path(path)
-    target = write_target(shown) if follow_links and not exclusive else shown
+    # Through a link even for a new output: a dangling link's target is
+    # created there (exclusively: it fails if anything appears at it).
+    target = write_target(shown) if follow_links else shown
     kept = None if exclusive else _replaced_file_mode(target)
     fd, tmp = tempfile.mkstemp(
         dir=target.parent, prefix=temp_prefix(target), suffix=_TEMP_SUFFIX

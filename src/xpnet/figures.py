@@ -5,8 +5,10 @@ says how to install it, and the command line calls it before any work starts.
 Figures are drawn off-screen on the Agg canvas (no display, no pyplot state)
 and written atomically (:mod:`xpnet.atomic`).
 
-An output file is "ours" when it is a PNG whose ``xpnet`` text chunk names the
-same kind of picture of the same checkpoint (written by :func:`save_figure`):
+An output file is "ours" when it carries a mark naming the same kind of picture
+of the same checkpoint (written by :func:`save_figure`; see :func:`marker_of`):
+a PNG in its ``xpnet`` text chunk, an SVG in its Dublin Core description and a
+PDF in its info dictionary's Subject (``xpnet-picture: <kind> <path>``):
 such a file is redrawn freely (a resumed run, ``xpnet plot`` run again), any
 other existing file only with ``--overwrite`` (:func:`check_output`). A new
 file is created exclusively (:class:`xpnet.atomic.OwnedOutput`): of two
@@ -19,18 +21,21 @@ arrays, never a device array.
 
 from __future__ import annotations
 
+import html
 import math
 import os
+import re
 import struct
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from . import __version__
 from .atomic import OutputError, OwnedOutput, check_output_target
 from .errors import XpnetError
+from .terminal import printable
 
 __all__ = [
     "INSTALL_HINT",
@@ -94,36 +99,78 @@ def _writable_suffixes() -> set[str]:
 
 
 def marker_of(kind: str, source: str | os.PathLike | None) -> str | None:
-    """The ownership mark of a ``kind`` picture of checkpoint ``source``."""
+    """The ownership mark of a ``kind`` picture of checkpoint ``source``:
+    printable ASCII (a name's other bytes and characters written as escapes,
+    ``caf\\udce9.npz``), so every format's metadata can hold it."""
     if source is None:
         return None
     try:
         where = Path(source).resolve()
     except (OSError, RuntimeError):  # a link loop: reading it will say so
         where = Path(os.path.abspath(source))
-    return f"{kind} {where}"
+    mark = printable(f"{kind} {where}")  # undecodable bytes: \\udcNN escapes
+    return mark.encode("ascii", "backslashreplace").decode("ascii")
 
 
-def _png_marker(path: Path) -> str | None:
-    """The ``xpnet`` text chunk of the PNG at ``path``, or None."""
+def _drawable(text: str) -> str:
+    """A title with its control characters and a file name's undecodable
+    bytes escaped (the text renderer refuses lone surrogates); the newlines
+    between its lines stay."""
+    return "\n".join(printable(line) for line in text.split("\n"))
+
+
+#: where SVG and PDF pictures carry the mark (their formats' own metadata)
+_MARK_KEY = {"svg": "Description", "pdf": "Subject"}
+_MARK_PREFIX = "xpnet-picture: "
+_SVG_MARK = re.compile(
+    rb"<dc:description>" + re.escape(_MARK_PREFIX.encode()) + rb"([^<]*)</dc:"
+)
+_PDF_MARK = re.compile(
+    rb"/Subject \(" + re.escape(_MARK_PREFIX.encode()) + rb"((?:[^\\()]|\\.)*)\)"
+)
+_SVG_HEAD_BYTES = 1 << 14  # matplotlib writes the metadata at the top
+_PDF_TAIL_BYTES = 1 << 18  # and the PDF's info dictionary at the end
+
+
+def _file_marker(path: Path) -> str | None:
+    """The ownership mark xpnet wrote into the picture at ``path`` (PNG, SVG
+    or PDF), or None."""
     try:
         with open(path, "rb") as f:
-            if f.read(8) != b"\x89PNG\r\n\x1a\n":
-                return None
-            # Text chunks come before the image data; stop there.
-            for _ in range(64):
-                head = f.read(8)
-                if len(head) < 8:
-                    return None
-                length, kind = struct.unpack(">I4s", head)
-                if kind in (b"IDAT", b"IEND") or length > 1 << 16:
-                    return None
-                data = f.read(length)
-                f.read(4)  # CRC
-                if kind == b"tEXt" and data.startswith(b"xpnet\0"):
-                    return data[len(b"xpnet\0") :].decode("latin-1")
-    except OSError:
+            head = f.read(8)
+            if head == b"\x89PNG\r\n\x1a\n":
+                return _png_marker(f)
+            if head.startswith(b"%PDF-"):
+                size = f.seek(0, os.SEEK_END)
+                f.seek(max(0, size - _PDF_TAIL_BYTES))
+                found = _PDF_MARK.search(f.read())
+                # PDF literal strings escape \\, ( and ) (the mark is ASCII)
+                return (
+                    re.sub(rb"\\(.)", rb"\1", found.group(1)).decode("ascii")
+                    if found
+                    else None
+                )
+            found = _SVG_MARK.search(head + f.read(_SVG_HEAD_BYTES))
+            return html.unescape(found.group(1).decode("ascii")) if found else None
+    except (OSError, UnicodeDecodeError):
         return None
+
+
+def _png_marker(f: BinaryIO) -> str | None:
+    """The ``xpnet`` text chunk of the PNG open as ``f`` (past its
+    signature), or None."""
+    # Text chunks come before the image data; stop there.
+    for _ in range(64):
+        head = f.read(8)
+        if len(head) < 8:
+            return None
+        length, kind = struct.unpack(">I4s", head)
+        if kind in (b"IDAT", b"IEND") or length > 1 << 16:
+            return None
+        data = f.read(length)
+        f.read(4)  # CRC
+        if kind == b"tEXt" and data.startswith(b"xpnet\0"):
+            return data[len(b"xpnet\0") :].decode("latin-1")
     return None
 
 
@@ -162,7 +209,7 @@ def check_output(
             f"{option} {str(path)!r}: {str(parent)!r} is a file, not a directory"
         )
     if where.exists() and not overwrite:
-        if marker is None or _png_marker(where) != marker:
+        if marker is None or _file_marker(where) != marker:
             raise PlotError(
                 f"{option} {str(path)!r} already exists: replace it with "
                 "--overwrite, or choose another name"
@@ -181,7 +228,7 @@ def open_output(
     existing file is replaced only with ``overwrite`` or when it is ours
     (``marker``); a new one is created exclusively."""
     where = check_output(path, option, overwrite=overwrite, marker=marker)
-    ours = marker is not None and where.is_file() and _png_marker(where) == marker
+    ours = marker is not None and where.is_file() and _file_marker(where) == marker
     return OwnedOutput(where, may_replace=overwrite or ours)
 
 
@@ -195,10 +242,17 @@ def save_figure(
         output = OwnedOutput(output, may_replace=True)
     path = output.path
     fmt = path.suffix.lower().lstrip(".")
-    # Only PNG takes free-form metadata keys; other formats warn or refuse.
-    metadata = {"Software": f"xpnet {__version__}"} if fmt == "png" else None
-    if metadata is not None and marker is not None:
-        metadata["xpnet"] = marker
+    # PNG takes free-form keys; SVG and PDF only their formats' own (Dublin
+    # Core, the PDF info dictionary): the mark goes into one of those.
+    metadata: dict[str, str] | None = None
+    if fmt == "png":
+        metadata = {"Software": f"xpnet {__version__}"}
+        if marker is not None:
+            metadata["xpnet"] = marker
+    elif fmt in _MARK_KEY:
+        metadata = {"Creator": f"xpnet {__version__}"}
+        if marker is not None:
+            metadata[_MARK_KEY[fmt]] = _MARK_PREFIX + marker
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with output.write() as handle:
@@ -276,7 +330,7 @@ def curves_figure(
     if len(epochs) == 1:
         for ax in axes:
             ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle(_drawable(title), fontsize=11)
     return fig
 
 
@@ -342,8 +396,9 @@ def confusion_figure(
     bar = fig.colorbar(image, ax=ax, shrink=0.8)
     bar.set_label("share of the true class (%)")
     ax.set_title(
-        f"{title}\naccuracy {accuracy:.2f}% ({np.trace(counts):,} of {total:,} "
-        "correct); counts in cells, colour per row",
+        f"{_drawable(title)}\naccuracy {accuracy:.2f}% "
+        f"({np.trace(counts):,} of {total:,} correct); counts in cells, colour "
+        "per row",
         fontsize=10,
     )
     return fig

@@ -25,6 +25,9 @@ def not_a_file(path: str | os.PathLike) -> str | None:
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
+        if os.path.islink(path):
+            target = os.readlink(os.fsdecode(path))
+            return f"is a symbolic link to {target!r}, which does not exist"
         return "does not exist"
     except OSError as exc:
         if exc.errno == errno.ELOOP:

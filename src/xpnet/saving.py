@@ -47,6 +47,8 @@ def save(
         overwrite: replace ``path`` and its ``.json`` copy if they exist.
             Without it an existing file (any file, even one xpnet wrote
             earlier: like ``ModelCheckpoint``) is refused and left as it is.
+            A symbolic link is written through to its target (a dangling
+            link's target is created).
 
     Returns:
         The path written.
@@ -73,13 +75,9 @@ def _refuse_existing(path: Path) -> None:
     if problem:
         raise CheckpointError(f"checkpoint path {str(path)!r} {problem}")
     for taken in (path, sidecar_path(path)):
-        if taken.is_symlink() and not taken.exists():
-            raise OutputError(
-                f"{str(taken)!r} is a symbolic link to {os.readlink(taken)!r}, "
-                "which does not exist: remove the link, or pass overwrite=True "
-                "to write its target"
-            )
-        if os.path.lexists(taken):
+        # Like a link to a file, a dangling link is written through: its
+        # target, which does not exist yet, is created.
+        if taken.exists():
             raise OutputError(
                 f"{str(taken)!r} already exists: pass overwrite=True to replace "
                 "it, or choose another name"

@@ -232,13 +232,20 @@ class SaveTarget:
                     "replace it with --overwrite"
                 )
             for where in (path, sidecar):
-                if where.exists() or where.is_symlink():
+                # A dangling link is no file: the save creates its target.
+                if where.exists():
                     raise UsageError(
                         f"--save {str(path)!r}: {str(where)!r} already exists: "
                         f"continue it with --resume {str(path)!r} (or "
                         "--resume-if-exists), or replace it with --overwrite"
                     )
             self.exclusive = True
+        if path.is_symlink() and not write_target(path).parent.is_dir():
+            raise UsageError(
+                f"{option} {str(path)!r} is a symbolic link to "
+                f"{os.readlink(path)!r}, whose folder does not exist: create it, "
+                "or remove the link"
+            )
         if path.is_symlink():
             self.notice = (
                 f"{option} {str(path)!r} is a symbolic link: the checkpoint is "
