@@ -18,10 +18,10 @@ def console() -> int:
     try:
         from .cli import main
     except KeyboardInterrupt:
-        print("\nxpnet: interrupted while starting", file=sys.stderr)
+        print(f"{_end_echo()}xpnet: interrupted while starting", file=sys.stderr)
         return 1
     except Terminated as exc:
-        print(f"\nxpnet: {exc} while starting", file=sys.stderr)
+        print(f"{_end_echo()}xpnet: {exc} while starting", file=sys.stderr)
         return exc.exit_code
     try:
         return main()
@@ -30,6 +30,15 @@ def console() -> int:
         # interpreter shuts down must not turn it into a death by SIGINT.
         for sig in SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
+
+
+def _end_echo() -> str:
+    """A newline after the terminal's ``^C`` echo, else nothing: in a log or
+    a pipe the message stays one line (as :func:`xpnet.cli.common.end_bar_line`)."""
+    try:
+        return "\n" if sys.stderr.isatty() else ""
+    except (AttributeError, ValueError):  # stderr closed or replaced
+        return ""
 
 
 if __name__ == "__main__":

@@ -224,6 +224,7 @@ def load_dataset(
     test_only: bool = False,
     speed_limit: float | None = None,
     speed_time: float | None = None,
+    targets: str = "labels",
 ) -> Dataset:
     """Load a dataset by name, downloading it into the cache on first use.
 
@@ -257,6 +258,8 @@ def load_dataset(
             private mirrors of modified files).
         test_only: read (and download) only the test set, e.g. to evaluate;
             ``x_train``/``y_train`` may then be empty, ``(0, n_features)``.
+        targets: ``"labels"`` (integer classes) or ``"values"`` (an ``.npz``'s
+            float targets for a regressor, see :func:`load_npz`).
 
     Returns:
         A :class:`Dataset` with uint8 images flattened to ``(n, 784)`` for the
@@ -294,7 +297,7 @@ def load_dataset(
         from xpnet.idx_dataset import refuse_single_idx_file
 
         refuse_single_idx_file(name)
-        return load_npz(name)
+        return load_npz(name, targets=targets)
     choices = ", ".join(DATASET_NAMES)
     raise DatasetError(
         f"unknown dataset {name!r}: choose one of {choices}, or give the path of an "
@@ -492,7 +495,7 @@ def build_mnist_sample(src_dir: str | os.PathLike, out_path: str | os.PathLike) 
 # --------------------------------------------------------------------------- npz
 
 
-def load_npz(path: str | os.PathLike) -> Dataset:
+def load_npz(path: str | os.PathLike, *, targets: str = "labels") -> Dataset:
     """Load your own data from an ``.npz`` file (read with ``allow_pickle=False``).
 
     Required arrays: ``x_train`` ``(n_train, ...)`` numbers, ``y_train``
@@ -502,6 +505,9 @@ def load_npz(path: str | os.PathLike) -> Dataset:
     ``image_shape=(28, 28)``. An optional ``class_names`` array of strings names the
     classes. ``num_classes`` is the largest label + 1, which may be at most
     :data:`MAX_CLASSES` and at most the number of samples (train + test).
+
+    ``targets="values"``: the targets of a regressor instead, finite floats
+    ``(n,)`` or ``(n, outputs)``; ``num_classes`` is then 0.
 
     Raises:
         DatasetError: one line naming the file and the offending key.
@@ -515,9 +521,14 @@ def load_npz(path: str | os.PathLike) -> Dataset:
             f"{where}: x_train has {x_train.shape[1]} features per sample "
             f"{shape_train} but x_test has {x_test.shape[1]} {shape_test}"
         )
-    y_train = _check_y(arrays["y_train"], len(x_train), where, "y_train")
-    y_test = _check_y(arrays["y_test"], len(x_test), where, "y_test")
-    num_classes = _check_num_classes(y_train, y_test, where)
+    if targets == "values":
+        y_train = _check_values(arrays["y_train"], len(x_train), where, "y_train")
+        y_test = _check_values(arrays["y_test"], len(x_test), where, "y_test")
+        num_classes, names = 0, None
+    else:
+        y_train = _check_y(arrays["y_train"], len(x_train), where, "y_train")
+        y_test = _check_y(arrays["y_test"], len(x_test), where, "y_test")
+        num_classes = _check_num_classes(y_train, y_test, where)
     image_shape = shape_train if len(shape_train) == 2 else None
     if image_shape is not None and shape_test != shape_train:
         image_shape = None
@@ -625,6 +636,26 @@ def _check_y(y: np.ndarray, n: int, where: str, key: str) -> np.ndarray:
             f"classes are supported; {_RENUMBER_HINT}"
         )
     return y.astype(np.int64)
+
+
+def _check_values(y: np.ndarray, n: int, where: str, key: str) -> np.ndarray:
+    """Validate a regressor's targets for ``n`` samples: finite floats,
+    ``(n,)`` or ``(n, outputs)``, returned in native byte order."""
+    if y.dtype.kind != "f":
+        raise DatasetError(
+            f"{where}: {key} has dtype {y.dtype}; a regressor's targets are floats "
+            "(save them with y.astype(np.float32))"
+        )
+    if y.ndim not in (1, 2):
+        raise DatasetError(
+            f"{where}: {key} has shape {y.shape}; expected (n,) or (n, outputs)"
+        )
+    if len(y) != n:
+        x_key = "x" + key[1:]
+        raise DatasetError(f"{where}: {x_key} has {n} samples but {key} has {len(y)}")
+    if not np.isfinite(y).all():
+        raise DatasetError(f"{where}: {key} contains NaN or infinite values")
+    return y.astype(y.dtype.newbyteorder("="), copy=False)
 
 
 def _check_num_classes(y_train: np.ndarray, y_test: np.ndarray, where: str) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
@@ -95,3 +96,16 @@ thread_count = number(
 def blas_threads(text: str) -> int | str:
     """``--blas-threads``: ``auto`` or a whole number of threads >= 1."""
     return text if text == "auto" else thread_count(text)
+
+
+def data_dir(text: str) -> str:
+    """``--data-dir``: a folder (made on first download) or a name not yet
+    taken; an existing file is refused, since the cache would be looked up
+    inside it (``FILE/mnist``)."""
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is a file, not a folder: --data-dir names the folder that "
+            "caches mnist and fashion-mnist (an .npz dataset goes to --dataset)"
+        )
+    return text

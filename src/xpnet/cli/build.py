@@ -103,7 +103,7 @@ def say_start(
             else ""
         )
         + f" / {len(data.x_test):,} test, {data.n_features} features, "
-        f"{data.num_classes} classes, "
+        + _targets(data)
         + describe_scaling(Preprocessing.of(data).scale, scale_option(config))
         + (", deskewed" if config.deskew else "")
         + (", standardised" if config.standardize else ""),
@@ -121,3 +121,11 @@ def say_start(
         f" | batch {config.batch_size} | epochs {config.epochs}"
         + (f" | resumed at epoch {model.epochs_trained}" if resumed else ""),
     )
+
+
+def _targets(data: Any) -> str:
+    """``"10 classes, "``, or a regressor's ``"float targets (2 outputs), "``."""
+    if data.num_classes or data.y_train.dtype.kind != "f":
+        return f"{data.num_classes} classes, "
+    outputs = data.y_train.shape[1] if data.y_train.ndim == 2 else 1
+    return f"float targets ({outputs} output{'s' * (outputs != 1)}), "

@@ -99,23 +99,36 @@ def load_training_data(
     dtype: str = "float32",
     test_only: bool = False,
     held_out: tuple[float, int | None] | None = None,
+    targets: str = "labels",
 ) -> Dataset:
     """The dataset ``name``, preprocessed: with recorded ``steps`` when given
     (a resumed or evaluated run), else by fitting the chosen steps.
     ``test_only``: only the test set is needed (see :func:`load_dataset`).
     ``held_out``: ``(fraction, seed)`` of the validation split that ``fit``
     will hold out (:func:`xpnet.rng.validation_split`); the fitted steps'
-    statistics then come from the other training rows only."""
+    statistics then come from the other training rows only. ``targets``:
+    ``"values"`` for a regressor's float targets (see :func:`load_dataset`)."""
     from ..datasets import load_dataset
-    from ..preprocessing import preprocess, replay
+    from ..preprocessing import preprocess, replay, scale_divisor
     from ..rng import validation_split
 
     raw = load_dataset(
-        name, data_dir, progress=sys.stderr.isatty(), test_only=test_only
+        name,
+        data_dir,
+        progress=sys.stderr.isatty(),
+        test_only=test_only,
+        targets=targets,
     )
     raw = with_fingerprint(name, raw)
     if steps is not None:
         return replay(raw, steps, dtype)
+    if scale is False and scale_divisor(raw.x_train, raw.x_test) is None:
+        kinds = sorted({str(raw.x_train.dtype), str(raw.x_test.dtype)})
+        raise UsageError(
+            f"--no-scale keeps the features as they are, and {raw.name}'s are "
+            f"{' and '.join(kinds)}, which only --scale MAX would divide: "
+            "drop --no-scale"
+        )
     fit_rows = None
     if held_out is not None:
         y = np.asarray(raw.y_train)
@@ -131,6 +144,12 @@ def load_training_data(
         dtype=dtype,
         fit_rows=fit_rows,
     )
+
+
+def targets_of(model: Any) -> str:
+    """What a dataset's targets must be for ``model``: ``"values"`` (floats)
+    for a regressor, else ``"labels"``."""
+    return "values" if getattr(model, "task", None) == "regression" else "labels"
 
 
 def scale_option(args: argparse.Namespace) -> bool | float | str:

@@ -21,6 +21,7 @@ from .common import (
     device_facts,
     load_training_data,
     print_json,
+    targets_of,
 )
 from .plot import CONFUSION, run_title
 
@@ -48,6 +49,7 @@ def data_for_checkpoint(
         steps=ckpt.preprocessing,
         dtype=ckpt.model.dtype_name,
         test_only=True,
+        targets=targets_of(ckpt.model),
     )
     if not len(data.x_test):
         raise UsageError(

@@ -4,8 +4,11 @@ Ctrl-C or a signal (one line saying what the checkpoint holds)."""
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any
+
+import numpy as np
 
 from .. import __version__
 from ..terminal import printable
@@ -13,7 +16,18 @@ from .common import Exit, device_facts, end_bar_line, print_json
 from .plot import loss_name, run_title
 from .trainrun import TrainRun
 
-__all__ = ["finish", "nothing_to_train", "stopped"]
+__all__ = [
+    "finish",
+    "finished_holds",
+    "loss_before_training",
+    "nothing_to_train",
+    "stopped",
+    "warn_if_worse",
+]
+
+#: training rows the loss before training is measured on (evenly spaced,
+#: so data sorted by class gives a fair start)
+START_ROWS = 1024
 
 #: why training stopped, in the done: line
 STOPPED = {
@@ -35,15 +49,27 @@ def stopped(
     if run.plot is not None:
         run.plot.draw_on_stop(history)
     how = str(exc) if isinstance(exc, Terminated) else "interrupted"
-    again = f"xpnet train --resume {target.path} --epochs {config.epochs}"
-    if run.rank is not None:
-        again = f"mpiexec -n {run.rank.comm.size} {again} --distributed"
-    hint = f" (continue with: {again})" if target.epoch is not None else ""
-    message = f"{how} in epoch {model.epochs_trained + 1}; {target.holds()}{hint}"
+    if model.epochs_trained >= config.epochs:
+        # The stop came after the last epoch (e.g. a reader that left while
+        # its line was printed): there is no epoch to name and no run to
+        # continue, and a resume hint would train nothing.
+        message = f"{how} after the last epoch; {finished_holds(run)}"
+    else:
+        again = f"xpnet train --resume {target.path} --epochs {config.epochs}"
+        if run.rank is not None:
+            again = f"mpiexec -n {run.rank.comm.size} {again} --distributed"
+        hint = f" (continue with: {again})" if target.epoch is not None else ""
+        message = f"{how} in epoch {model.epochs_trained + 1}; {target.holds()}{hint}"
     run.args.report.update(error=message, stop_reason="interrupt")
     if run.writes:  # one message per run, not one per rank
         print(f"{end_bar_line()}xpnet: {printable(message)}", file=sys.stderr)
     raise Exit(exc.exit_code if isinstance(exc, Terminated) else 1) from None
+
+
+def finished_holds(run: TrainRun) -> str:
+    """What the checkpoint holds once training has ended (every epoch, or
+    early stopping), for a stop after that: nothing is left to continue."""
+    return f"{run.target.holds()} (training had finished: nothing to continue)"
 
 
 # -- finish ------------------------------------------------------------------------
@@ -123,4 +149,46 @@ def finish(
                 "best_epoch": best_epoch,
                 **run.args.report.get("distributed", {}),
             }
+        )
+
+
+# -- a run that ends worse than it started -------------------------------------------
+def loss_before_training(model: Any, data: Any) -> float | None:
+    """The model's loss on up to :data:`START_ROWS` evenly spaced training
+    rows before this run's first update (one forward pass, before the step
+    loop), or None where it cannot be had (e.g. non-finite outputs)."""
+    from ..errors import XpnetError
+
+    n = len(data.x_train)
+    if not n:
+        return None
+    rows = slice(None, None, max(1, n // START_ROWS))
+    try:
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+            loss = model.evaluate(data.x_train[rows], data.y_train[rows])["loss"]
+    except XpnetError:
+        return None
+    return float(loss) if math.isfinite(loss) else None
+
+
+def worse_than_start(start: float | None, final: Any) -> bool:
+    """The rule of the warning: the final training loss is more than twice
+    the loss before training and above it by more than 1. A healthy run's
+    epoch losses lie below its start (the mean over an epoch of updates of a
+    resumed, converged model may exceed its start by a little, hence the
+    margin); a diverged one, e.g. ``--lr 50``, ends many times above it."""
+    if start is None or not isinstance(final, float) or not math.isfinite(final):
+        return False
+    return final > 2 * start and final > start + 1
+
+
+def warn_if_worse(start: float | None, final: Any) -> None:
+    """One ``xpnet: warning:`` line when the run ended worse than it started
+    (:func:`worse_than_start`): exit 0 still, the epochs were trained as asked."""
+    if worse_than_start(start, final):
+        print(
+            f"xpnet: warning: the training loss ended at {final:.4g}, above "
+            f"{start:.4g} before training: the run diverged; try a smaller --lr",
+            file=sys.stderr,
+            flush=True,
         )

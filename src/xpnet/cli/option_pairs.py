@@ -39,6 +39,7 @@ def _train(args: argparse.Namespace, given: set[str]) -> None:
             + (" (--resume saves back to its own file)" if "resume" in given else "")
             + ": drop --overwrite, or name the file with --save PATH.npz"
         )
+    _resumed_file_overwrite(args, given)
     _data_dir(args, given)
     if "scale" in given and args.no_scale:
         raise UsageError(
@@ -50,6 +51,21 @@ def _train(args: argparse.Namespace, given: set[str]) -> None:
         raise UsageError(
             f"--blas-threads sets the CPU's BLAS threads and --device {args.device} "
             "trains on the GPU: drop --blas-threads"
+        )
+
+
+def _resumed_file_overwrite(args: argparse.Namespace, given: set[str]) -> None:
+    """``--resume R --save R --overwrite``: a resumed run replaces its own
+    file anyway, so --overwrite (with no --plot to apply to) does nothing."""
+    if not {"overwrite", "resume", "save"} <= given or "plot" in given:
+        return
+    from .resume import resolved
+
+    if resolved(Path(args.save)) == resolved(Path(args.resume)):
+        raise UsageError(
+            f"--overwrite replaces an existing file, and --save {args.save} is the "
+            "resumed checkpoint itself, which a resumed run saves back to anyway: "
+            "drop --overwrite"
         )
 
 

@@ -16,6 +16,9 @@ from .argtypes import (
     blas_threads as _blas_threads,
 )
 from .argtypes import (
+    data_dir as _data_dir,
+)
+from .argtypes import (
     fraction as _fraction,
 )
 from .argtypes import (
@@ -72,8 +75,8 @@ def _add_device_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device",
         default="auto",
-        help="auto (CUDA if CuPy and a GPU work, else CPU), cpu, cuda or cuda:N "
-        "(default: auto)",
+        help="auto (CUDA if CuPy and a GPU work, else CPU), cpu, cuda (or gpu) or "
+        "cuda:N (default: auto)",
     )
     parser.add_argument(
         "--backend",
@@ -103,6 +106,7 @@ def _add_data_options(parser: argparse.ArgumentParser, default: str | None) -> N
     parser.add_argument(
         "--data-dir",
         default=None,
+        type=_data_dir,
         metavar="DIR",
         help="dataset cache directory (default: $XPNET_DATA, else the user cache "
         "dir, e.g. ~/.cache/xpnet)",
@@ -282,6 +286,7 @@ def build_parser() -> _Parser:
     predict.add_argument(
         "--data-dir",
         default=None,
+        type=_data_dir,
         metavar="DIR",
         help="dataset cache directory for DATASET:INDEX inputs",
     )

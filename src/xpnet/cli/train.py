@@ -41,11 +41,19 @@ from .common import (
     load_training_data,
     say,
     scale_option,
+    targets_of,
 )
 from .controls import check_controls, control_callbacks
 from .distributed import agreed_start
 from .epochs import EpochLine, LivePlotting, SaveLast, SignalsWait, TestReport
-from .finish import finish, nothing_to_train, stopped
+from .finish import (
+    finish,
+    finished_holds,
+    loss_before_training,
+    nothing_to_train,
+    stopped,
+    warn_if_worse,
+)
 from .plot import LivePlot, loss_name, run_title
 from .resume import (
     TRAIN_OPTIONS,
@@ -216,6 +224,7 @@ def _load_or_build_agreed(run: TrainRun) -> tuple[Any, Any]:
         held_out=(config.validation_split, config.seed)
         if config.validation_split
         else None,
+        targets=targets_of(saved.model if saved else None),
     )
     if saved is not None:
         check_features(saved.model, data, f"checkpoint {run.resume!r}")
@@ -266,6 +275,7 @@ def _fit(run: TrainRun, model: Any, data: Any, stack: contextlib.ExitStack) -> N
     rows: list[dict[str, Any]] = []
     args.report["history"] = rows
     callbacks, controls = _callbacks(run, model, data, record, rows, save)
+    start_loss = loss_before_training(model, data)
     # The starting state first: from here on the file always holds the last
     # completed epoch, whatever interrupts the run.
     save()
@@ -298,6 +308,9 @@ def _fit(run: TrainRun, model: Any, data: Any, stack: contextlib.ExitStack) -> N
             plot.draw_on_stop(history_so_far)
         raise DivergenceError(f"{exc}; {target.holds()}") from None
     seconds = time.perf_counter() - started
+    # A stop from here on (e.g. a reader that leaves before the done: line)
+    # says that training had finished, with no resume hint.
+    args.describe_saved = lambda: finished_holds(run)
     if target.path is not None:
         say(config, f"saved {target.path}")
     best = next((c for c in controls if c.state_key == "model_checkpoint"), None)
@@ -336,6 +349,8 @@ def _fit(run: TrainRun, model: Any, data: Any, stack: contextlib.ExitStack) -> N
         stop_reason=history.stop_reason,
         best_epoch=best_epoch,
     )
+    if run.writes:
+        warn_if_worse(start_loss, reported.get("loss"))
 
 
 def _threads(run: TrainRun, stack: contextlib.ExitStack) -> str:
