@@ -214,7 +214,7 @@ def counts_dataset(tmp_path_factory) -> Path:
     [
         ([], "unscaled (not uint8 pixels: --scale MAX divides them)", None),
         (["--scale", "16"], "scaled / 16", 16.0),
-        (["--no-scale"], "unscaled", None),
+        # --no-scale on floats would do nothing: refused (review item 17)
     ],
 )
 def test_item16_float_features_are_not_divided_by_255_unasked(
