@@ -17,7 +17,6 @@ import pytest
 
 import xpnet
 from xpnet.cli import main
-from xpnet.cli.finish import worse_than_start
 from xpnet.cli.parser import build_parser
 from xpnet.datasets import DatasetError, load_npz
 
@@ -123,6 +122,8 @@ def test_review6_a_resumed_run_wrecked_by_its_new_batch_size_warns(tmp_path, cap
     [(2.3, 73.7, True), (2.3, 2.4, False), (0.01, 0.05, False), (None, 9.0, False)],
 )
 def test_review6_the_rule_needs_twice_the_start_and_one_more(start, final, warns):
+    from xpnet.cli.finish import worse_than_start
+
     assert worse_than_start(start, final) is warns
 
 
