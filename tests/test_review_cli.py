@@ -80,6 +80,16 @@ def test_review5_regressor_checkpoint_resumes_on_float_targets(
     assert xpnet.load(run, "cpu").epochs_trained == 3
 
 
+def test_review5_resuming_a_library_checkpoint_needs_its_dataset_named(
+    regression, tmp_path, capsys
+):
+    checkpoint, _ = regression
+    run = tmp_path / "run.npz"
+    run.write_bytes(checkpoint.read_bytes())
+    assert main(["train", "--resume", str(run), "--epochs", "3"]) == 2
+    assert "does not name the dataset it was trained on" in _error_line(capsys)
+
+
 def test_review5_float_targets_load_for_a_regressor_only(regression):
     _, data = regression
     assert load_npz(data, targets="values").y_train.dtype == np.float32

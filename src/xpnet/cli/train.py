@@ -35,6 +35,7 @@ from ..threads import busy_cpu_hint, limited_blas_threads
 from .build import build_model, check_head, resolve_defaults, say_start
 from .common import (
     CheckpointWriteError,
+    UsageError,
     check_features,
     dataset_facts,
     device_facts,
@@ -146,6 +147,13 @@ def _prepare(
                 target.path
             ):
                 target.epoch = saved.model.epochs_trained
+            if "dataset" not in saved.options and "dataset" not in args.given:
+                # A library checkpoint (xpnet.save) names no dataset: mnist,
+                # the default, would be a guess.
+                raise UsageError(
+                    f"checkpoint {resume!r} does not name the dataset it was "
+                    "trained on (saved by the library): pass --dataset"
+                )
             notices += reconcile_resume(args, saved.options, resume)
             args.dtype = saved.model.dtype_name
             args.report["epochs_trained"] = saved.model.epochs_trained
