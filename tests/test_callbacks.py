@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -459,3 +460,57 @@ def test_item15_a_reused_logger_continues_one_models_training(tmp_path):
     _fit(_model(), 1, [explicit])
     _fit(_model(), 1, [explicit])
     assert len(list(csv.DictReader(path.open()))) == 3 + 2
+
+
+# ------------------------------------------------------------------ misuse
+
+
+def test_item18_model_checkpoint_template_checked_when_made(tmp_path):
+    """Review item 18: an unknown field in a ModelCheckpoint name used to be
+    a KeyError after the first epoch's training; now one line at once."""
+    for name, said in (
+        ("mc_{foo}.npz", "names {foo}, which training does not record"),
+        ("mc_{}.npz", "names {}"),
+        ("mc_{epoch:zz}.npz", "cannot be filled in"),
+        ("mc_{.npz", "not a valid name template"),
+    ):
+        with pytest.raises(XpnetError, match=re.escape(said)):
+            ModelCheckpoint(tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
+    # Known fields and literal braces still work; a validation value in a
+    # fit without validation is refused before the first epoch.
+    model = _model()
+    _fit(model, 1, [ModelCheckpoint(tmp_path / "m{{x}}-{epoch:02d}-{loss:.2f}.npz")])
+    assert [p.name[:8] for p in tmp_path.glob("*.npz")] == ["m{x}-01-"]
+    with pytest.raises(XpnetError, match="has no validation data"):
+        _fit(_model(), 1, [ModelCheckpoint(tmp_path / "v{val_loss}.npz")], False)
+    assert _model().epochs_trained == 0
+
+
+def test_item18_fit_refuses_malformed_validation_data_in_one_line():
+    X, y = _data()
+    model = _model()
+    for given, said in (((X,), "a tuple of 1"), (X, "a ndarray"), ([X, y, y], "of 3")):
+        with pytest.raises(XpnetError, match="validation_data must be a pair") as e:
+            model.fit(X, y, 1, BATCH, validation_data=given)
+        assert said in str(e.value)
+    assert model.epochs_trained == 0
+    model.fit(X, y, 1, BATCH, validation_data=[*_validation()])
+    assert model.epochs_trained == 1
+
+
+def test_item18_fit_takes_one_callback_and_refuses_non_callbacks():
+    X, y = _data()
+    stopper = EarlyStopping("loss", patience=0, min_delta=10.0)
+    history = _model().fit(X, y, 5, BATCH, callbacks=stopper)
+    assert history.stop_reason == "early_stopping" and len(history["loss"]) == 2
+    model = _model()
+    for given, said in (
+        ("log.csv", "callbacks must be a list of xpnet callbacks, got str"),
+        (42, "got int"),
+        ([EarlyStopping], "e.g. EarlyStopping()"),
+        ([print], "got builtin_function_or_method"),
+    ):
+        with pytest.raises(XpnetError, match=re.escape(said)):
+            model.fit(X, y, 1, BATCH, callbacks=given)
+    assert model.epochs_trained == 0

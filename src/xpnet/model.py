@@ -307,7 +307,7 @@ class Sequential:
         validation_data: tuple[ArrayLike, ArrayLike] | None = None,
         validation_split: float | None = None,
         shuffle: bool = True,
-        callbacks: Sequence[Callback] | None = None,
+        callbacks: Sequence[Callback] | Callback | None = None,
         on_batch: Callable[[int], None] | None = None,
         on_epoch_end: Callable[[dict[str, Any]], Any] | None = None,
         check_inputs: bool = True,
@@ -330,7 +330,8 @@ class Sequential:
         ``loss`` is the mean over its batches of the loss each batch had before
         its update, as the step computed it.
 
-        ``callbacks``: :class:`xpnet.callbacks.Callback` objects (Keras style:
+        ``callbacks``: a list of :class:`xpnet.callbacks.Callback` objects, or
+        one (Keras style:
         ``on_train_begin/end``, ``on_epoch_begin/end``, ``on_batch_end``;
         e.g. :class:`~xpnet.callbacks.EarlyStopping`,
         :class:`~xpnet.callbacks.ModelCheckpoint`); one that sets

@@ -46,7 +46,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .arraytypes import Array, ArrayLike
-from .callbacks.base import Callback, CallbackList, LambdaCallback
+from .callbacks.base import Callback, CallbackList, LambdaCallback, checked_callbacks
 from .divergence import DIVERGENCE_FACTOR, DivergenceGuard, divergence
 from .epoch import Epoch
 from .errors import XpnetError
@@ -220,7 +220,7 @@ def fit(
     validation_data: tuple[ArrayLike, ArrayLike] | None = None,
     validation_split: float | None = None,
     shuffle: bool = True,
-    callbacks: Sequence[Callback] | None = None,
+    callbacks: Sequence[Callback] | Callback | None = None,
     on_batch: Callable[[int], None] | None = None,
     on_epoch_end: Callable[[dict[str, Any]], Any] | None = None,
     check_inputs: bool = True,
@@ -247,6 +247,8 @@ def fit(
     """
     epochs = check_count("epochs", epochs, minimum=0)
     batch_size = check_count("batch_size", batch_size, minimum=1)
+    callbacks = checked_callbacks(callbacks)
+    validation_data = _checked_validation_data(validation_data)
     progress = for_verbose(verbose) if progress is None else progress
     X, y, labels, validation = _prepare(
         model, X, y, validation_data, validation_split, check_inputs
@@ -263,7 +265,7 @@ def fit(
     plan = strategy.plan(X.shape[0], batch_size)
     guard = DivergenceGuard(model, X, y, batch_size, own_pass=strategy.sharded)
     shown = [ProgressCallback(progress)] if progress is not None else []
-    given = [*(callbacks or []), *_plain_functions(on_batch, on_epoch_end)]
+    given = [*callbacks, *_plain_functions(on_batch, on_epoch_end)]
     params = {
         "epochs": model.epochs_trained + epochs,
         "initial_epoch": model.epochs_trained,
@@ -315,6 +317,23 @@ def _plain_functions(
     if on_epoch_end is not None:
         out.append(LambdaCallback(on_epoch_end=lambda _, logs: on_epoch_end(logs)))
     return out
+
+
+def _checked_validation_data(given: Any) -> tuple[ArrayLike, ArrayLike] | None:
+    """``validation_data`` as ``(X_val, y_val)``, or a one-line XpnetError."""
+    if given is None:
+        return None
+    if not isinstance(given, tuple | list) or len(given) != 2:
+        what = (
+            f"a {type(given).__name__} of {len(given)}"
+            if isinstance(given, tuple | list)
+            else f"a {type(given).__name__}"
+        )
+        raise XpnetError(
+            f"validation_data must be a pair (X_val, y_val), got {what}: e.g. "
+            "validation_data=(X_val, y_val)"
+        )
+    return given[0], given[1]
 
 
 def _prepare(

@@ -30,7 +30,13 @@ from ..arraytypes import Array
 if TYPE_CHECKING:
     from ..model import Sequential
 
-__all__ = ["BatchLogs", "Callback", "CallbackList", "LambdaCallback"]
+__all__ = [
+    "BatchLogs",
+    "Callback",
+    "CallbackList",
+    "LambdaCallback",
+    "checked_callbacks",
+]
 
 
 class Callback:
@@ -214,3 +220,33 @@ class LambdaCallback(Callback):
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if self._train_end is not None:
             self._train_end(logs or {})
+
+
+def checked_callbacks(callbacks: Any) -> list[Callback]:
+    """``fit``'s ``callbacks`` as a list: ``None``, one :class:`Callback`, or
+    a list (any iterable but a string) of them; anything else is one
+    :class:`~xpnet.errors.XpnetError` line, before any training."""
+    from ..errors import XpnetError
+
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, Callback):
+        return [callbacks]
+    if isinstance(callbacks, str | bytes | dict) or not isinstance(callbacks, Iterable):
+        raise XpnetError(
+            f"callbacks must be a list of xpnet callbacks, got "
+            f"{type(callbacks).__name__}: e.g. callbacks=[EarlyStopping()]"
+        )
+    given = list(callbacks)
+    for item in given:
+        if not isinstance(item, Callback):
+            shown = type(item).__name__ if not isinstance(item, type) else item.__name__
+            raise XpnetError(
+                f"callbacks must be xpnet.callbacks.Callback objects, got {shown}"
+                + (
+                    f": create one, e.g. {item.__name__}()"
+                    if isinstance(item, type) and issubclass(item, Callback)
+                    else " (subclass xpnet.callbacks.Callback)"
+                )
+            )
+    return given

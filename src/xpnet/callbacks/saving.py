@@ -4,6 +4,8 @@ training, with the safety rules of ``xpnet train --save``."""
 from __future__ import annotations
 
 import os
+import re
+import string
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +16,20 @@ if TYPE_CHECKING:
     from ..checkpoint import Checkpoint
 
 __all__ = ["ModelCheckpoint"]
+
+#: the epoch record's keys (see :mod:`xpnet.epoch`) a ``filepath`` may name,
+#: with a value of each one's type to try a template on
+TEMPLATE_KEYS: dict[str, int | float] = {
+    "epoch": 1,
+    "loss": 0.5,
+    "accuracy": 0.5,
+    "val_loss": 0.5,
+    "val_accuracy": 0.5,
+    "lr": 0.1,
+    "seconds": 1.0,
+    "samples_per_second": 1.0,
+    "samples": 1,
+}
 
 
 class ModelCheckpoint(_Monitor):
@@ -53,6 +69,9 @@ class ModelCheckpoint(_Monitor):
             raise XpnetError(
                 f"ModelCheckpoint {self.filepath!r}: a checkpoint path {problem}"
             )
+        problem = template_problem(self.filepath)
+        if problem:
+            raise XpnetError(f"ModelCheckpoint {self.filepath!r}: {problem}")
         self.save_best_only = bool(save_best_only)
         self.overwrite = bool(overwrite)
         self.best_epoch = 0
@@ -66,9 +85,19 @@ class ModelCheckpoint(_Monitor):
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         if self.save_best_only:
             super().on_train_begin(logs)
-        if self.params.get("lead", True) and "{" not in self.filepath:
+        asked = template_fields(self.filepath)
+        if (
+            not self.params.get("validation", True)
+            and {"val_loss", "val_accuracy"} & asked
+        ):
+            raise XpnetError(
+                f"ModelCheckpoint {self.filepath!r} names a validation value, and "
+                "this fit has no validation data: pass validation_data or "
+                "validation_split, or leave {val_...} out of the name"
+            )
+        if self.params.get("lead", True) and not asked:
             # One name for the whole run: claimed before the first epoch.
-            self.claim(Path(self.filepath))
+            self.claim(Path(self._filled(0, {})))
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
         if self.save_best_only:
@@ -77,7 +106,20 @@ class ModelCheckpoint(_Monitor):
                 return
             self.best, self.best_epoch = value, epoch
         if self.params.get("lead", True):
-            self.save(Path(self.filepath.format(**{**logs, "epoch": epoch})))
+            self.save(Path(self._filled(epoch, logs)))
+
+    def _filled(self, epoch: int, logs: dict[str, Any]) -> str:
+        """The file name for this epoch (``filepath``'s fields filled in)."""
+        if not template_fields(self.filepath):
+            return self.filepath.replace("{{", "{").replace("}}", "}")
+        try:
+            return self.filepath.format(**{**logs, "epoch": epoch})
+        except (KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
+            # E.g. {accuracy:.2f} for a regressor, whose accuracy is None.
+            raise XpnetError(
+                f"ModelCheckpoint {self.filepath!r}: cannot fill in the name for "
+                f"epoch {epoch} ({type(exc).__name__}: {exc})"
+            ) from None
 
     def claim(self, path: Path) -> None:
         """Check ``path`` may be written and take its lock (once)."""
@@ -123,3 +165,35 @@ class ModelCheckpoint(_Monitor):
     def load_state(self, state: dict[str, Any]) -> None:
         self.load_best(state["best"])
         self.best_epoch = int(state["best_epoch"])
+
+
+def template_fields(filepath: str) -> set[str]:
+    """The record keys ``filepath`` names (``{epoch:03d}`` names ``epoch``);
+    an empty set for a plain name (``{{``/``}}`` are literal braces)."""
+    fields = set()
+    for _, field, _, _ in string.Formatter().parse(filepath):
+        if field is not None:
+            fields.add(re.split(r"[.\[!]", field, maxsplit=1)[0])
+    return fields
+
+
+def template_problem(filepath: str) -> str | None:
+    """What is wrong with ``filepath`` as a ModelCheckpoint name template, or
+    ``None``: checked when the callback is made, not after the first epoch."""
+    known = ", ".join("{" + key + "}" for key in TEMPLATE_KEYS)
+    try:
+        fields = template_fields(filepath)
+    except ValueError as exc:
+        return (
+            f"is not a valid name template ({exc}): fields are written like "
+            "{epoch:03d}, a literal brace as {{ or }}"
+        )
+    unknown = sorted(fields - set(TEMPLATE_KEYS))
+    if unknown:
+        shown = ", ".join("{" + name + "}" if name else "{}" for name in unknown)
+        return f"names {shown}, which training does not record: use {known}"
+    try:
+        filepath.format(**TEMPLATE_KEYS)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        return f"cannot be filled in ({type(exc).__name__}: {exc}): e.g. {{epoch:03d}}"
+    return None
