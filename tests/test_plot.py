@@ -189,6 +189,42 @@ def test_plot_of_a_checkpoint_without_epochs_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "run.png").exists()
 
 
+def test_item19_plot_draws_a_library_checkpoint(tmp_path, capsys):
+    """Review item 19: a checkpoint written by xpnet.save (or ModelCheckpoint)
+    from a library model trained one epoch said "holds no finished epoch
+    yet": the model now keeps its epochs' history and saves it."""
+    from xpnet.callbacks import ModelCheckpoint
+
+    rng = np.random.default_rng(0)
+    X = rng.random((40, 4)).astype(np.float32)
+    y = (X[:, 0] > 0.5).astype(np.int64)
+    model = xpnet.mlp([4, 3, 2], device="cpu")
+    every = tmp_path / "every-{epoch}.npz"
+    model.fit(X, y, 1, 8, validation_data=(X, y), callbacks=[ModelCheckpoint(every)])
+    lib = tmp_path / "lib.npz"
+    xpnet.save(lib, model, preprocessing="none")
+    for path in (lib, tmp_path / "every-1.npz"):
+        capsys.readouterr()
+        assert cli.main(["plot", str(path), "-o", str(tmp_path / "c.png")]) == 0
+        assert capsys.readouterr().out.endswith(f": 1 epoch of {path}\n")
+        (tmp_path / "c.png").unlink()
+    # Loaded, trained on and saved again: the history goes on.
+    again = xpnet.load(lib)
+    again.fit(X, y, 1, 8)
+    assert [row["epoch"] for row in again.epoch_history] == [1, 2]
+    assert again.epoch_history[0]["val_loss"] == model.epoch_history[0]["val_loss"]
+    xpnet.save(lib, again, overwrite=True)
+    assert cli.main(["plot", str(lib), "-o", str(tmp_path / "c.png")]) == 0
+    assert capsys.readouterr().out.endswith(f": 2 epochs of {lib}\n")
+    # A trained model's file without a history (as older xpnet wrote them)
+    # says so instead of "no finished epoch".
+    old = tmp_path / "old.npz"
+    again.epoch_history = []
+    save_checkpoint(old, again)
+    assert cli.main(["plot", str(old)]) == 2
+    assert "holds 2 trained epochs but no record of their loss" in error_of(capsys)
+
+
 def test_train_plot_is_written_at_the_end_and_rerunning_resumes_it(tmp_path):
     run, png = tmp_path / "run.npz", tmp_path / "c.png"
     argv = ["train", *SMALL, "--save", str(run), "--plot", str(png)]

@@ -122,6 +122,10 @@ class Sequential:
         with self.backend.context():
             self._build()
         self.epochs_trained = 0
+        #: one :func:`~xpnet.epoch_history.history_row` per epoch fit finished
+        #: (over the model's life; a checkpoint's history when loaded), saved
+        #: with the model by xpnet.save and ModelCheckpoint for ``xpnet plot``
+        self.epoch_history: list[dict[str, Any]] = []
         #: set by a callback to end fit after the current epoch (Keras's flag),
         #: with ``stop_reason`` saying why
         self.stop_training = False

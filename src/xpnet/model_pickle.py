@@ -33,6 +33,7 @@ _PLAIN = (
     "finite_outputs",
     "inputs_seen",
     "preprocessing",
+    "epoch_history",
 )
 
 

@@ -49,6 +49,7 @@ from .arraytypes import Array, ArrayLike
 from .callbacks.base import Callback, CallbackList, LambdaCallback, checked_callbacks
 from .divergence import DIVERGENCE_FACTOR, DivergenceGuard, divergence
 from .epoch import Epoch
+from .epoch_history import history_row
 from .errors import XpnetError
 from .fastpaths import StepFn
 from .inputs import inputs_seen
@@ -102,12 +103,17 @@ class History(Callback):
     ``"early_stopping"``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, rows: list[dict[str, Any]] | None = None) -> None:
         self.records: list[dict[str, Any]] = []
         self.stop_reason = "epochs"
+        #: where each epoch's :func:`~xpnet.epoch_history.history_row` goes
+        #: too (fit's: the model's ``epoch_history``), or None
+        self.rows = rows
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
         self.records.append(logs)
+        if self.rows is not None:
+            self.rows.append(history_row(logs))
 
     @property
     def history(self) -> dict[str, list[Any]]:
@@ -259,7 +265,7 @@ def fit(
     strategy = Strategy() if communicator is None else communicator.data_parallel()
     held_out = validation[:2] if validation is not None else None
     step = strategy.start(model, X, y, batch_size, shuffle, held_out, step)
-    history = History()
+    history = History(model.epoch_history)
     if not epochs:
         return history
     plan = strategy.plan(X.shape[0], batch_size)

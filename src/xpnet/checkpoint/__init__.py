@@ -184,7 +184,9 @@ class Checkpoint:
             "dataset": self.dataset,
             "train_options": self.options,
             "preprocessing": self.preprocessing.to_meta(),
-            "history": self.history,
+            # A library model's own (xpnet.save, ModelCheckpoint) when the
+            # record was given none: the command line gives its own rows.
+            "history": self.history or model.epoch_history,
         }
 
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -259,6 +261,7 @@ class Checkpoint:
         # How raw inputs become the model's, for xpnet.load's callers (and
         # kept by xpnet.save): None when nobody recorded it.
         model.preprocessing = steps if steps.known else None
+        model.epoch_history = list(meta.get("history", []))
         return cls(
             model=model,
             preprocessing=steps,

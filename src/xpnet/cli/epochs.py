@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..callbacks import Callback
+from ..epoch_history import history_row
 from ..progress import epoch_line
 
 if TYPE_CHECKING:
@@ -17,25 +18,6 @@ if TYPE_CHECKING:
     from .plot import LivePlot
 
 __all__ = ["EpochLine", "LivePlotting", "SaveLast", "SignalsWait", "TestReport"]
-
-
-def history_row(record: dict[str, Any]) -> dict[str, Any]:
-    """An epoch's record as the checkpoint's history and ``--json`` keep it."""
-    return {
-        "epoch": record["epoch"],
-        "loss": record["loss"],
-        "train_accuracy": record.get("accuracy"),
-        **(
-            {"val_loss": record["val_loss"], "val_accuracy": record["val_accuracy"]}
-            if "val_loss" in record
-            else {}
-        ),
-        "test_loss": record.get("test_loss"),
-        "test_accuracy": record.get("test_accuracy"),
-        "lr": record.get("lr"),
-        "seconds": record["seconds"],
-        "samples_per_second": record["samples_per_second"],
-    }
 
 
 class TestReport(Callback):

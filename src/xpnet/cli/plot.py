@@ -84,6 +84,15 @@ def run(args: argparse.Namespace) -> int:
     path = output.path
     ckpt = Checkpoint.from_file(args.model, "cpu")
     if not ckpt.history:
+        trained = ckpt.model.epochs_trained
+        if trained:
+            # Saved by an xpnet.save or ModelCheckpoint before 0.2.0, which
+            # kept a library model's weights but not its epochs' losses.
+            raise UsageError(
+                f"checkpoint {args.model!r} holds {trained} trained "
+                f"epoch{'s' * (trained != 1)} but no record of their loss "
+                "(saved without a history, by an older xpnet): nothing to plot"
+            )
         raise UsageError(
             f"checkpoint {args.model!r} holds no finished epoch yet: nothing to plot"
         )
