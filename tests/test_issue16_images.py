@@ -132,6 +132,31 @@ def test_issue16_item17_a_speck_is_not_a_digit(model_dir):
     assert "'speck.png' shows no digit: its ink covers only 2x2 pixels" in message
 
 
+def test_item21_flattened_or_extremely_thin_pictures_are_refused(
+    model_dir, test_digits
+):
+    """Review item 21: a (784,) digit saved as a 1x784 picture was read
+    without complaint ("looks like a 5, p=0.17"); pictures far thinner than
+    the model's 28x28 are refused, naming their size. A digit on a merely
+    oblong canvas is still read."""
+    digits, labels = test_digits
+    Image.fromarray(digits[0].reshape(784)).save(model_dir / "flat.png")
+    message = predict_error(model_dir, "flat.png")
+    assert "image 'flat.png' shows no digit: it is 1x784 px" in message
+    assert "flattened array" in message
+    Image.fromarray(digits[0].reshape(1, 784)).save(model_dir / "row.png")
+    assert "it is 784x1 px" in predict_error(model_dir, "row.png")
+    strip = np.zeros((28, 300), np.uint8)
+    strip[:, 100:128] = digits[0]
+    Image.fromarray(strip).save(model_dir / "strip.png")
+    assert "it is 300x28 px" in predict_error(model_dir, "strip.png")
+    oblong = np.zeros((28, 84), np.uint8)
+    oblong[:, 28:56] = digits[0]
+    Image.fromarray(oblong).save(model_dir / "oblong.png")
+    (result,) = predict(model_dir, "oblong.png")
+    assert result["prediction"] == labels[0]
+
+
 def test_issue16_item18_photos_are_read_upright_and_in_colour(model_dir, test_digits):
     """Item 18, as a photo comes: a JPEG stored sideways with an EXIF turn,
     and a palette image, read as the upright grey digit does."""

@@ -20,6 +20,7 @@ Layouts (:func:`layout_for`):
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,12 @@ _MIN_INK_SIDE = 4
 # test set: 13.99 and 14.00, std 0.29), and its digits' box.
 _MNIST_CENTRE = 14.0
 _MNIST_BOX = 20
+# A picture whose shorter side has fewer pixels than this (or than the
+# model's own image, if smaller) cannot show a digit: e.g. a flattened
+# (784,) array saved as a 784x1 picture.
+_MIN_IMAGE_SIDE = 8
+# Nor one this many times wider (or taller) than the model's own images are.
+_MAX_ASPECT = 8.0
 # The longest side an image is worked on at (larger ones are box-reduced by
 # a whole factor first), far more than a 20-pixel digit needs.
 _MAX_SIDE = 1024
@@ -135,13 +142,17 @@ def _read_grey_alpha(
                     image.draft(None, (int(w / factor), int(h / factor)))
                 # Photos from phones are stored sideways with an EXIF turn.
                 upright = ImageOps.exif_transpose(image)
-                return _pixels(upright if upright is not None else image, where)
+                upright = upright if upright is not None else image
+                _check_proportions(upright.size, shape, where)
+                return _pixels(upright, where)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         reason = str(exc).rstrip(".")
         raise ImageError(
             f"image {where} is too large to read safely ({reason}): scale it "
             f"down, a digit needs only {shape[1]}x{shape[0]} pixels"
         ) from None
+    except ImageError:
+        raise
     except UnidentifiedImageError:
         raise ImageError(
             f"cannot read image {where}: it is not a {', '.join(READ_FORMATS)} "
@@ -150,6 +161,26 @@ def _read_grey_alpha(
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
         reason = printable(" ".join(str(exc).split()) or type(exc).__name__)
         raise ImageError(f"cannot read image {where}: {reason}") from None
+
+
+def _check_proportions(
+    size: tuple[int, int], shape: tuple[int, int], where: str
+) -> None:
+    """Refuse a picture of ``size`` ``(w, h)`` that is too thin to show a
+    digit for a model of images ``shape`` ``(h, w)``: a side under
+    ``_MIN_IMAGE_SIDE`` pixels, or proportions ``_MAX_ASPECT`` times the
+    model's. Decoding a JPEG at a reduced scale keeps its proportions."""
+    w, h = size
+    shortest = min(_MIN_IMAGE_SIDE, *shape)
+    aspect = (w / h) / (shape[1] / shape[0]) if w and h else math.inf
+    if min(w, h) >= shortest and 1 / _MAX_ASPECT <= aspect <= _MAX_ASPECT:
+        return
+    flat = "a flattened array saved as a picture? " if min(w, h) <= 2 else ""
+    raise ImageError(
+        f"image {where} shows no digit: it is {w}x{h} px, and the model's "
+        f"images are {shape[1]}x{shape[0]} ({flat}save it as a "
+        f"{shape[1]}x{shape[0]} picture, or pass the array as a .npy file)"
+    )
 
 
 def _pixels(image: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
