@@ -64,3 +64,24 @@ def test_item10_a_model_with_an_unnamed_optimizer_is_refused_in_one_line():
     model = xpnet.mlp([4, 3, 2], device="cpu", optimizer=Mine(lr=0.1))
     with pytest.raises(XpnetError, match="cannot pickle or copy this model"):
         pickle.dumps(model)
+
+
+def test_item10_a_model_pickled_on_a_gpu_loads_on_the_cpu_with_a_warning(monkeypatch):
+    """A pickle made on cuda:1 (CuPy's stand-in) opened where CuPy is gone:
+    the model comes back on the CPU with NumPy, saying so, same numbers."""
+    import fake_cupy
+
+    from xpnet import backend as backend_module
+
+    X, y = _data()
+    backend_module.probe_cupy.cache_clear()
+    fake_cupy.install(monkeypatch)
+    model = _trained(xpnet.resolve("cuda:1"), "adam")
+    expected = model.predict_proba(X)
+    data = pickle.dumps(model)
+    monkeypatch.undo()
+    backend_module.probe_cupy.cache_clear()
+    with pytest.warns(UserWarning, match="not usable here .* CPU with numpy"):
+        again = pickle.loads(data)
+    assert again.backend.name == "numpy" and again.epochs_trained == 2
+    np.testing.assert_allclose(again.predict_proba(X), expected, rtol=1e-6)

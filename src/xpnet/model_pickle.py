@@ -15,7 +15,7 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from .backend import backend_identity, resolve, restore_backend
+from .backend import Backend, backend_identity, resolve, restore_backend
 from .errors import DeviceError, XpnetError
 from .resumable import TrainingState
 
@@ -72,13 +72,7 @@ def rebuild_model(state: dict[str, Any]) -> Sequential:
     try:
         backend = restore_backend(*state["backend"])
     except DeviceError as exc:
-        name = state["backend"][0]
-        warnings.warn(
-            f"the pickled model's device is not usable here ({exc}); "
-            "running on the CPU",
-            stacklevel=2,
-        )
-        backend = resolve("cpu", name if name != "cupy" else "numpy")
+        backend = _cpu_instead(state["backend"][0], str(exc))
     layers, loss, optimizer = architecture_objects(state, "the pickled model")
     arch = state["architecture"]
     model = Sequential(
@@ -95,3 +89,20 @@ def rebuild_model(state: dict[str, Any]) -> Sequential:
     for name in _PLAIN:
         setattr(model, name, state[name])
     return model
+
+
+def _cpu_instead(name: str, why: str) -> Backend:
+    """The CPU backend a model pickled on an unusable device loads on: its
+    own backend's CPU side where it has one (torch), else NumPy; warned."""
+    try:
+        backend = resolve(
+            "cpu", name if name in ("torch", "array-api-strict") else "numpy"
+        )
+    except DeviceError:
+        backend = resolve("cpu", "numpy")
+    warnings.warn(
+        f"the pickled model's device is not usable here ({why}); running on "
+        f"the CPU with {backend.name}",
+        stacklevel=3,
+    )
+    return backend
