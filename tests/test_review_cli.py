@@ -6,6 +6,7 @@ real CLI through :func:`xpnet.cli.main` or a ``python -m xpnet`` subprocess."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -105,6 +106,12 @@ def test_review6_a_diverging_run_warns(capsys):
     assert main(["train", *QUICK, "--epochs", "2", "--lr", "50"]) == 0
     err = capsys.readouterr().err
     assert WARNING in err and "the run diverged; try a smaller --lr" in err
+
+
+def test_review6_the_warning_is_in_the_json_object_too(capsys):
+    assert main(["train", *QUICK, "--epochs", "1", "--lr", "50", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert report["warning"].startswith("the training loss ended at")
 
 
 def test_review6_healthy_runs_do_not_warn(tmp_path, capsys):

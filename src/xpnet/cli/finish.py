@@ -22,7 +22,7 @@ __all__ = [
     "loss_before_training",
     "nothing_to_train",
     "stopped",
-    "warn_if_worse",
+    "worse_warning",
 ]
 
 #: training rows the loss before training is measured on (evenly spaced,
@@ -118,8 +118,10 @@ def finish(
     test_accuracy: Any,
     stop_reason: str,
     best_epoch: int | None,
+    warning: str | None = None,
 ) -> None:
-    """The final line (printed even with --quiet) and the --json line."""
+    """The final line (printed even with --quiet), ``warning`` (see
+    :func:`worse_warning`) and the --json line, which holds it too."""
     ran = len(records)
     if ran:
         why = STOPPED.get(stop_reason, stop_reason).format(
@@ -133,6 +135,8 @@ def finish(
     if isinstance(test_accuracy, float):
         line += f", test accuracy {100 * test_accuracy:.2f}%"
     print(line, flush=True)
+    if warning is not None and run.writes:
+        print(f"xpnet: warning: {warning}", file=sys.stderr, flush=True)
     if run.config.json:
         print_json(
             {
@@ -147,6 +151,7 @@ def finish(
                 "checkpoint": run.config.save,
                 "stop_reason": stop_reason,
                 "best_epoch": best_epoch,
+                **({"warning": warning} if warning is not None else {}),
                 **run.args.report.get("distributed", {}),
             }
         )
@@ -182,13 +187,13 @@ def worse_than_start(start: float | None, final: Any) -> bool:
     return final > 2 * start and final > start + 1
 
 
-def warn_if_worse(start: float | None, final: Any) -> None:
-    """One ``xpnet: warning:`` line when the run ended worse than it started
-    (:func:`worse_than_start`): exit 0 still, the epochs were trained as asked."""
-    if worse_than_start(start, final):
-        print(
-            f"xpnet: warning: the training loss ended at {final:.4g}, above "
-            f"{start:.4g} before training: the run diverged; try a smaller --lr",
-            file=sys.stderr,
-            flush=True,
-        )
+def worse_warning(start: float | None, final: Any) -> str | None:
+    """The warning of a run that ended worse than it started
+    (:func:`worse_than_start`), or None: exit 0 still, the epochs were
+    trained as asked."""
+    if not worse_than_start(start, final):
+        return None
+    return (
+        f"the training loss ended at {final:.4g}, above {start:.4g} before "
+        "training: the run diverged; try a smaller --lr"
+    )

@@ -53,7 +53,7 @@ from .finish import (
     loss_before_training,
     nothing_to_train,
     stopped,
-    warn_if_worse,
+    worse_warning,
 )
 from .plot import LivePlot, loss_name, run_title
 from .resume import (
@@ -356,9 +356,8 @@ def _fit(run: TrainRun, model: Any, data: Any, stack: contextlib.ExitStack) -> N
         test_accuracy=reported.get("test_accuracy"),
         stop_reason=history.stop_reason,
         best_epoch=best_epoch,
+        warning=worse_warning(start_loss, reported.get("loss")),
     )
-    if run.writes:
-        warn_if_worse(start_loss, reported.get("loss"))
 
 
 def _threads(run: TrainRun, stack: contextlib.ExitStack) -> str:
