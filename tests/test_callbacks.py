@@ -514,3 +514,16 @@ def test_item18_fit_takes_one_callback_and_refuses_non_callbacks():
         with pytest.raises(XpnetError, match=re.escape(said)):
             model.fit(X, y, 1, BATCH, callbacks=given)
     assert model.epochs_trained == 0
+
+
+def test_item15_a_used_logger_pickles_as_a_new_logger_of_its_file(tmp_path):
+    """A used logger (e.g. in a pickled estimator's callbacks) pickles; the
+    copy does not know the run and refuses the existing file like a new one."""
+    import pickle
+
+    path = tmp_path / "log.csv"
+    logger = CSVLogger(path)
+    _fit(_model(), 1, [logger])
+    again = pickle.loads(pickle.dumps(logger))
+    with pytest.raises(XpnetError, match="already exists"):
+        _fit(again.model, 1, [again])

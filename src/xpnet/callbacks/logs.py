@@ -67,6 +67,14 @@ class _FileLogger(Callback):
         self.file = open_log(self.path, self.append or continuing, self.what)
         self._logged_model = weakref.ref(self.model)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A pickled logger (e.g. in a pickled scikit-learn estimator's
+        # callbacks) forgets which model it logged: a weak reference does not
+        # pickle, and the copy logs like a new logger of the same file.
+        state = dict(vars(self))
+        state["_logged_model"], state["file"] = None, None
+        return state
+
     def _check_same_run(self) -> None:
         """Refuse a fit that does not continue the run this file holds."""
         assert self._logged_model is not None
