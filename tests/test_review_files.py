@@ -201,6 +201,75 @@ def test_review8_plot_of_a_checkpoint_with_an_undecodable_name_works(tmp_path):
     assert proc.returncode == 0, proc.stderr
 
 
+# -- item 9: bench --out is checked before any timing ---------------------------
+@pytest.mark.parametrize("out", ["f.npz", "/dev/full", "f.npz/sub"])
+def test_review9_bench_out_that_is_not_a_folder_is_refused_before_any_work(
+    tmp_path, out
+):
+    (tmp_path / "f.npz").write_text("precious\n")
+    proc = run("bench", "--quick", "--no-plot", "--out", out, cwd=tmp_path, timeout=60)
+    line = one_line(proc)  # nothing else: no timing started
+    assert line.startswith(f"xpnet: error: --out {out!r}") and "not a folder" in line
+    assert (tmp_path / "f.npz").read_text() == "precious\n"
+
+
+# -- item 14: a log on a device or FIFO says it is not a regular file -----------
+@pytest.mark.parametrize("logger", ["CSVLogger", "JSONLinesLogger"])
+@pytest.mark.parametrize(
+    ("where", "append"), [("device", False), ("fifo", False), ("fifo", True)]
+)
+def test_review14_a_logger_on_a_device_or_fifo_says_it_is_not_a_regular_file(
+    tmp_path, logger, append, where
+):
+    from xpnet import callbacks
+
+    if where == "fifo":
+        path, kind = tmp_path / "fifo", "a FIFO"
+        os.mkfifo(path)
+    else:
+        path, kind = Path("/dev/full"), "a character device"
+    log = getattr(callbacks, logger)(path, append=append)
+    x, y = np.zeros((8, 4), np.float32), np.zeros(8, np.int64)
+    # A reader, so that code which opens the FIFO does not block forever.
+    reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        with pytest.raises(XpnetError, match=f"is {kind}.*give a regular file's"):
+            mlp([4, 3, 2], seed=0).fit(x, y, epochs=1, callbacks=[log], verbose=0)
+    finally:
+        log.close()  # before the reader goes: a write then would be a SIGPIPE
+        os.close(reader)
+
+
+# Before the fix, appending to /dev/full looped and grew without bound (24 GB
+# until the kernel killed it): run in a child with a memory and time limit.
+_APPEND_TO_DEVICE = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+import numpy as np
+from xpnet import callbacks
+from xpnet.errors import XpnetError
+from xpnet.model import mlp
+log = getattr(callbacks, sys.argv[1])("/dev/full", append=True)
+x, y = np.zeros((8, 4), np.float32), np.zeros(8, np.int64)
+try:
+    mlp([4, 3, 2], seed=0).fit(x, y, epochs=1, callbacks=[log], verbose=0)
+except XpnetError as exc:
+    print(exc)
+"""
+
+
+@pytest.mark.parametrize("logger", ["CSVLogger", "JSONLinesLogger"])
+def test_review14_appending_a_log_to_a_device_is_refused(tmp_path, logger):
+    proc = subprocess.run(
+        [sys.executable, "-c", _APPEND_TO_DEVICE, logger],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "'/dev/full' is a character device" in proc.stdout
+
+
 # -- item 13: --save .npz says the name is missing -------------------------------
 @pytest.mark.parametrize("name", [".npz", "sub/.npz"])
 def test_review13_a_bare_npz_suffix_says_the_file_name_is_missing(tmp_path, name):

@@ -174,12 +174,13 @@ def default_out_dir() -> Path:
 def run_bench(args: argparse.Namespace) -> int:
     """Entry point of ``xpnet bench``: returns the exit code."""
     from .plan import plan_from_args
-    from .report import print_outcome
+    from .report import check_results_folder, print_outcome
     from .results import summary
     from .run import run_plan
 
-    plan = plan_from_args(args)
     out_dir = Path(args.out) if args.out else default_out_dir()
+    check_results_folder(out_dir)  # before any work: refused in one line
+    plan = plan_from_args(args)
     if plan.ranks:
         from .scaling import run_scaling_bench
 

@@ -5,11 +5,14 @@ and the files ``STEM.json``, ``STEM.md`` (and ``STEM.png``) written atomically.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..atomic import OwnedOutput
+from ..errors import XpnetError
+from ..filekinds import not_a_file
 from .cores import facts_lines
 from .plan import MODELS, QUICK_TEXT, SCALING_SCHEMA
 from .results import (
@@ -292,6 +295,33 @@ def print_outcome(
 def _write_text(output: OwnedOutput, text: str) -> None:
     with output.write() as f:
         f.write(text.encode("utf-8"))
+
+
+def check_results_folder(out_dir: Path, option: str = "--out") -> Path:
+    """Refuse, before any timing, a results folder that cannot be one: an
+    existing path that is not a folder (a file, ``/dev/full``), a path under
+    a file, or a folder this process cannot write into. Returns ``out_dir``
+    (made later, by the first write, when it does not exist yet).
+
+    Raises:
+        XpnetError: one line naming ``option`` and what is wrong.
+    """
+    existing = next((p for p in (out_dir, *out_dir.parents) if p.exists()), None)
+    where = existing if existing is not None else Path(".")
+    if not where.is_dir():
+        # not_a_file: None for a regular file, else "is a FIFO ..., not a file"
+        kind = (not_a_file(where) or "is a file").removesuffix(", not a file")
+        named = "" if where == out_dir else f": {str(where)!r}"
+        raise XpnetError(
+            f"{option} {str(out_dir)!r}{named} {kind}, not a folder: {option} "
+            "names the folder the results are written to"
+        )
+    if not os.access(where, os.W_OK | os.X_OK):
+        raise XpnetError(
+            f"{option} {str(out_dir)!r}: cannot write into {str(where)!r} "
+            "(permission denied): choose a writable folder"
+        )
+    return out_dir
 
 
 def result_outputs(out_dir: Path, stem: str, *, append: bool) -> dict[str, OwnedOutput]:
