@@ -299,16 +299,17 @@ def test_issue17_gpu_check_a_failing_step_leaves_the_others_results(device):
 def test_issue17_gpu_check_keeps_to_its_time_budget(device):
     """A step is stopped at its limit and keeps what it finished; a step the
     budget cannot give its minimum (bench: 40 s) is skipped."""
-    # the second row (wide 784-4096-4096-10 at batch 32: minutes per epoch
-    # here) is far too long for the ~80 s the bench gets; the first (seed at
-    # batch 4096 on 6,000 rows: 2 steps per epoch) is not
+    # the second row (wide 784-4096-4096-10 at batch 32 on 60,000 rows: about
+    # 3 minutes per epoch on a quiet 2-core machine, 18 s on 6,000 rows, which
+    # fitted) is far too long for the ~80 s the bench gets; the first (seed at
+    # batch 4096: 15 steps per epoch) is not
     rows = "--models seed,wide --batch-sizes-for seed=4096 --batch-sizes-for wide=32"
     result, out = _run(
         device,
         "budget",
         GPU_CHECK_STEPS="bench",
         GPU_CHECK_BUDGET_S="100",
-        GPU_CHECK_BENCH_ARGS=rows + " --rows 6000 --gemm-size 64",
+        GPU_CHECK_BENCH_ARGS=rows + " --rows 60000 --gemm-size 64",
     )
     text = result.stdout
     assert result.returncode == 1
